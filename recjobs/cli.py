@@ -1,0 +1,181 @@
+"""The `recjobs` command: a thin face over the jobs. Every RecJobsError becomes one line."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import settings as settings_module
+from .errors import RecJobsError
+
+log = logging.getLogger("recjobs")
+
+PATH_SETTINGS = ("data_dir", "db", "artifacts")
+
+
+def settings_options(names=None):
+    """click options for the named settings (all by default), with the settings' help."""
+    def decorate(command):
+        for name, (default, help_text) in reversed(settings_module.setting_help().items()):
+            if names is not None and name not in names:
+                continue
+            kind = click.Path(path_type=Path) if isinstance(default, Path) else type(default)
+            command = click.option(
+                f"--{name.replace('_', '-')}", name, type=kind, default=None,
+                help=f"{help_text} [default: {default}; env RECJOBS_{name.upper()}]",
+            )(command)
+        return command
+    return decorate
+
+
+def build_settings(values: dict):
+    return settings_module.from_env(**{k: v for k, v in values.items()
+                                       if k in settings_module.setting_help()})
+
+
+def one_line_errors(command):
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except RecJobsError as e:
+            raise click.ClickException(str(e)) from None
+    return wrapper
+
+
+def echo_result(result, as_json: bool):
+    data = dataclasses.asdict(result)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        for key, value in data.items():
+            click.echo(f"{key}: {value}")
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log detail (DEBUG).")
+@click.option("-q", "--quiet", is_flag=True, help="Log only warnings and errors.")
+def cli(verbose, quiet):
+    """Batch movie recommendations: implicit ALS on MovieLens, published to SQLite."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+@cli.command()
+@settings_options()
+@click.option("--run-id", default=None, help="Id of the new run [default: the UTC time].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@one_line_errors
+def run(run_id, as_json, **values):
+    """Run load, split, train, evaluate and precompute in order and publish the result."""
+    from .pipeline import run as run_pipeline
+
+    settings = build_settings(values)
+    result = run_pipeline(settings, run_id)
+    if as_json:
+        return echo_result(result, True)
+    e, p = result.evaluate, result.precompute
+    click.echo(f"run {result.run_id}: {p.status} ({p.reason}) in {result.seconds:.1f}s")
+    click.echo(f"  Recall@10 {e.recall_at_10:.4f}  NDCG@10 {e.ndcg_at_10:.4f}  "
+               f"(popularity {e.popularity_recall_at_10:.4f} / {e.popularity_ndcg_at_10:.4f}, "
+               f"{e.n_users_evaluated} users)")
+    for step in ("load", "split", "train", "evaluate", "precompute"):
+        click.echo(f"  {step:<10} {getattr(result, step).seconds:7.2f}s")
+    click.echo(f"  {p.n_recommendations} recommendations for {p.n_users} users in {p.db_path}")
+
+
+def step_command(name: str, needs_existing_run: bool):
+    def register(job):
+        @cli.command(name=name, help=job.__doc__)
+        @settings_options()
+        @click.option("--run-id", default=None,
+                      help="The run to work on [default: " + ("the newest run]" if needs_existing_run
+                                                               else "a new id from the UTC time]"))
+        @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+        @one_line_errors
+        def command(run_id, as_json, **values):
+            from . import pipeline, runs
+
+            settings = build_settings(values)
+            if run_id is None:
+                run_id = pipeline.latest_run_id(settings) if needs_existing_run else runs.new_run_id()
+                if run_id is None:
+                    raise RecJobsError(f"no run in {settings.db}; run `recjobs load` first")
+            try:
+                result = getattr(importlib.import_module(f"recjobs.{name}"), name)(settings, run_id)
+            except Exception as e:
+                if needs_existing_run:
+                    runs.mark_failed(settings, run_id, f"{name}: {type(e).__name__}: {e}")
+                raise
+            echo_result(result, as_json)
+        return job
+    return register
+
+
+@step_command("load", needs_existing_run=False)
+def _load():
+    """Validate the CSVs in --data-dir and store movies, ratings and tags; starts a run."""
+
+
+@step_command("split", needs_existing_run=True)
+def _split():
+    """Split each user's positives by time: the last is test, the one before validation."""
+
+
+@step_command("train", needs_existing_run=True)
+def _train():
+    """Fit ALS on the ratings before each test item (for evaluation) and on all ratings."""
+
+
+@step_command("evaluate", needs_existing_run=True)
+def _evaluate():
+    """Recall@10 and NDCG@10 on the test items, against popularity."""
+
+
+@step_command("precompute", needs_existing_run=True)
+def _precompute():
+    """Store top-k movies per user and similar movies per movie; publish if the run passes the gate."""
+
+
+@cli.command()
+@settings_options(PATH_SETTINGS)
+@click.option("--to", "to_run_id", default=None, help="Run to serve [default: the previous published run].")
+@one_line_errors
+def rollback(to_run_id, **values):
+    """Serve an earlier published run again (the last few are kept)."""
+    from .publish import rollback as do_rollback
+
+    result = do_rollback(build_settings(values), to_run_id)
+    click.echo(f"now serving {result.to_run_id} (was {result.from_run_id})")
+
+
+@cli.command("fetch-data")
+@settings_options(["data_dir"])
+@click.option("--url", default=None, help="Where to download ml-latest-small.zip from [default: GroupLens].")
+@click.option("--from", "source_dir", type=click.Path(path_type=Path), default=None,
+              help="Copy from a local ml-latest-small folder instead of downloading.")
+@one_line_errors
+def fetch_data(url, source_dir, **values):
+    """Download MovieLens ml-latest-small into --data-dir and check its SHA-256 sums."""
+    from .fetch import ML_LATEST_SMALL_URL, fetch_data as do_fetch
+
+    settings = build_settings(values)
+    result = do_fetch(settings.data_dir, url or ML_LATEST_SMALL_URL, source_dir)
+    click.echo(f"{len(result.files)} checked files in {result.data_dir} (from {result.source})")
+
+
+def main():
+    cli(prog_name="recjobs")
+
+
+if __name__ == "__main__":
+    main()

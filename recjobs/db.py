@@ -1,0 +1,93 @@
+"""The database layer: one SQLAlchemy engine per file, WAL, explicit transactions.
+
+Functions that write take a connection; `transaction(path)` opens the file and owns
+the transaction. The SQL itself lives in sql/*.sql.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Connection, Engine
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+
+@functools.cache
+def sql(name: str) -> str:
+    """The text of sql/<name>.sql, or of one `-- name: NAME` section as `file.NAME`."""
+    file_name, _, section = name.partition(".")
+    body = (SQL_DIR / f"{file_name}.sql").read_text(encoding="utf-8")
+    if not section:
+        return body
+    sections = dict(
+        (m.group(1), m.group(2).strip())
+        for m in re.finditer(r"^-- name: (\w+)\n(.*?)(?=^-- name: |\Z)", body, re.M | re.S)
+    )
+    if section not in sections:
+        raise KeyError(f"sql/{file_name}.sql has no section '-- name: {section}'")
+    return sections[section]
+
+
+def query(name: str):
+    return text(sql(name))
+
+
+@functools.cache
+def _engine(path: str) -> Engine:
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    with engine.connect() as conn:
+        conn.connection.driver_connection.executescript(sql("schema"))
+    return engine
+
+
+def engine_for(path: Path) -> Engine:
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _engine(str(path))
+
+
+@contextlib.contextmanager
+def transaction(path: Path):
+    """A connection inside one write transaction: committed on success, rolled back on error."""
+    with engine_for(path).begin() as conn:
+        yield conn
+
+
+@contextlib.contextmanager
+def reading(path: Path):
+    with engine_for(path).connect() as conn:
+        yield conn
+
+
+def insert_many(conn: Connection, name: str, rows, chunk: int = 50_000) -> int:
+    """Run sql/<name>.sql (qmark placeholders) over an iterable of tuples."""
+    statement = sql(name)
+    batch, total = [], 0
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= chunk:
+            conn.exec_driver_sql(statement, batch)
+            total += len(batch)
+            batch = []
+    if batch:
+        conn.exec_driver_sql(statement, batch)
+        total += len(batch)
+    return total

@@ -1,0 +1,92 @@
+"""Publishing: the quality gate, the pointer flip, pruning and rollback.
+
+Readers only ever see rows through `published_run`, so writing a run's rows and
+flipping the pointer in one transaction means they see the old complete set or the
+new complete set. The database file is never replaced.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from . import db, runs
+from .errors import StateError
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    publish: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    from_run_id: str | None
+    to_run_id: str
+
+
+def current_run(conn) -> dict | None:
+    row = conn.execute(db.query("publish.current")).mappings().first()
+    return dict(row) if row else None
+
+
+def gate(run: dict, current: dict | None, tolerance: float) -> GateDecision:
+    """Publish only if Recall@10 beats popularity of the same run and is not more than
+    `tolerance` (relative) below the published run's."""
+    recall, popularity = run["recall_at_10"], run["popularity_recall_at_10"]
+    if recall is None:
+        return GateDecision(False, "not evaluated; run `recjobs evaluate` first")
+    if recall <= popularity:
+        return GateDecision(False, f"Recall@10 {recall:.4f} does not beat the popularity baseline "
+                                   f"{popularity:.4f} of the same run")
+    if current and current["run_id"] != run["run_id"] and current["recall_at_10"] is not None:
+        floor = current["recall_at_10"] * (1 - tolerance)
+        if recall < floor:
+            return GateDecision(False, f"Recall@10 {recall:.4f} is more than {tolerance:.0%} below the "
+                                       f"published run {current['run_id']} ({current['recall_at_10']:.4f})")
+    return GateDecision(True, "passed the quality gate")
+
+
+def flip(conn, run_id: str) -> None:
+    now = runs.now()
+    conn.execute(db.query("publish.point_to"), {"run_id": run_id, "now": now})
+    conn.execute(db.query("publish.mark_published"), {"run_id": run_id, "now": now})
+
+
+def prune(conn, keep: int) -> list[str]:
+    """Delete the rows of runs that are neither current nor among the newest `keep` published."""
+    pruned = [r[0] for r in conn.execute(db.query("publish.runs_to_prune"), {"keep": keep})]
+    for run_id in pruned:
+        conn.exec_driver_sql(db.sql("publish.delete_run_recommendations"), (run_id,))
+        conn.exec_driver_sql(db.sql("publish.delete_run_similar_movies"), (run_id,))
+        conn.execute(db.query("publish.mark_rows_deleted"), {"run_id": run_id, "now": runs.now()})
+    if pruned:
+        log.info("pruned the rows of %d runs: %s", len(pruned), ", ".join(pruned))
+    return pruned
+
+
+def rollback(settings: Settings, to_run_id: str | None = None) -> RollbackResult:
+    """Point readers at an earlier published run whose rows are still kept."""
+    with db.transaction(settings.db) as conn:
+        current = current_run(conn)
+        if to_run_id is None:
+            to_run_id = conn.execute(db.query("publish.rollback_target")).scalar()
+            if to_run_id is None:
+                raise StateError("no earlier published run to roll back to; "
+                                 f"the last {settings.keep_published} published runs are kept")
+        target = runs.get(conn, to_run_id)
+        if target["status"] != "published" or target["rows_deleted_at"] is not None:
+            raise StateError(f"run {to_run_id!r} cannot be served (status {target['status']}"
+                             f"{', rows deleted' if target['rows_deleted_at'] else ''}); "
+                             "expected one of the kept published runs (see model_runs)")
+        conn.execute(db.query("publish.point_to"), {"run_id": to_run_id, "now": runs.now()})
+    log.info("rollback: now serving %s (was %s)", to_run_id, current and current["run_id"])
+    return RollbackResult(from_run_id=current and current["run_id"], to_run_id=to_run_id)
+
+
+def published_run_id(settings: Settings) -> str | None:
+    with db.reading(settings.db) as conn:
+        return conn.execute(db.query("publish.current_id")).scalar()

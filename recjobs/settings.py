@@ -1,0 +1,82 @@
+"""The one settings object: every job, the CLI, the DAG params and the README read it."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+def setting(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = setting(Path("data_small"), "Folder with movies.csv, ratings.csv, links.csv, tags.csv and optional incoming/*.csv.")
+    db: Path = setting(Path("artifacts/recs.db"), "SQLite database the recommendations are published to.")
+    artifacts: Path = setting(Path("artifacts"), "Folder for per-run model files (artifacts/<run_id>/).")
+    k: int = setting(50, "Recommendations stored per user.")
+    n_similar: int = setting(20, "Similar movies stored per movie.")
+    factors: int = setting(64, "ALS latent factors.")
+    regularization: float = setting(0.05, "ALS L2 regularization.")
+    iterations: int = setting(20, "ALS iterations.")
+    alpha: float = setting(20.0, "Confidence of a positive rating: 1 + alpha * weight.")
+    negative_weight: float = setting(0.0, "Weight of ratings below the positive threshold (0 = ignore them).")
+    positive_threshold: float = setting(4.0, "Ratings at or above this are positives.")
+    random_seed: int = setting(42, "Seed for ALS initialisation.")
+    keep_published: int = setting(3, "Published runs kept for rollback; older runs' rows are deleted.")
+    gate_tolerance: float = setting(0.10, "A run is rejected if its Recall@10 is this much (relative) below the published run's.")
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("Path",) and not isinstance(value, Path):
+                object.__setattr__(self, f.name, Path(value))
+        checks = {
+            "k": 1 <= self.k <= 1000,
+            "n_similar": 1 <= self.n_similar <= 1000,
+            "factors": 1 <= self.factors <= 2048,
+            "regularization": self.regularization >= 0,
+            "iterations": 1 <= self.iterations <= 1000,
+            "alpha": self.alpha > 0,
+            "negative_weight": self.negative_weight >= 0,
+            "positive_threshold": 0.5 <= self.positive_threshold <= 5.0,
+            "keep_published": self.keep_published >= 1,
+            "gate_tolerance": 0 <= self.gate_tolerance < 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"setting {name}={getattr(self, name)!r} is out of range; see `recjobs run --help`")
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def model_params(self) -> dict:
+        """The settings that decide the model: stored with every run."""
+        names = ("factors", "regularization", "iterations", "alpha", "negative_weight",
+                 "positive_threshold", "random_seed", "k", "n_similar")
+        return {name: getattr(self, name) for name in names}
+
+
+def setting_help() -> dict[str, tuple[object, str]]:
+    """name -> (default, help), in declaration order."""
+    return {f.name: (f.default, f.metadata["help"]) for f in dataclasses.fields(Settings)}
+
+
+def from_env(environ=os.environ, **overrides) -> Settings:
+    """Settings from RECJOBS_<NAME> environment variables, then explicit overrides."""
+    values = {}
+    for f in dataclasses.fields(Settings):
+        raw = environ.get(f"RECJOBS_{f.name.upper()}")
+        if raw is None or raw == "":
+            continue
+        kind = type(f.default)
+        try:
+            values[f.name] = Path(raw) if isinstance(f.default, Path) else kind(raw)
+        except ValueError:
+            raise ConfigError(f"RECJOBS_{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)

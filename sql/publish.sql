@@ -1,0 +1,50 @@
+-- Writing a run's rows, the quality gate's inputs, flipping the published pointer,
+-- rollback and pruning (recjobs/publish.py, recjobs/precompute.py).
+
+-- name: delete_run_recommendations
+DELETE FROM recommendations WHERE run_id = ?;
+
+-- name: delete_run_similar_movies
+DELETE FROM similar_movies WHERE run_id = ?;
+
+-- name: insert_recommendation
+INSERT INTO recommendations (run_id, user_id, rank, movie_id, score) VALUES (?, ?, ?, ?, ?);
+
+-- name: insert_similar_movie
+INSERT INTO similar_movies (run_id, movie_id, rank, similar_movie_id, score) VALUES (?, ?, ?, ?, ?);
+
+-- name: current
+SELECT r.* FROM published_run AS p JOIN model_runs AS r ON r.run_id = p.run_id;
+
+-- name: current_id
+SELECT run_id FROM published_run;
+
+-- name: point_to
+INSERT INTO published_run (id, run_id, published_at) VALUES (1, :run_id, :now)
+ON CONFLICT (id) DO UPDATE SET run_id = excluded.run_id, published_at = excluded.published_at;
+
+-- name: mark_published
+UPDATE model_runs SET status = 'published', status_reason = NULL, published_at = :now, finished_at = :now
+WHERE run_id = :run_id;
+
+-- name: rollback_target
+-- The newest published run other than the current one whose rows are still kept.
+SELECT run_id FROM model_runs
+WHERE status = 'published' AND rows_deleted_at IS NULL
+  AND run_id != coalesce((SELECT run_id FROM published_run), '')
+ORDER BY published_at DESC, run_id DESC
+LIMIT 1;
+
+-- name: runs_to_prune
+-- Runs whose rows go: published runs beyond the newest few kept (never the current one),
+-- and rejected or failed runs. Running runs are left alone.
+SELECT run_id FROM model_runs
+WHERE rows_deleted_at IS NULL
+  AND run_id != coalesce((SELECT run_id FROM published_run), '')
+  AND (status IN ('rejected', 'failed')
+       OR (status = 'published' AND run_id NOT IN (
+             SELECT run_id FROM model_runs WHERE status = 'published'
+             ORDER BY published_at DESC, run_id DESC LIMIT :keep)));
+
+-- name: mark_rows_deleted
+UPDATE model_runs SET rows_deleted_at = :now WHERE run_id = :run_id;

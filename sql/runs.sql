@@ -1,0 +1,44 @@
+-- The run record (model_runs), written by every job (recjobs/runs.py).
+
+-- name: start
+INSERT INTO model_runs (run_id, started_at, status, params_json, data_sha256, artifacts_dir)
+VALUES (:run_id, :now, 'running', :params_json, :data_sha256, :artifacts_dir)
+ON CONFLICT (run_id) DO UPDATE SET
+    params_json   = excluded.params_json,
+    data_sha256   = excluded.data_sha256,
+    artifacts_dir = excluded.artifacts_dir,
+    -- re-running a run that readers are served keeps it served
+    status        = CASE WHEN model_runs.status = 'published' THEN 'published' ELSE 'running' END,
+    status_reason = NULL;
+
+-- name: get
+SELECT * FROM model_runs WHERE run_id = :run_id;
+
+-- name: set_load_counts
+UPDATE model_runs SET n_ratings = :n_ratings, n_dropped_ratings = :n_dropped_ratings WHERE run_id = :run_id;
+
+-- name: set_split_counts
+UPDATE model_runs SET n_train = :n_train, n_test_users = :n_test_users WHERE run_id = :run_id;
+
+-- name: set_model_counts
+UPDATE model_runs SET n_users = :n_users, n_items = :n_items WHERE run_id = :run_id;
+
+-- name: set_metrics
+UPDATE model_runs SET recall_at_10 = :recall_at_10, ndcg_at_10 = :ndcg_at_10,
+    popularity_recall_at_10 = :popularity_recall_at_10, popularity_ndcg_at_10 = :popularity_ndcg_at_10
+WHERE run_id = :run_id;
+
+-- name: upsert_metric
+INSERT INTO run_metrics (run_id, metric, segment, value) VALUES (:run_id, :metric, :segment, :value)
+ON CONFLICT (run_id, metric, segment) DO UPDATE SET value = excluded.value;
+
+-- name: record_seconds
+UPDATE model_runs SET step_seconds_json = json_set(step_seconds_json, '$.' || :step, :seconds)
+WHERE run_id = :run_id;
+
+-- name: finish
+UPDATE model_runs SET status = :status, status_reason = :reason, finished_at = :now
+WHERE run_id = :run_id AND (:status != 'failed' OR status != 'published');
+
+-- name: latest_id
+SELECT run_id FROM model_runs ORDER BY started_at DESC, run_id DESC LIMIT 1;
