@@ -127,7 +127,7 @@ def read_catalog(data_dir: Path, positive_threshold: float = 4.0) -> Catalog:
     _no_duplicates(movies, ["movie_id"], data_dir / "movies.csv", "movie {movie_id} is listed twice")
     movies["year"] = pd.to_numeric(movies["title"].str.extract(YEAR_IN_TITLE, expand=False)).astype("Int64")
 
-    links = _read(data_dir, "links.csv", LINK_COLUMNS, hasher, dtype={"imdbId": str})
+    links = _read(data_dir, "links.csv", LINK_COLUMNS, hasher, dtype={"imdbId": str}, allow_empty=True)
     links = pd.DataFrame({
         "movie_id": _ids(links, "movieId", data_dir / "links.csv"),
         "imdb_id": links["imdbId"].where(links["imdbId"].notna(), None),
@@ -261,8 +261,8 @@ def _no_duplicates(frame: pd.DataFrame, keys: list[str], path: Path, what: str) 
     dup = frame.duplicated(keys, keep=False)
     if dup.any():
         rows = np.flatnonzero(dup.to_numpy())
-        first = frame.iloc[rows[0]]
-        twin = next(r for r in rows[1:] if all(frame.iloc[r][k] == first[k] for k in keys))
+        first = {k: frame[k].iloc[rows[0]] for k in keys}
+        twin = next(r for r in rows[1:] if all(frame[k].iloc[r] == first[k] for k in keys))
         name = frame.attrs.get("file", path.name)
         raise DataError(f"{name} lines {rows[0] + 2} and {twin + 2}: "
-                        f"{what.format(**{k: first[k] for k in keys})}; expected each once per file")
+                        f"{what.format(**first)}; expected each once per file")

@@ -89,3 +89,20 @@ def published_settings(tmp_path_factory, movielens_dir):
     result = pipeline.run(settings, "first")
     assert result.precompute.status == "published"
     return settings
+
+
+def copy_db(source: Path, target: Path) -> Path:
+    """A consistent copy of a (WAL) database, through SQLite's backup API."""
+    import sqlite3
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+    return target
+
+
+@pytest.fixture
+def published_copy(tmp_path, published_settings) -> Settings:
+    """A private copy of the published ml-latest-small database, safe to change."""
+    return published_settings.replace(db=copy_db(published_settings.db, tmp_path / "recs.db"),
+                                      artifacts=tmp_path / "artifacts")

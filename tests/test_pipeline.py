@@ -1,0 +1,86 @@
+"""End to end on ml-latest-small: what a nightly run publishes, a second run, rollback."""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from recjobs import pipeline, publish
+from recjobs.errors import StateError
+
+
+def test_published_run_covers_every_user(published_settings):
+    con = sqlite3.connect(published_settings.db)
+    run = dict(zip(("run_id", "status", "n_users", "n_items", "recall", "pop_recall", "ndcg", "steps"),
+                   con.execute("SELECT run_id, status, n_users, n_items, recall_at_10, popularity_recall_at_10, "
+                               "ndcg_at_10, step_seconds_json FROM model_runs").fetchone()))
+    assert run["run_id"] == "first" and run["status"] == "published"
+    assert run["n_users"] == 610
+    assert run["recall"] > run["pop_recall"]
+    assert 0 < run["ndcg"] <= run["recall"]
+    assert set(json.loads(run["steps"])) == {"load", "split", "train", "evaluate", "precompute"}
+    assert con.execute("SELECT run_id FROM published_run").fetchone() == ("first",)
+
+    k = published_settings.k
+    per_user = con.execute(
+        "SELECT count(*), count(DISTINCT movie_id), min(rank), max(rank) FROM current_recommendations "
+        "GROUP BY user_id").fetchall()
+    assert len(per_user) == 610
+    assert set(per_user) == {(k, k, 1, k)}
+    already_rated = con.execute(
+        "SELECT count(*) FROM current_recommendations c JOIN ratings r "
+        "ON r.user_id = c.user_id AND r.movie_id = c.movie_id").fetchone()[0]
+    assert already_rated == 0
+    assert con.execute("SELECT count(*) FROM current_recommendations WHERE title IS NULL").fetchone()[0] == 0
+    similar = con.execute("SELECT count(DISTINCT movie_id), count(*) FROM current_similar_movies").fetchone()
+    assert similar == (run["n_items"], run["n_items"] * published_settings.n_similar)
+    assert con.execute("SELECT count(*) FROM current_similar_movies WHERE movie_id = similar_movie_id"
+                       ).fetchone()[0] == 0
+
+
+def test_scores_descend_with_rank(published_settings):
+    con = sqlite3.connect(published_settings.db)
+    worse = con.execute(
+        "SELECT count(*) FROM current_recommendations a JOIN current_recommendations b "
+        "ON a.user_id = b.user_id AND b.rank = a.rank + 1 WHERE b.score > a.score + 1e-6").fetchone()[0]
+    assert worse == 0
+
+
+def test_second_run_publishes_and_rollback_restores_the_first(published_copy):
+    settings = published_copy
+    con = sqlite3.connect(settings.db)
+    first_rows = con.execute("SELECT user_id, rank, movie_id FROM current_recommendations").fetchall()
+    second = pipeline.run(settings, "second")
+    assert second.precompute.status == "published"
+    assert con.execute("SELECT run_id FROM published_run").fetchone() == ("second",)
+    # same data and settings: the same recommendations
+    assert con.execute("SELECT user_id, rank, movie_id FROM current_recommendations").fetchall() == first_rows
+
+    assert publish.rollback(settings).to_run_id == "first"
+    assert con.execute("SELECT run_id FROM published_run").fetchone() == ("first",)
+    assert publish.rollback(settings, "second").to_run_id == "second"
+
+
+def test_only_the_last_published_runs_keep_their_rows(published_copy):
+    settings = published_copy.replace(keep_published=2)
+    for run_id in ("second", "third"):
+        pipeline.run(settings, run_id)
+    con = sqlite3.connect(settings.db)
+    kept = {r[0] for r in con.execute("SELECT DISTINCT run_id FROM recommendations")}
+    assert kept == {"second", "third"}
+    assert con.execute("SELECT rows_deleted_at IS NOT NULL FROM model_runs WHERE run_id = 'first'"
+                       ).fetchone() == (1,)
+    with pytest.raises(StateError, match="'first' cannot be served"):
+        publish.rollback(settings, "first")
+    assert con.execute("SELECT run_id FROM published_run").fetchone() == ("third",)
+
+
+def test_rerunning_the_same_run_id_gives_no_duplicates(published_copy):
+    settings = published_copy
+    pipeline.run(settings, "again")
+    pipeline.run(settings, "again")
+    con = sqlite3.connect(settings.db)
+    assert con.execute("SELECT count(*) FROM recommendations WHERE run_id = 'again'").fetchone()[0] == \
+        610 * settings.k
+    assert con.execute("SELECT count(*) FROM model_runs WHERE run_id = 'again'").fetchone()[0] == 1

@@ -1,0 +1,26 @@
+"""The one settings object: environment, overrides, range checks."""
+import pytest
+
+from recjobs.errors import ConfigError
+from recjobs.settings import Settings, from_env, setting_help
+
+
+def test_environment_then_overrides():
+    s = from_env({"RECJOBS_DB": "/tmp/x.db", "RECJOBS_K": "7", "RECJOBS_ALPHA": "3.5"}, k=9)
+    assert str(s.db) == "/tmp/x.db" and s.k == 9 and s.alpha == 3.5
+
+
+def test_bad_environment_value():
+    with pytest.raises(ConfigError, match="RECJOBS_FACTORS='many' is not a valid int"):
+        from_env({"RECJOBS_FACTORS": "many"})
+
+
+@pytest.mark.parametrize("name, value", [("k", 0), ("factors", 0), ("iterations", 0), ("alpha", -1),
+                                         ("gate_tolerance", 1.5), ("positive_threshold", 9)])
+def test_out_of_range(name, value):
+    with pytest.raises(ConfigError, match=f"setting {name}="):
+        Settings(**{name: value})
+
+
+def test_every_setting_has_help():
+    assert all(help_text.strip() for _, help_text in setting_help().values())
