@@ -173,6 +173,29 @@ def fetch_data(url, source_dir, **values):
     click.echo(f"{len(result.files)} checked files in {result.data_dir} (from {result.source})")
 
 
+@cli.command("cold-start")
+@settings_options(["db", "artifacts"])
+@click.option("--liked", required=True,
+              help="Comma-separated MovieLens ids of movies the new user likes, e.g. 296,318,593 (1-100 ids).")
+@click.option("--k", "k", default="10", show_default=True, help="How many movies to recommend (1-100).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@one_line_errors
+def cold_start_command(liked, k, as_json, **values):
+    """Recommend movies to a new user from a few liked ones, with the published model (no retraining)."""
+    from .cold_start import check_k, cold_start, parse_liked
+
+    liked_ids, k = parse_liked(liked), check_k(k)  # bad input fails before anything is opened
+    result = cold_start(build_settings(values), liked_ids, k)
+    if as_json:
+        return echo_result(result, True)
+    click.echo(f"request {result.request_id}: {len(result.recommendations)} movies by {result.method} "
+               f"from run {result.run_id} in {result.seconds * 1000:.1f} ms")
+    if result.unknown_ids:
+        click.echo(f"  not known to the model (ignored): {', '.join(map(str, result.unknown_ids))}")
+    for rank, (movie_id, title, score) in enumerate(result.recommendations, start=1):
+        click.echo(f"  {rank:>3}. {movie_id:>7}  {score:9.4f}  {title or '(no title)'}")
+
+
 def main():
     cli(prog_name="recjobs")
 

@@ -107,7 +107,8 @@ CREATE TABLE IF NOT EXISTS cold_start_requests (
     liked_json   TEXT NOT NULL,   -- the ids as given, duplicates collapsed
     unknown_json TEXT NOT NULL,   -- liked ids the model does not know
     k            INTEGER NOT NULL,
-    method       TEXT NOT NULL    -- 'als_fold_in', 'blend' or 'popularity'
+    method       TEXT NOT NULL,   -- 'als_fold_in', 'blend' or 'popularity'
+    answer_seconds REAL           -- time to compute the answer (storing it not included)
 );
 
 CREATE TABLE IF NOT EXISTS cold_start_recommendations (

@@ -1,0 +1,281 @@
+"""cold_start: recommendations for a new user who names a few liked movies, without retraining.
+
+The new user is folded into the published model with one ALS least-squares step on its
+item factors Y (implicit's `recalculate_user`, in closed form):
+
+    x = (YᵀY + Yᵀ(Cu − I)Y + λI)⁻¹ Yᵀ Cu p(u)
+
+where every liked movie is a positive with the confidence the model was trained with
+(1 + alpha, as `recjobs.model.confidence` gives a positive). With no liked movie known to
+the model the answer is the run's popularity list; with very few it is blended toward
+popularity (see BLEND_* and the README's "Cold start" figures).
+
+Kept light on purpose: this module imports numpy and recjobs.db only, never pandas,
+scipy, implicit, Airflow or the training steps. A run's serving bundle
+(artifacts/<run_id>/cold_start.npz: movie ids, item factors, YᵀY, popularity, params)
+is written once per run and cached in the process.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import db
+from .errors import ConfigError, StateError
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_LIKED = 100
+MAX_K = 100
+MAX_MOVIE_ID = 2**31 - 1
+BUNDLE_NAME = "cold_start.npz"
+# Blend toward popularity when at most this many liked movies are known to the model.
+# Measured by `recjobs.cold_start_eval` (README "Cold start"); 0 turns the blend off.
+BLEND_MAX_KNOWN = 0
+BLEND_WEIGHT = 0.5   # share of the (standardised) popularity score in a blend
+LIKED_EXAMPLE = "e.g. --liked 296,318,593"
+
+
+@dataclass(frozen=True)
+class ColdStartResult:
+    request_id: int
+    run_id: str
+    method: str                     # 'als_fold_in', 'blend' or 'popularity'
+    liked: tuple[int, ...]          # as given, duplicates collapsed
+    unknown_ids: tuple[int, ...]    # liked ids the served model does not know
+    k: int
+    recommendations: tuple[tuple[int, str | None, float], ...]   # (movie_id, title, score), best first
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """What a run needs to answer cold-start requests."""
+    run_id: str
+    movie_ids: np.ndarray       # sorted MovieLens ids, row order of item_factors
+    item_factors: np.ndarray    # float32, items x factors
+    gram: np.ndarray            # float64 YᵀY
+    popularity: np.ndarray      # float64, positives per movie in the run's ratings
+    alpha: float
+    regularization: float
+
+    @property
+    def liked_confidence(self) -> float:
+        # a liked movie is a positive: weight 1, confidence 1 + alpha * 1 (recjobs.model.confidence)
+        return 1.0 + self.alpha
+
+
+# ---- input checks (shared by the CLI and the DAG) -------------------------------------
+
+def _one_id(value) -> int:
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ConfigError(f"liked: {value!r} is not an integer movie id; expected integers, {LIKED_EXAMPLE}")
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "":
+            raise ConfigError(f"liked: empty entry in the list; expected comma-separated integers, {LIKED_EXAMPLE}")
+        if not text.lstrip("+-").isdigit() or not text.isascii():
+            raise ConfigError(f"liked: {text!r} is not an integer movie id; expected integers, {LIKED_EXAMPLE}")
+        value = int(text)
+    if not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"liked: {value!r} is not an integer movie id; expected integers, {LIKED_EXAMPLE}")
+    value = int(value)
+    if not 1 <= value <= MAX_MOVIE_ID:
+        raise ConfigError(f"liked: {value} is not a valid movie id; expected 1 to {MAX_MOVIE_ID}")
+    return value
+
+
+def parse_liked(value) -> tuple[int, ...]:
+    """Liked movie ids from '296,318,593' or a list of ints / digit strings; duplicates collapse
+    (first occurrence kept). Raises ConfigError for anything else."""
+    if value is None:
+        raise ConfigError(f"liked: no movie ids given; expected 1 to {MAX_LIKED} ids, {LIKED_EXAMPLE}")
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        items = list(items)
+    except TypeError:
+        raise ConfigError(f"liked: {value!r} is not a list of movie ids; {LIKED_EXAMPLE}") from None
+    if isinstance(value, str) and value.strip() == "" or not items:
+        raise ConfigError(f"liked: no movie ids given; expected 1 to {MAX_LIKED} ids, {LIKED_EXAMPLE}")
+    liked = tuple(dict.fromkeys(_one_id(item) for item in items))
+    if len(liked) > MAX_LIKED:
+        raise ConfigError(f"liked: {len(liked)} distinct movie ids given; at most {MAX_LIKED} are accepted")
+    return liked
+
+
+def check_k(value) -> int:
+    """k as an int from 1 to MAX_K; digit strings are accepted (the CLI passes text)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_K:
+        raise ConfigError(f"k: {value!r} is out of range; expected an integer from 1 to {MAX_K}")
+    return int(value)
+
+
+# ---- the serving bundle of a run ------------------------------------------------------
+
+def bundle_path(run_dir: Path) -> Path:
+    return Path(run_dir) / BUNDLE_NAME
+
+
+def write_bundle(run_dir: Path) -> Path:
+    """Build artifacts/<run_id>/cold_start.npz from model_full.npz, params.json and the run's
+    ratings.npz (the only time the ratings are read). Written atomically."""
+    run_dir = Path(run_dir)
+    needed = [run_dir / n for n in ("model_full.npz", "params.json", "ratings.npz")]
+    for path in needed:
+        if not path.is_file():
+            raise StateError(f"{path}: not found; the served run's artifacts are incomplete "
+                             "(run `recjobs train` for it, or roll back)")
+    params = json.loads((run_dir / "params.json").read_text(encoding="utf-8"))
+    with np.load(run_dir / "model_full.npz") as f:
+        movie_ids = f["movie_ids"]
+        item_factors = np.ascontiguousarray(f["item_factors"], dtype=np.float32)
+    with np.load(run_dir / "ratings.npz") as f:
+        positive = f["rating"] >= params["positive_threshold"]
+        rated = f["movie_id"][positive]
+    known = np.isin(rated, movie_ids)
+    popularity = np.bincount(np.searchsorted(movie_ids, rated[known]), minlength=len(movie_ids))
+    y = item_factors.astype(np.float64)
+    target = bundle_path(run_dir)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
+    np.savez(partial, movie_ids=movie_ids, item_factors=item_factors, gram=y.T @ y,
+             popularity=popularity.astype(np.float64), params_json=np.array(json.dumps(params)))
+    os.replace(partial, target)
+    log.info("cold start: wrote %s (%d movies)", target, len(movie_ids))
+    return target
+
+
+_cache: dict[str, tuple[tuple[int, int], Bundle]] = {}
+_cache_lock = threading.Lock()
+
+
+def read_bundle(run_id: str, run_dir: Path) -> Bundle:
+    """The run's bundle, written on first use, cached per process (keyed on the file's mtime)."""
+    path = bundle_path(run_dir)
+    if not path.is_file():
+        write_bundle(run_dir)
+    stat = path.stat()
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    key = str(path)
+    cached = _cache.get(key)
+    if cached and cached[0] == stamp:
+        return cached[1]
+    with np.load(path) as f:
+        params = json.loads(str(f["params_json"]))
+        bundle = Bundle(run_id, f["movie_ids"], f["item_factors"], f["gram"], f["popularity"],
+                        float(params["alpha"]), float(params["regularization"]))
+    with _cache_lock:
+        if len(_cache) >= 4:
+            _cache.clear()
+        _cache[key] = (stamp, bundle)
+    return bundle
+
+
+# ---- scoring ---------------------------------------------------------------------------
+
+def fold_in(item_factors: np.ndarray, gram: np.ndarray, rows: np.ndarray, confidence: float,
+            regularization: float) -> np.ndarray:
+    """The ALS user factors for a user whose positives are `rows`, all with `confidence`."""
+    y = item_factors[rows].astype(np.float64)
+    a = gram + (confidence - 1.0) * (y.T @ y)
+    a[np.diag_indices_from(a)] += regularization
+    return np.linalg.solve(a, confidence * y.sum(axis=0))
+
+
+def standardised(scores: np.ndarray) -> np.ndarray:
+    std = scores.std()
+    return (scores - scores.mean()) / (std if std > 0 else 1.0)
+
+
+def blend(als_scores: np.ndarray, popularity: np.ndarray, weight: float) -> np.ndarray:
+    """(1 - weight) * standardised ALS score + weight * standardised log popularity."""
+    return (1.0 - weight) * standardised(als_scores) + weight * standardised(np.log1p(popularity))
+
+
+def scores_for(bundle: Bundle, rows: np.ndarray, blend_max_known: int = BLEND_MAX_KNOWN,
+               blend_weight: float = BLEND_WEIGHT) -> tuple[str, np.ndarray]:
+    """(method, a score per item) for a new user whose known liked movies are `rows`."""
+    if len(rows) == 0:
+        return "popularity", bundle.popularity
+    x = fold_in(bundle.item_factors, bundle.gram, rows, bundle.liked_confidence, bundle.regularization)
+    als = bundle.item_factors @ x.astype(np.float32)
+    if len(rows) <= blend_max_known:
+        return "blend", blend(als, bundle.popularity, blend_weight)
+    return "als_fold_in", als
+
+
+def top_k(scores: np.ndarray, exclude_rows: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the k best scores, best first, `exclude_rows` left out."""
+    scores = np.array(scores, dtype=np.float64)
+    scores[exclude_rows] = -np.inf
+    k = min(k, len(scores) - len(exclude_rows))
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    best = np.argpartition(-scores, k - 1)[:k]
+    return best[np.lexsort((best, -scores[best]))]
+
+
+# ---- the job ---------------------------------------------------------------------------
+
+def served_run_dir(settings: Settings, run_id: str, artifacts_dir: str | None) -> Path:
+    """The run's artifacts folder as recorded in model_runs, else <settings.artifacts>/<run_id>."""
+    if artifacts_dir and (Path(artifacts_dir) / "model_full.npz").is_file():
+        return Path(artifacts_dir)
+    return Path(settings.artifacts) / run_id
+
+
+def cold_start(settings: Settings, liked, k: int = 10) -> ColdStartResult:
+    """Recommend k movies to a new user from the movies they like, using the published run;
+    the request and the answer are stored in cold_start_requests / cold_start_recommendations."""
+    started = time.perf_counter()
+    liked = parse_liked(liked)
+    k = check_k(k)
+    # One write transaction: the served run, its titles and the stored answer are one snapshot,
+    # so a run published meanwhile is seen entirely or not at all.
+    with db.transaction(settings.db) as conn:
+        served = conn.execute(db.query("cold_start_job.served_run")).first()
+        if served is None:
+            raise StateError(f"{settings.db}: no published run to answer from; run `recjobs run` first")
+        run_id, artifacts_dir = served
+        bundle = read_bundle(run_id, served_run_dir(settings, run_id, artifacts_dir))
+        wanted = np.fromiter(liked, dtype=np.int64, count=len(liked))
+        pos = np.minimum(np.searchsorted(bundle.movie_ids, wanted), len(bundle.movie_ids) - 1)
+        known = bundle.movie_ids[pos] == wanted
+        rows = pos[known]
+        unknown = tuple(int(i) for i in wanted[~known])
+        method, scores = scores_for(bundle, rows)
+        best = top_k(scores, rows, k)
+        movie_ids = [int(m) for m in bundle.movie_ids[best]]
+        best_scores = [round(float(s), 6) for s in scores[best]]
+        titles = dict(conn.execute(db.query("cold_start_job.titles"), {"ids": json.dumps(movie_ids)}).all())
+        answer_seconds = time.perf_counter() - started
+        request_id = conn.execute(db.query("cold_start_job.insert_request"), {
+            "requested_at": _now(), "run_id": run_id, "liked_json": json.dumps(liked),
+            "unknown_json": json.dumps(unknown), "k": k, "method": method,
+            "answer_seconds": round(answer_seconds, 6),
+        }).scalar_one()
+        if movie_ids:
+            conn.exec_driver_sql(db.sql("cold_start_job.insert_recommendation"), [
+                (request_id, rank, movie_id, score)
+                for rank, (movie_id, score) in enumerate(zip(movie_ids, best_scores), start=1)])
+    result = ColdStartResult(
+        request_id=request_id, run_id=run_id, method=method, liked=liked, unknown_ids=unknown, k=k,
+        recommendations=tuple((m, titles.get(m), s) for m, s in zip(movie_ids, best_scores)),
+        seconds=round(time.perf_counter() - started, 6))
+    log.info("cold start %d: %d liked (%d unknown) -> %d movies by %s from run %s in %.1f ms",
+             request_id, len(liked), len(unknown), len(movie_ids), method, run_id, result.seconds * 1000)
+    return result
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")

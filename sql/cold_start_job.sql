@@ -1,0 +1,17 @@
+-- The on-demand cold-start job (recjobs/cold_start.py): the served run, titles, and the
+-- stored request with its answer.
+
+-- name: served_run
+SELECT p.run_id, r.artifacts_dir
+FROM published_run AS p JOIN model_runs AS r ON r.run_id = p.run_id;
+
+-- name: titles
+SELECT movie_id, title FROM movies WHERE movie_id IN (SELECT value FROM json_each(:ids));
+
+-- name: insert_request
+INSERT INTO cold_start_requests (requested_at, run_id, liked_json, unknown_json, k, method, answer_seconds)
+VALUES (:requested_at, :run_id, :liked_json, :unknown_json, :k, :method, :answer_seconds)
+RETURNING request_id;
+
+-- name: insert_recommendation
+INSERT INTO cold_start_recommendations (request_id, rank, movie_id, score) VALUES (?, ?, ?, ?);
