@@ -1,0 +1,191 @@
+"""evaluate_cold_start: how well the cold-start paths serve users the model has never seen.
+
+A seeded random share of the users with enough positives is taken out of training
+entirely; a model is fitted on everyone else with the run's settings. Each held-out
+user then gives their first N liked movies (in time order; N = 1, 3, 5, 10) and we
+measure Recall@10 / NDCG@10 on their later positives for:
+
+    als        the ALS fold-in of recjobs.cold_start (what `recjobs cold-start` serves)
+    blend      the fold-in blended toward popularity (recjobs.cold_start.blend)
+    sql        the SQL item-similarity path: similar_movies scores summed over the seeds
+    popularity positives per movie among the training users
+
+Recall@10 = hits / min(10, later positives); NDCG@10 with binary relevance. Only the
+seeds are filtered from the lists (a new user has told us nothing else). The figures
+go to run_metrics (metric cold_start_recall_at_10 / cold_start_ndcg_at_10, segment
+'<method>_n<N>') and artifacts/<run_id>/cold_start_metrics.json.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import cold_start, db, model, runs
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+SEED_COUNTS = (1, 3, 5, 10)
+MIN_LATER_POSITIVES = 5
+HOLD_OUT_SHARE = 0.2
+CUTOFF = 10
+METHODS = ("als", "blend", "sql", "popularity")
+
+
+@dataclass(frozen=True)
+class ColdStartEvalResult:
+    run_id: str
+    metrics_path: str | None
+    n_users_held_out: int
+    sql_source: str | None            # the SQL file the item-similarity path ran
+    recall_at_10: dict                # '<method>_n<N>' -> value
+    ndcg_at_10: dict
+    seconds: float
+
+
+def held_out_users(user_id: np.ndarray, positive: np.ndarray, seed: int,
+                   min_positives: int = max(SEED_COUNTS) + MIN_LATER_POSITIVES,
+                   share: float = HOLD_OUT_SHARE) -> np.ndarray:
+    """A seeded random `share` of the users with at least `min_positives` positives (sorted)."""
+    users, counts = np.unique(user_id[positive], return_counts=True)
+    eligible = users[counts >= min_positives]
+    if len(eligible) < 2:
+        return eligible[:0]
+    size = max(1, int(round(share * len(eligible))))
+    return np.sort(np.random.default_rng(seed).choice(eligible, size=size, replace=False))
+
+
+def positives_in_time_order(ratings: dict, positive: np.ndarray, users: np.ndarray) -> dict[int, np.ndarray]:
+    """user -> their positive movie ids ordered by (rated_at, movie_id)."""
+    keep = positive & np.isin(ratings["user_id"], users)
+    u, m, t = ratings["user_id"][keep], ratings["movie_id"][keep], ratings["rated_at"][keep]
+    order = np.lexsort((m, t, u))
+    u, m = u[order], m[order]
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+    return {int(u[s]): m[s:e] for s, e in zip(starts, np.r_[starts[1:], len(u)])}
+
+
+def recall_ndcg(top_movie_ids, targets: set) -> tuple[float, float]:
+    hits = [i for i, movie in enumerate(top_movie_ids[:CUTOFF]) if int(movie) in targets]
+    ideal = min(CUTOFF, len(targets))
+    if ideal == 0:
+        return 0.0, 0.0
+    dcg = sum(1.0 / np.log2(i + 2.0) for i in hits)
+    idcg = sum(1.0 / np.log2(i + 2.0) for i in range(ideal))
+    return len(hits) / ideal, dcg / idcg
+
+
+def fit_without(ratings: dict, held: np.ndarray, settings: Settings, run_id: str):
+    """ALS on every rating of the users not held out; returns (als, bundle of it)."""
+    keep = ~np.isin(ratings["user_id"], held)
+    user_ids = np.unique(ratings["user_id"][keep])
+    movie_ids = np.unique(ratings["movie_id"][keep])
+    rows = model.index(ratings["user_id"][keep], user_ids)
+    cols = model.index(ratings["movie_id"][keep], movie_ids)
+    shape = (len(user_ids), len(movie_ids))
+    als = model.fit(model.matrix(rows, cols, model.confidence(ratings["rating"][keep], settings), shape), settings)
+    positive = ratings["rating"][keep] >= settings.positive_threshold
+    popularity = np.bincount(cols[positive], minlength=len(movie_ids)).astype(np.float64)
+    y = np.asarray(als.item_factors, dtype=np.float32)
+    bundle = cold_start.Bundle(run_id, movie_ids, y, y.astype(np.float64).T @ y.astype(np.float64),
+                               popularity, float(settings.alpha), float(settings.regularization))
+    return als, bundle
+
+
+def similarity_sql() -> tuple[str, str]:
+    """The item-similarity cold-start query of the datasette config if present, else ours."""
+    served = db.SQL_DIR / "cold_start.sql"
+    if served.is_file():
+        return served.read_text(encoding="utf-8"), "sql/cold_start.sql"
+    return db.sql("cold_start_job.similar_to_liked"), "sql/cold_start_job.sql (similar_to_liked)"
+
+
+def write_similarity_db(path: Path, run_id: str, als, movie_ids: np.ndarray, settings: Settings) -> None:
+    """A scratch database from sql/schema.sql holding the held-out model's similar_movies, published."""
+    from .precompute import recommendation_rows
+
+    similar_ids, similar_scores = model.similar(als, settings.n_similar)
+    with db.transaction(path) as conn:
+        conn.execute(db.query("runs.start"), {"run_id": run_id, "now": runs.now(), "params_json": "{}",
+                                              "data_sha256": None, "artifacts_dir": None})
+        db.insert_many(conn, "publish.insert_similar_movie",
+                       recommendation_rows(run_id, movie_ids, movie_ids, similar_ids, similar_scores))
+        conn.execute(db.query("publish.point_to"), {"run_id": run_id, "now": runs.now()})
+
+
+def evaluate_cold_start(settings: Settings, run_id: str) -> ColdStartEvalResult:
+    """Cold-start Recall@10 / NDCG@10 for N = 1, 3, 5, 10 seeds: ALS fold-in, blend, SQL item similarity, popularity."""
+    started = time.perf_counter()
+    directory = runs.run_dir(settings, run_id)
+    cold_start.write_bundle(directory)  # the serving bundle, so requests never read the ratings
+    ratings = dict(np.load(runs.require_file(directory / "ratings.npz", "load")))
+    positive = ratings["rating"] >= settings.positive_threshold
+    held = held_out_users(ratings["user_id"], positive, settings.random_seed)
+    if len(held) == 0:
+        log.info("evaluate_cold_start %s: no user has %d positives; nothing to measure", run_id,
+                 max(SEED_COUNTS) + MIN_LATER_POSITIVES)
+        return ColdStartEvalResult(run_id, None, 0, None, {}, {}, round(time.perf_counter() - started, 3))
+    als, bundle = fit_without(ratings, held, settings, run_id)
+    histories = positives_in_time_order(ratings, positive, held)
+    statement, sql_source = similarity_sql()
+
+    sums = {f"{m}_n{n}": np.zeros(2) for n in SEED_COUNTS for m in METHODS}
+    with tempfile.TemporaryDirectory(prefix="recjobs-cold-eval-") as scratch:
+        scratch_db = Path(scratch) / "similar.db"
+        write_similarity_db(scratch_db, run_id, als, bundle.movie_ids, settings)
+        try:
+            with db.reading(scratch_db) as conn:
+                for user, history in histories.items():
+                    for n in SEED_COUNTS:
+                        seeds, targets = history[:n], {int(m) for m in history[n:]}
+                        for method, top in ranked_lists(bundle, seeds, conn, statement).items():
+                            sums[f"{method}_n{n}"] += recall_ndcg(top, targets)
+        finally:
+            db.engine_for(scratch_db).dispose()
+
+    recall = {key: round(float(total[0] / len(histories)), 6) for key, total in sums.items()}
+    ndcg = {key: round(float(total[1] / len(histories)), 6) for key, total in sums.items()}
+    metrics_path = directory / "cold_start_metrics.json"
+    metrics_path.write_text(json.dumps({
+        "n_users_held_out": len(histories), "sql_source": sql_source, "blend_weight": cold_start.BLEND_WEIGHT,
+        "recall_at_10": recall, "ndcg_at_10": ndcg}, indent=2))
+    with db.transaction(settings.db) as conn:
+        for metric, values in (("cold_start_recall_at_10", recall), ("cold_start_ndcg_at_10", ndcg)):
+            for segment, value in values.items():
+                conn.execute(db.query("runs.upsert_metric"),
+                             {"run_id": run_id, "metric": metric, "segment": segment, "value": value})
+        conn.execute(db.query("runs.upsert_metric"), {"run_id": run_id, "metric": "cold_start_users",
+                                                      "segment": "all", "value": len(histories)})
+    result = ColdStartEvalResult(run_id, str(metrics_path), len(histories), sql_source, recall, ndcg,
+                                 round(time.perf_counter() - started, 3))
+    runs.record_seconds(settings, run_id, "evaluate_cold_start", result.seconds)
+    log.info("evaluate_cold_start %s: %d held-out users; Recall@10 N=1/3/5/10 als %s, popularity %s in %.1fs",
+             run_id, len(histories), "/".join(f"{recall[f'als_n{n}']:.3f}" for n in SEED_COUNTS),
+             "/".join(f"{recall[f'popularity_n{n}']:.3f}" for n in SEED_COUNTS), result.seconds)
+    return result
+
+
+def ranked_lists(bundle: cold_start.Bundle, seeds: np.ndarray, conn, statement: str) -> dict[str, list]:
+    """Top-10 movie ids of every method for one simulated new user."""
+    pos = np.minimum(np.searchsorted(bundle.movie_ids, seeds), len(bundle.movie_ids) - 1)
+    rows = pos[bundle.movie_ids[pos] == seeds]
+    _, als_scores = cold_start.scores_for(bundle, rows, blend_max_known=0)
+    if len(rows):
+        blended = cold_start.blend(als_scores, bundle.popularity, cold_start.BLEND_WEIGHT)
+    else:
+        blended = bundle.popularity
+    lists = {
+        "als": bundle.movie_ids[cold_start.top_k(als_scores, rows, CUTOFF)],
+        "blend": bundle.movie_ids[cold_start.top_k(blended, rows, CUTOFF)],
+        "popularity": bundle.movie_ids[cold_start.top_k(bundle.popularity, rows, CUTOFF)],
+    }
+    liked = ",".join(str(int(m)) for m in seeds)
+    result = conn.exec_driver_sql(statement, {"liked": liked, "k": CUTOFF}).mappings()
+    lists["sql"] = [row.get("similar_movie_id", row.get("movie_id")) for row in result]
+    return lists
