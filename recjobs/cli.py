@@ -196,6 +196,20 @@ def cold_start_command(liked, k, as_json, **values):
         click.echo(f"  {rank:>3}. {movie_id:>7}  {score:9.4f}  {title or '(no title)'}")
 
 
+@cli.command()
+@settings_options(["db"])
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8001, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--reporting", is_flag=True,
+              help="Analysts' profile: arbitrary read-only SQL (time-limited), facets, the metrics dashboard.")
+@one_line_errors
+def serve(host, port, reporting, **values):
+    """Serve the published database read-only with datasette (JSON API, reports, dashboard)."""
+    from .serve import serve as do_serve
+
+    do_serve(build_settings(values), host=host, port=port, reporting=reporting)
+
+
 def main():
     cli(prog_name="recjobs")
 

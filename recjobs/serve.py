@@ -1,0 +1,123 @@
+"""serve: datasette on the published database, read-only.
+
+sql/datasette.yaml holds the profiles (datasette settings) and the metadata; each canned
+query's SQL is sql/<query name>.sql. The database is opened in datasette's normal
+read-only mode (`mode=ro`, not immutable): every request reads the current
+`published_run` pointer, so a newly published run is served without a restart.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .db import SQL_DIR
+from .errors import ConfigError, StateError
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+CONFIG_PATH = SQL_DIR / "datasette.yaml"
+DATABASE = "recs"  # the URL path of the database, whatever its file is called
+PROFILES = ("default", "reporting")
+
+
+@dataclass(frozen=True)
+class DatasetteConfig:
+    profile: str
+    metadata: dict
+    settings: dict
+
+
+@functools.cache
+def _raw_config() -> dict:
+    return yaml.safe_load(CONFIG_PATH.read_text(encoding="utf-8"))
+
+
+def canned_query_names() -> list[str]:
+    return list(_raw_config()["metadata"]["databases"][DATABASE]["queries"])
+
+
+def _sql_file(name: str) -> str:
+    path = SQL_DIR / f"{name}.sql"
+    if not path.is_file():
+        raise ConfigError(f"{CONFIG_PATH}: names {name!r} but {path} does not exist")
+    return path.read_text(encoding="utf-8")
+
+
+def datasette_config(profile: str = "default") -> DatasetteConfig:
+    """The metadata and settings datasette gets for a profile, with the SQL filled in."""
+    raw = _raw_config()
+    if profile not in raw["profiles"]:
+        raise ConfigError(f"unknown serving profile {profile!r}; expected one of {', '.join(raw['profiles'])}")
+    chosen = raw["profiles"][profile]
+    metadata = copy.deepcopy(raw["metadata"])
+    for name, query in metadata["databases"][DATABASE]["queries"].items():
+        query["sql"] = _sql_file(name)
+    plugins = copy.deepcopy(chosen.get("plugins", {}))
+    for dashboard in plugins.get("datasette-dashboards", {}).values():
+        for chart in dashboard.get("charts", {}).values():
+            if "query_file" in chart:
+                chart["query"] = _sql_file(chart.pop("query_file"))
+    if plugins:
+        metadata["plugins"] = plugins
+    return DatasetteConfig(profile, metadata, dict(chosen["settings"]))
+
+
+def check_database(path: Path) -> None:
+    """Fail with one line unless the file is a recjobs database datasette can open read-only."""
+    if not path.is_file():
+        raise StateError(f"{path}: no database; run `recjobs run` first to build and publish one")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            published = conn.execute("SELECT run_id FROM published_run").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        raise StateError(f"{path}: cannot read it as a recjobs database ({e}); the folder must be "
+                         "writable for SQLite's -wal/-shm files, or run `recjobs run` to build it") from None
+    if published is None:
+        log.warning("%s has no published run yet: model_info reports it until a run is published", path)
+
+
+def build_datasette(db_path: Path, profile: str = "default"):
+    """A Datasette instance over db_path (read-only) with the profile's configuration."""
+    from datasette.app import Datasette
+    from datasette.plugins import pm
+
+    from . import datasette_plugin
+
+    if not pm.is_registered(datasette_plugin):
+        pm.register(datasette_plugin, name="recjobs.datasette_plugin")
+    config = datasette_config(profile)
+    ds = Datasette(files=[str(db_path)], metadata=config.metadata, settings=config.settings,
+                   cors=False, crossdb=False)
+    name = next(n for n, d in ds.databases.items() if d.path and Path(d.path) == Path(db_path))
+    if name != DATABASE:
+        database = ds.databases[name]
+        ds.remove_database(name)
+        ds.add_database(database, name=DATABASE)
+    assert ds.databases[DATABASE].is_mutable  # mode=ro, re-read on every request; never immutable
+    return ds
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8001, reporting: bool = False) -> None:
+    """Serve settings.db with datasette until interrupted."""
+    import asyncio
+
+    import uvicorn
+
+    db_path = Path(settings.db).resolve()
+    check_database(db_path)
+    profile = "reporting" if reporting else "default"
+    ds = build_datasette(db_path, profile)
+    asyncio.run(ds.invoke_startup())
+    log.info("serving %s read-only at http://%s:%d/%s (profile %s)", db_path, host, port, DATABASE, profile)
+    uvicorn.run(ds.app(), host=host, port=port, workers=1, lifespan="on",
+                log_level="info" if log.isEnabledFor(logging.DEBUG) else "warning")
