@@ -173,6 +173,23 @@ def fetch_data(url, source_dir, **values):
     click.echo(f"{len(result.files)} checked files in {result.data_dir} (from {result.source})")
 
 
+@cli.command("evaluate-cold-start")
+@settings_options()
+@click.option("--run-id", default=None, help="The run to evaluate [default: the newest run].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@one_line_errors
+def evaluate_cold_start_command(run_id, as_json, **values):
+    """Cold-start Recall@10 / NDCG@10 on held-out users for N = 1, 3, 5, 10 liked movies (part of `run`)."""
+    from .cold_start_eval import evaluate_cold_start
+    from .pipeline import latest_run_id
+
+    settings = build_settings(values)
+    run_id = run_id or latest_run_id(settings)
+    if run_id is None:
+        raise RecJobsError(f"no run in {settings.db}; run `recjobs run` first")
+    echo_result(evaluate_cold_start(settings, run_id), as_json)
+
+
 @cli.command("cold-start")
 @settings_options(["db", "artifacts"])
 @click.option("--liked", required=True,

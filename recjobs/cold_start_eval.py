@@ -5,8 +5,9 @@ entirely; a model is fitted on everyone else with the run's settings. Each held-
 user then gives their first N liked movies (in time order; N = 1, 3, 5, 10) and we
 measure Recall@10 / NDCG@10 on their later positives for:
 
-    als        the ALS fold-in of recjobs.cold_start (what `recjobs cold-start` serves)
-    blend      the fold-in blended toward popularity (recjobs.cold_start.blend)
+    als        the pure ALS fold-in of recjobs.cold_start
+    blend      what `recjobs cold-start` serves: the fold-in blended toward popularity
+               (weight BLEND_PRIOR / (BLEND_PRIOR + N) up to BLEND_MAX_KNOWN seeds)
     sql        the SQL item-similarity path: similar_movies scores summed over the seeds
     popularity positives per movie among the training users
 
@@ -153,7 +154,8 @@ def evaluate_cold_start(settings: Settings, run_id: str) -> ColdStartEvalResult:
     ndcg = {key: round(float(total[1] / len(histories)), 6) for key, total in sums.items()}
     metrics_path = directory / "cold_start_metrics.json"
     metrics_path.write_text(json.dumps({
-        "n_users_held_out": len(histories), "sql_source": sql_source, "blend_weight": cold_start.BLEND_WEIGHT,
+        "n_users_held_out": len(histories), "sql_source": sql_source,
+        "blend_prior": cold_start.BLEND_PRIOR, "blend_max_known": cold_start.BLEND_MAX_KNOWN,
         "recall_at_10": recall, "ndcg_at_10": ndcg}, indent=2))
     with db.transaction(settings.db) as conn:
         for metric, values in (("cold_start_recall_at_10", recall), ("cold_start_ndcg_at_10", ndcg)):
@@ -176,13 +178,10 @@ def ranked_lists(bundle: cold_start.Bundle, seeds: np.ndarray, conn, statement: 
     pos = np.minimum(np.searchsorted(bundle.movie_ids, seeds), len(bundle.movie_ids) - 1)
     rows = pos[bundle.movie_ids[pos] == seeds]
     _, als_scores = cold_start.scores_for(bundle, rows, blend_max_known=0)
-    if len(rows):
-        blended = cold_start.blend(als_scores, bundle.popularity, cold_start.BLEND_WEIGHT)
-    else:
-        blended = bundle.popularity
+    _, served_scores = cold_start.scores_for(bundle, rows)
     lists = {
         "als": bundle.movie_ids[cold_start.top_k(als_scores, rows, CUTOFF)],
-        "blend": bundle.movie_ids[cold_start.top_k(blended, rows, CUTOFF)],
+        "blend": bundle.movie_ids[cold_start.top_k(served_scores, rows, CUTOFF)],
         "popularity": bundle.movie_ids[cold_start.top_k(bundle.popularity, rows, CUTOFF)],
     }
     liked = ",".join(str(int(m)) for m in seeds)

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from . import db, runs
+from .cold_start_eval import ColdStartEvalResult, evaluate_cold_start
 from .evaluate import EvaluateResult, evaluate
 from .load import LoadResult, load
 from .precompute import PrecomputeResult, precompute
@@ -27,6 +28,7 @@ class RunResult:
     evaluate: EvaluateResult
     precompute: PrecomputeResult
     seconds: float
+    cold_start: ColdStartEvalResult | None = None   # after publishing: it does not gate the run
 
 
 def run(settings: Settings, run_id: str | None = None) -> RunResult:
@@ -38,10 +40,11 @@ def run(settings: Settings, run_id: str | None = None) -> RunResult:
         results = [loaded]
         for step in (split, train, evaluate, precompute):
             results.append(step(settings, run_id))
+        cold_start = evaluate_cold_start(settings, run_id)
     except Exception as e:
         runs.mark_failed(settings, run_id, f"{type(e).__name__}: {e}")
         raise
-    result = RunResult(run_id, *results, seconds=round(time.perf_counter() - started, 3))
+    result = RunResult(run_id, *results, seconds=round(time.perf_counter() - started, 3), cold_start=cold_start)
     log.info("run %s: %s in %.1fs", run_id, result.precompute.status, result.seconds)
     return result
 
