@@ -1,7 +1,9 @@
-"""evaluate: Recall@10 and NDCG@10 of the evaluation model on each user's test item,
-against a popularity baseline computed on the same data in the same run.
+"""evaluate: Recall@10, NDCG@10 and MRR@10 of the evaluation model on each user's test item,
+with 95% bootstrap intervals, against popularity and the reference recipe in the same run.
 
-Every movie a user rated before their test item is filtered, whatever its rating.
+The evaluation model was fitted on every rating each user made before their test item;
+every movie rated before the test item is filtered, whatever its rating. Figures go to
+metrics.json, model_runs, the long-format run_metrics table and report.md.
 """
 from __future__ import annotations
 
@@ -14,23 +16,42 @@ import numpy as np
 
 from . import db, model, runs
 from .settings import Settings
-from .split import TEST
+from .split import TEST, TRAIN
 from .train import read_inputs
 
 log = logging.getLogger(__name__)
 
 CUTOFF = 10
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 0
+HISTORY_BUCKETS = (1, 20, 50, 100, 250)  # lower bounds of the history-length segments
+# The issue's reference recipe: plain ALS on the train part, only train positives filtered.
+REFERENCE = dict(factors=64, regularization=0.02, iterations=20, alpha=20.0, negative_weight=0.0,
+                 recency_decay=0.0, blend_weight=0.0)
+MODELS = ("model", "reference", "popularity")
+PREFIX = {"model": "", "reference": "reference_", "popularity": "popularity_"}
 
 
 @dataclass(frozen=True)
 class EvaluateResult:
     run_id: str
     metrics_path: str
+    report_path: str
     n_users_evaluated: int
     recall_at_10: float
+    recall_at_10_ci: tuple[float, float]
     ndcg_at_10: float
+    ndcg_at_10_ci: tuple[float, float]
+    mrr_at_10: float
     popularity_recall_at_10: float
+    popularity_recall_at_10_ci: tuple[float, float]
     popularity_ndcg_at_10: float
+    popularity_ndcg_at_10_ci: tuple[float, float]
+    reference_recall_at_10: float
+    reference_recall_at_10_ci: tuple[float, float]
+    reference_ndcg_at_10: float
+    reference_ndcg_at_10_ci: tuple[float, float]
+    coverage_at_10: float
     seconds: float
 
 
@@ -47,9 +68,77 @@ def recall_ndcg(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hit.astype(float), ndcg
 
 
+def per_user_metrics(top: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+    """recall_at_10, ndcg_at_10 and mrr_at_10 per user (one held-out item each)."""
+    positions = hit_positions(top[:, :CUTOFF], targets)
+    recall, ndcg = recall_ndcg(positions)
+    mrr = np.where(positions >= 0, 1.0 / (np.maximum(positions, 0) + 1.0), 0.0)
+    return {"recall_at_10": recall, "ndcg_at_10": ndcg, "mrr_at_10": mrr}
+
+
+def bootstrap_ci(values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean, resampling users with replacement."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return (float(low), float(high))
+
+
+def history_segment(lengths: np.ndarray) -> np.ndarray:
+    """'history:20-49'-style labels from the number of ratings before the test item."""
+    bounds = list(HISTORY_BUCKETS) + [None]
+    labels = [f"history:{lo}-{hi - 1}" if hi else f"history:{lo}+" for lo, hi in zip(bounds, bounds[1:])]
+    return np.array(labels, dtype=object)[np.searchsorted(HISTORY_BUCKETS, lengths, side="right") - 1]
+
+
 def popularity_model(item_counts: np.ndarray, n_users: int, settings: Settings):
     """Popularity as a one-factor model, so it runs through the same batched top-N."""
     return model.from_factors(np.ones((n_users, 1)), item_counts.reshape(-1, 1), settings)
+
+
+def reference_top(ratings: dict, parts: np.ndarray, user_ids, movie_ids, rows: np.ndarray,
+                  settings: Settings) -> np.ndarray:
+    """The reference recipe's top-10: ALS fitted on the train part, train positives filtered."""
+    reference = settings.replace(**REFERENCE)
+    train = model.interactions(ratings, parts == TRAIN, user_ids, movie_ids, reference)
+    als = model.fit(train.confidence, reference)
+    top, _ = model.top_n(als, rows, train.positives, CUTOFF)
+    return top
+
+
+def summarize(per_user: dict[str, dict[str, np.ndarray]], tops: dict[str, np.ndarray],
+              segments: np.ndarray, item_counts: np.ndarray) -> list[tuple[str, str, float]]:
+    """(metric, segment, value) rows: means, 95% intervals, gains over the baselines,
+    coverage and mean popularity of the top-10 lists, and every metric per segment."""
+    rows = []
+    n_items = len(item_counts)
+    for name in MODELS:
+        prefix = PREFIX[name]
+        for metric, values in per_user[name].items():
+            low, high = bootstrap_ci(values)
+            rows += [(prefix + metric, "all", float(values.mean())),
+                     (prefix + metric + "_ci_low", "all", low), (prefix + metric + "_ci_high", "all", high)]
+            for segment in sorted(set(segments)):
+                rows.append((prefix + metric, segment, float(values[segments == segment].mean())))
+        top = tops[name][:, :CUTOFF]
+        valid = top[top >= 0]
+        rows.append((prefix + "coverage_at_10", "all", float(len(np.unique(valid)) / max(1, n_items))))
+        rows.append((prefix + "mean_popularity_at_10", "all", float(item_counts[valid].mean()) if len(valid) else 0.0))
+    for baseline in ("reference", "popularity"):
+        for metric in ("recall_at_10", "ndcg_at_10"):
+            gain = per_user["model"][metric] - per_user[baseline][metric]  # paired: same users resampled
+            low, high = bootstrap_ci(gain)
+            rows += [(f"{metric}_gain_over_{baseline}", "all", float(gain.mean())),
+                     (f"{metric}_gain_over_{baseline}_ci_low", "all", low),
+                     (f"{metric}_gain_over_{baseline}_ci_high", "all", high)]
+    rows.append(("n_users", "all", float(len(segments))))
+    for segment in sorted(set(segments)):
+        rows.append(("n_users", segment, float((segments == segment).sum())))
+    return rows
 
 
 def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
@@ -57,42 +146,69 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
     directory = runs.run_dir(settings, run_id)
     ratings, parts = read_inputs(settings, run_id)
     factors = model.Factors.read(runs.require_file(directory / "model_eval.npz", "train"))
-    rows = model.index(ratings["user_id"], factors.user_ids)
-    cols = model.index(ratings["movie_id"], factors.movie_ids)
-    shape = (len(factors.user_ids), len(factors.movie_ids))
-
-    before_test = parts < TEST
-    seen = model.matrix(rows[before_test], cols[before_test], np.ones(before_test.sum(), np.float32), shape)
+    user_ids, movie_ids = factors.user_ids, factors.movie_ids
+    before_test = model.interactions(ratings, parts < TEST, user_ids, movie_ids, settings)
     test = parts == TEST
-    test_rows, test_items = rows[test], cols[test]
+    test_rows = model.index(ratings["user_id"][test], user_ids)
+    test_items = model.index(ratings["movie_id"][test], movie_ids)
 
-    als = model.from_factors(factors.user_factors, factors.item_factors, settings)
-    als_top, _ = model.top_n(als, test_rows, seen, CUTOFF)
-    recall, ndcg = recall_ndcg(hit_positions(als_top, test_items))
+    fitted = model.Fitted(model.from_factors(factors.user_factors, factors.item_factors, settings),
+                          model.read_similarity(directory / "item_similarity_eval.npz"))
+    tops = {"model": fitted.recommend(test_rows, before_test, CUTOFF, settings)[0]}
+    tops["reference"] = reference_top(ratings, parts, user_ids, movie_ids, test_rows, settings)
+    positive_counts = np.asarray(before_test.positives.sum(axis=0)).ravel().astype(np.float32)
+    popularity = popularity_model(positive_counts, len(user_ids), settings)
+    tops["popularity"] = model.top_n(popularity, test_rows, before_test.seen, CUTOFF)[0]
 
-    positive_before_test = before_test & (ratings["rating"] >= settings.positive_threshold)
-    counts = np.bincount(cols[positive_before_test], minlength=shape[1]).astype(np.float32)
-    pop_top, _ = model.top_n(popularity_model(counts, shape[0], settings), test_rows, seen, CUTOFF)
-    pop_recall, pop_ndcg = recall_ndcg(hit_positions(pop_top, test_items))
+    per_user = {name: per_user_metrics(top, test_items) for name, top in tops.items()}
+    history_lengths = np.diff(before_test.seen.indptr)[test_rows]
+    rated_counts = np.asarray(before_test.seen.sum(axis=0)).ravel()
+    metric_rows = summarize(per_user, tops, history_segment(history_lengths), rated_counts)
+    values = {metric: value for metric, segment, value in metric_rows if segment == "all"}
 
-    metrics = {
-        "recall_at_10": float(recall.mean()),
-        "ndcg_at_10": float(ndcg.mean()),
-        "popularity_recall_at_10": float(pop_recall.mean()),
-        "popularity_ndcg_at_10": float(pop_ndcg.mean()),
-    }
     metrics_path = directory / "metrics.json"
-    metrics_path.write_text(json.dumps({"n_users_evaluated": len(test_rows), **metrics}, indent=2))
+    metrics_path.write_text(json.dumps({
+        "n_users_evaluated": len(test_rows),
+        "all": values,
+        "segments": [{"metric": m, "segment": s, "value": v} for m, s, v in metric_rows if s != "all"],
+        "params": settings.model_params(),
+        "reference_recipe": REFERENCE,
+    }, indent=2))
+    from .report import write_report
+
+    report_path = write_report(directory, run_id, metric_rows, settings)
     with db.transaction(settings.db) as conn:
-        runs.update(conn, run_id, **metrics)
-        for name, value in metrics.items():
+        runs.update(conn, run_id, **{name: values[name] for name in (
+            "recall_at_10", "ndcg_at_10", "popularity_recall_at_10", "popularity_ndcg_at_10")})
+        conn.execute(db.query("runs.delete_metrics"), {"run_id": run_id})
+        for metric, segment, value in metric_rows:
             conn.execute(db.query("runs.upsert_metric"),
-                         {"run_id": run_id, "metric": name, "segment": "all", "value": value})
-    result = EvaluateResult(run_id=run_id, metrics_path=str(metrics_path), n_users_evaluated=len(test_rows),
-                            seconds=round(time.perf_counter() - started, 3),
-                            **metrics)
+                         {"run_id": run_id, "metric": metric, "segment": segment, "value": value})
+
+    def ci(name):
+        return (round(values[name + "_ci_low"], 4), round(values[name + "_ci_high"], 4))
+
+    result = EvaluateResult(
+        run_id=run_id, metrics_path=str(metrics_path), report_path=str(report_path),
+        n_users_evaluated=len(test_rows),
+        recall_at_10=values["recall_at_10"], recall_at_10_ci=ci("recall_at_10"),
+        ndcg_at_10=values["ndcg_at_10"], ndcg_at_10_ci=ci("ndcg_at_10"),
+        mrr_at_10=values["mrr_at_10"],
+        popularity_recall_at_10=values["popularity_recall_at_10"],
+        popularity_recall_at_10_ci=ci("popularity_recall_at_10"),
+        popularity_ndcg_at_10=values["popularity_ndcg_at_10"],
+        popularity_ndcg_at_10_ci=ci("popularity_ndcg_at_10"),
+        reference_recall_at_10=values["reference_recall_at_10"],
+        reference_recall_at_10_ci=ci("reference_recall_at_10"),
+        reference_ndcg_at_10=values["reference_ndcg_at_10"],
+        reference_ndcg_at_10_ci=ci("reference_ndcg_at_10"),
+        coverage_at_10=values["coverage_at_10"],
+        seconds=round(time.perf_counter() - started, 3),
+    )
     runs.record_seconds(settings, run_id, "evaluate", result.seconds)
-    log.info("evaluate %s: %d users, Recall@10 %.4f NDCG@10 %.4f (popularity %.4f / %.4f) in %.1fs",
-             run_id, len(test_rows), metrics["recall_at_10"], metrics["ndcg_at_10"],
-             metrics["popularity_recall_at_10"], metrics["popularity_ndcg_at_10"], result.seconds)
+    log.info("evaluate %s: %d users, Recall@10 %.4f [%.4f, %.4f] NDCG@10 %.4f [%.4f, %.4f]; "
+             "reference %.4f / %.4f, popularity %.4f / %.4f in %.1fs",
+             run_id, len(test_rows), result.recall_at_10, *result.recall_at_10_ci, result.ndcg_at_10,
+             *result.ndcg_at_10_ci, result.reference_recall_at_10, result.reference_ndcg_at_10,
+             result.popularity_recall_at_10, result.popularity_ndcg_at_10, result.seconds)
     return result

@@ -15,6 +15,7 @@ from threadpoolctl import threadpool_limits
 from .settings import Settings
 
 BATCH_USERS = 1024
+FILTERED = -float(np.finfo(np.float32).max)  # the score implicit gives filtered items
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,62 @@ def index(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.searchsorted(ids, values)
 
 
-def confidence(rating: np.ndarray, settings: Settings) -> np.ndarray:
-    """1 + alpha * weight: weight 1 for positives, negative_weight below the threshold."""
-    weight = np.where(rating >= settings.positive_threshold, 1.0, settings.negative_weight)
+def interaction_weight(rating: np.ndarray, settings: Settings, age: np.ndarray | None = None) -> np.ndarray:
+    """1 for positives, negative_weight below the threshold, times exp(-age / recency_decay).
+
+    `age` counts the user's later ratings (0 = their newest); None means "as if newest"
+    (a cold-start user's liked movies)."""
+    weight = np.where(np.asarray(rating) >= settings.positive_threshold, 1.0, settings.negative_weight)
+    if age is not None and settings.recency_decay > 0:
+        weight = weight * np.exp(-np.asarray(age, dtype=np.float64) / settings.recency_decay)
+    return weight
+
+
+def confidence(rating: np.ndarray, settings: Settings, age: np.ndarray | None = None) -> np.ndarray:
+    """ALS confidence 1 + alpha * interaction_weight; 0 (left out) where the weight is 0."""
+    weight = interaction_weight(rating, settings, age)
     return np.where(weight > 0, 1.0 + settings.alpha * weight, 0.0).astype(np.float32)
+
+
+def recency_age(user_rows: np.ndarray, rated_at: np.ndarray, movie_ids: np.ndarray) -> np.ndarray:
+    """For each rating, how many ratings of the same user come after it in (rated_at, movie_id)
+    order: 0 for a user's newest rating. Ranks, not seconds, so it means the same on any data set."""
+    order = np.lexsort((movie_ids, rated_at, user_rows))
+    users = user_rows[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.array([], int)
+    ends = np.r_[starts[1:], len(users)]
+    lengths = ends - starts
+    position = np.arange(len(users)) - np.repeat(starts, lengths)
+    age = np.empty(len(users), dtype=np.int64)
+    age[order] = np.repeat(lengths, lengths) - 1 - position
+    return age
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """One set of ratings as users x items matrices: what a model is fitted on and filters."""
+    confidence: sp.csr_matrix   # ALS input, 1 + alpha * weight
+    profile: sp.csr_matrix      # interaction weights, the user's side of the item-item scores
+    positives: sp.csr_matrix    # 1 per positive rating, the input of the item-item similarity
+    seen: sp.csr_matrix         # 1 per rated movie, whatever the rating: filtered from top lists
+
+
+def interactions(ratings: dict, keep: np.ndarray, user_ids: np.ndarray, movie_ids: np.ndarray,
+                 settings: Settings) -> Interactions:
+    """Matrices of the ratings where `keep` is true; recency ages count only those ratings."""
+    rows = index(ratings["user_id"][keep], user_ids)
+    cols = index(ratings["movie_id"][keep], movie_ids)
+    rating = ratings["rating"][keep]
+    age = recency_age(rows, ratings["rated_at"][keep], ratings["movie_id"][keep])
+    shape = (len(user_ids), len(movie_ids))
+    weight = interaction_weight(rating, settings, age)
+    positive = (rating >= settings.positive_threshold).astype(np.float32)
+    return Interactions(
+        confidence=matrix(rows, cols, confidence(rating, settings, age), shape),
+        profile=matrix(rows, cols, (weight * positive).astype(np.float32), shape),
+        positives=matrix(rows, cols, positive, shape),
+        seen=matrix(rows, cols, np.ones(len(rows), np.float32), shape),
+    )
 
 
 def matrix(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape) -> sp.csr_matrix:
@@ -110,3 +163,91 @@ def similar(model, n: int) -> tuple[np.ndarray, np.ndarray]:
             ids_out.append(np.take_along_axis(ids, order, axis=1))
             scores_out.append(np.take_along_axis(scores, order, axis=1))
     return np.vstack(ids_out), np.vstack(scores_out)
+
+
+def item_similarity(positives: sp.csr_matrix, settings: Settings) -> sp.csr_matrix | None:
+    """Items x items cosine similarity of the positives, the item_neighbours nearest per item,
+    the item itself left out. None when blend_weight is 0 (ALS alone)."""
+    if settings.blend_weight <= 0:
+        return None
+    from implicit.nearest_neighbours import all_pairs_knn
+
+    norms = np.sqrt(np.asarray(positives.power(2).sum(axis=0)).ravel())
+    normalized = (positives @ sp.diags(1.0 / np.maximum(norms, 1e-12))).tocsr().astype(np.float64)
+    similarity = all_pairs_knn(normalized, settings.item_neighbours + 1, show_progress=False,
+                               num_threads=1).tocsr()
+    similarity.setdiag(0)
+    similarity.eliminate_zeros()
+    return similarity.astype(np.float32)
+
+
+def save_similarity(path: Path, similarity: sp.csr_matrix | None) -> None:
+    if similarity is not None:
+        sp.save_npz(path, similarity)
+    elif Path(path).exists():
+        Path(path).unlink()
+
+
+def read_similarity(path: Path) -> sp.csr_matrix | None:
+    return sp.load_npz(path).tocsr() if Path(path).is_file() else None
+
+
+def standardized(scores: np.ndarray) -> np.ndarray:
+    """Each row to mean 0, standard deviation 1 (a constant row becomes 0)."""
+    spread = scores.std(axis=1, keepdims=True)
+    return (scores - scores.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
+
+
+def blended_scores(als, similarity: sp.csr_matrix, rows: np.ndarray, profile: sp.csr_matrix,
+                   blend_weight: float) -> np.ndarray:
+    """standardized ALS scores + blend_weight * standardized item-item scores, users x items."""
+    als_part = standardized(np.asarray(als.user_factors[rows] @ als.item_factors.T, dtype=np.float64))
+    item_part = standardized(np.asarray((profile[rows] @ similarity).toarray(), dtype=np.float64))
+    return als_part + blend_weight * item_part
+
+
+def top_of(scores: np.ndarray, exclude: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-n columns per row of a dense score matrix, the nonzeros of `exclude` left out
+    (they come last, with score FILTERED as in implicit, only when a user has fewer than n unseen movies)."""
+    scores = scores.copy()
+    r, c = exclude.nonzero()
+    scores[r, c] = FILTERED
+    n = min(n, scores.shape[1])
+    top = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.lexsort((top, -top_scores), axis=1)
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+
+
+def recommend_for(als, similarity: sp.csr_matrix | None, rows: np.ndarray, data: Interactions,
+                  n: int, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+    """The method the pipeline evaluates and publishes: ALS, blended with item-item cosine
+    scores of the user's recency-weighted positives when a similarity is given. Batched."""
+    if similarity is None or settings.blend_weight <= 0:
+        return top_n(als, rows, data.seen, n)
+    ids_out, scores_out = [], []
+    batch_size = max(16, min(BATCH_USERS, 2**24 // max(1, similarity.shape[0])))
+    with threadpool_limits(limits=1, user_api="blas"):
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start:start + batch_size]
+            scores = blended_scores(als, similarity, batch, data.profile, settings.blend_weight)
+            ids, top_scores = top_of(scores, data.seen[batch], n)
+            ids_out.append(ids)
+            scores_out.append(top_scores)
+    if not ids_out:
+        return np.empty((0, n), np.int64), np.empty((0, n), np.float64)
+    return np.vstack(ids_out), np.vstack(scores_out)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The evaluated and published method: ALS factors and the item-item similarity (or None)."""
+    als: object
+    similarity: sp.csr_matrix | None
+
+    def recommend(self, rows: np.ndarray, data: Interactions, n: int, settings: Settings):
+        return recommend_for(self.als, self.similarity, rows, data, n, settings)
+
+
+def fit_method(data: Interactions, settings: Settings, show_progress: bool = False) -> Fitted:
+    return Fitted(fit(data.confidence, settings, show_progress), item_similarity(data.positives, settings))

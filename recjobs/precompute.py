@@ -54,13 +54,13 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
                                 str(settings.db), round(time.perf_counter() - started, 3))
 
     ratings, _ = read_inputs(settings, run_id)
-    rows = model.index(ratings["user_id"], factors.user_ids)
-    cols = model.index(ratings["movie_id"], factors.movie_ids)
-    rated = model.matrix(rows, cols, np.ones(len(rows), np.float32),
-                         (len(factors.user_ids), len(factors.movie_ids)))
+    everything = model.interactions(ratings, np.ones(len(ratings["rating"]), bool),
+                                    factors.user_ids, factors.movie_ids, settings)
     als = model.from_factors(factors.user_factors, factors.item_factors, settings)
     all_users = np.arange(len(factors.user_ids))
-    top_ids, top_scores = model.top_n(als, all_users, rated, settings.k)
+    # the evaluated method: ALS blended with item-item scores (recjobs.model.recommend_for)
+    fitted = model.Fitted(als, model.read_similarity(directory / "item_similarity_full.npz"))
+    top_ids, top_scores = fitted.recommend(all_users, everything, settings.k, settings)
     similar_ids, similar_scores = model.similar(als, settings.n_similar)
 
     with db.transaction(settings.db) as conn:

@@ -26,6 +26,9 @@ class Settings:
     alpha: float = setting(20.0, "Confidence of a positive rating: 1 + alpha * weight.")
     negative_weight: float = setting(0.0, "Weight of ratings below the positive threshold (0 = ignore them).")
     positive_threshold: float = setting(4.0, "Ratings at or above this are positives.")
+    recency_decay: float = setting(10.0, "A rating's weight is multiplied by exp(-age / this), age = how many of the user's ratings came after it (0 = no recency weighting).")
+    blend_weight: float = setting(1.0, "Weight of item-item cosine scores blended with ALS scores, both standardized per user (0 = ALS alone).")
+    item_neighbours: int = setting(200, "Most similar movies kept per movie for the item-item blend.")
     random_seed: int = setting(42, "Seed for ALS initialisation.")
     keep_published: int = setting(3, "Published runs kept for rollback; older runs' rows are deleted.")
     gate_tolerance: float = setting(0.10, "A run is rejected if its Recall@10 is this much (relative) below the published run's.")
@@ -44,6 +47,9 @@ class Settings:
             "alpha": self.alpha > 0,
             "negative_weight": self.negative_weight >= 0,
             "positive_threshold": 0.5 <= self.positive_threshold <= 5.0,
+            "recency_decay": self.recency_decay >= 0,
+            "blend_weight": self.blend_weight >= 0,
+            "item_neighbours": 1 <= self.item_neighbours <= 10000,
             "keep_published": self.keep_published >= 1,
             "gate_tolerance": 0 <= self.gate_tolerance < 1,
         }
@@ -57,7 +63,8 @@ class Settings:
     def model_params(self) -> dict:
         """The settings that decide the model: stored with every run."""
         names = ("factors", "regularization", "iterations", "alpha", "negative_weight",
-                 "positive_threshold", "random_seed", "k", "n_similar")
+                 "positive_threshold", "recency_decay", "blend_weight", "item_neighbours",
+                 "random_seed", "k", "n_similar")
         return {name: getattr(self, name) for name in names}
 
 

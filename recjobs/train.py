@@ -1,4 +1,4 @@
-"""train: fit ALS twice with the same settings.
+"""train: fit the method (recency-weighted ALS plus the item-item similarity) twice.
 
 - the evaluation model, on every rating each user made before their test item;
 - the published model, on all loaded ratings.
@@ -41,32 +41,28 @@ def read_inputs(settings: Settings, run_id: str):
     return ratings, parts
 
 
+def fit_and_save(data: model.Interactions, settings: Settings, user_ids, movie_ids, directory, name: str):
+    """Fit the method, save artifacts/<run_id>/model_<name>.npz and item_similarity_<name>.npz."""
+    started = time.perf_counter()
+    fitted = model.fit_method(data, settings, show_progress=sys.stderr.isatty())
+    seconds = time.perf_counter() - started
+    path = directory / f"model_{name}.npz"
+    model.Factors(user_ids, movie_ids, fitted.als.user_factors, fitted.als.item_factors).save(path)
+    model.save_similarity(directory / f"item_similarity_{name}.npz", fitted.similarity)
+    return path, seconds
+
+
 def train(settings: Settings, run_id: str) -> TrainResult:
     started = time.perf_counter()
     directory = runs.run_dir(settings, run_id)
     ratings, parts = read_inputs(settings, run_id)
     user_ids = np.unique(ratings["user_id"])
     movie_ids = np.unique(ratings["movie_id"])
-    rows = model.index(ratings["user_id"], user_ids)
-    cols = model.index(ratings["movie_id"], movie_ids)
-    shape = (len(user_ids), len(movie_ids))
-    weights = model.confidence(ratings["rating"], settings)
-    progress = sys.stderr.isatty()
 
-    before_test = parts < TEST
-    eval_matrix = model.matrix(rows[before_test], cols[before_test], weights[before_test], shape)
-    t = time.perf_counter()
-    eval_model = model.fit(eval_matrix, settings, show_progress=progress)
-    eval_seconds = time.perf_counter() - t
-    eval_path = directory / "model_eval.npz"
-    model.Factors(user_ids, movie_ids, eval_model.user_factors, eval_model.item_factors).save(eval_path)
-
-    full_matrix = model.matrix(rows, cols, weights, shape)
-    t = time.perf_counter()
-    full_model = model.fit(full_matrix, settings, show_progress=progress)
-    full_seconds = time.perf_counter() - t
-    full_path = directory / "model_full.npz"
-    model.Factors(user_ids, movie_ids, full_model.user_factors, full_model.item_factors).save(full_path)
+    eval_data = model.interactions(ratings, parts < TEST, user_ids, movie_ids, settings)
+    eval_path, eval_seconds = fit_and_save(eval_data, settings, user_ids, movie_ids, directory, "eval")
+    full_data = model.interactions(ratings, np.ones(len(parts), bool), user_ids, movie_ids, settings)
+    full_path, full_seconds = fit_and_save(full_data, settings, user_ids, movie_ids, directory, "full")
     (directory / "params.json").write_text(json.dumps(settings.model_params(), indent=2, sort_keys=True))
 
     with db.transaction(settings.db) as conn:
@@ -77,8 +73,8 @@ def train(settings: Settings, run_id: str) -> TrainResult:
         full_model_path=str(full_path),
         n_users=len(user_ids),
         n_items=len(movie_ids),
-        n_eval_interactions=int(eval_matrix.nnz),
-        n_full_interactions=int(full_matrix.nnz),
+        n_eval_interactions=int(eval_data.confidence.nnz),
+        n_full_interactions=int(full_data.confidence.nnz),
         eval_fit_seconds=round(eval_seconds, 3),
         full_fit_seconds=round(full_seconds, 3),
         seconds=round(time.perf_counter() - started, 3),
