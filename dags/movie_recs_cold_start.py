@@ -1,0 +1,47 @@
+"""
+### movie_recs_cold_start
+
+On demand: recommend `k` movies to a new user from the movies they like (`liked`, MovieLens
+movie ids), with the published model and no retraining. The request and the answer are
+stored in `cold_start_requests` and `cold_start_recommendations`; the task's XCom holds the
+request id, the method and the recommended movies.
+
+Trigger it with params, e.g. `{"liked": [296, 318, 593], "k": 10}`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import Param, dag, get_current_context, task
+from movie_recs_common import configured_settings
+
+
+@dag(
+    dag_id="movie_recs_cold_start",
+    schedule=None,
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "execution_timeout": dt.timedelta(minutes=10)},
+    params={
+        "liked": Param(type="array", items={"type": "integer", "minimum": 0}, minItems=1,
+                       description="MovieLens ids of movies the new user likes, e.g. [296, 318, 593]."),
+        "k": Param(10, type="integer", minimum=1, description="How many movies to recommend."),
+    },
+    tags=["movie-recs", "on-demand"],
+    doc_md=__doc__,
+)
+def movie_recs_cold_start():
+    @task(task_id="cold_start")
+    def cold_start_task() -> dict:
+        import dataclasses
+
+        from recjobs.cold_start import cold_start
+
+        params = get_current_context()["params"]
+        return dataclasses.asdict(cold_start(configured_settings(), params["liked"], params["k"]))
+
+    cold_start_task()
+
+
+movie_recs_cold_start()

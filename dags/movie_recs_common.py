@@ -1,0 +1,95 @@
+"""What both movie-recs DAGs share: the settings, the run id and running one recjobs job.
+
+Light on purpose (no numpy, pandas or implicit at import time): the DAG files import it
+while Airflow parses them. Listed in .airflowignore, as it defines no DAG.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import logging
+import os
+import re
+from pathlib import Path
+
+from airflow.sdk import Asset, Param, get_current_context
+
+from recjobs import settings as recjobs_settings
+
+log = logging.getLogger(__name__)
+
+PROJECT = Path(__file__).resolve().parent.parent
+PATH_SETTINGS = ("data_dir", "db", "artifacts")
+# Testing aid: "<task>" fails that task before its job on every try; "<task>@<n>" fails it
+# after its job on its first n tries (a worker lost after writing).
+FAULT_ENV = "MOVIE_RECS_FAULT"
+
+
+def configured_settings(**overrides) -> recjobs_settings.Settings:
+    """The RECJOBS_* settings with run params on top; relative paths are in the project folder."""
+    settings = recjobs_settings.from_env(**overrides)
+    return settings.replace(**{name: PROJECT / getattr(settings, name) for name in PATH_SETTINGS
+                               if not getattr(settings, name).is_absolute()})
+
+
+def recs_db_asset() -> Asset:
+    """The published database, as the asset downstream DAGs can be scheduled on."""
+    return Asset(name="movie_recs_db", uri=f"file://{configured_settings().db}")
+
+
+def setting_params(names) -> dict[str, Param]:
+    """Run params for the named settings: default from the configuration, help from the settings."""
+    configured, help_texts = configured_settings(), recjobs_settings.setting_help()
+    params = {}
+    for name in names:
+        default, help_text = help_texts[name]
+        value = getattr(configured, name)
+        if isinstance(default, Path):
+            params[name] = Param(str(value), type="string", minLength=1, description=help_text)
+        else:
+            kind = {int: "integer", float: "number"}[type(default)]
+            params[name] = Param(value, type=kind, description=help_text)
+    return params
+
+
+def recjobs_run_id(airflow_run_id: str) -> str:
+    """A valid recjobs run id, the same for every try of the same Airflow run."""
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "-", airflow_run_id).strip("-_.")
+    if clean == airflow_run_id and len(clean) <= 100:
+        return clean
+    digest = hashlib.sha1(airflow_run_id.encode()).hexdigest()[:8]
+    return f"{clean[:90]}-{digest}".lstrip("-_.")
+
+
+def inject_fault(task_id: str, try_number: int, after_job: bool) -> None:
+    spec = os.environ.get(FAULT_ENV, "")
+    name, _, tries = spec.partition("@")
+    if name != task_id:
+        return
+    if (not tries and not after_job) or (tries and after_job and try_number <= int(tries)):
+        raise RuntimeError(f"fault injected by {FAULT_ENV}={spec} into {task_id} try {try_number}")
+
+
+def run_step(module: str, function: str | None = None) -> dict:
+    """Run recjobs.<module>.<function> (default: the module's name) on this Airflow run's
+    recjobs run; record a failure in model_runs; the small result goes to XCom."""
+    from recjobs import runs
+
+    function = function or module
+    context = get_current_context()
+    task_id, try_number = context["ti"].task_id, context["ti"].try_number
+    settings = configured_settings(**context["params"])
+    run_id = recjobs_run_id(context["run_id"])
+    job = getattr(importlib.import_module(f"recjobs.{module}"), function)
+    try:
+        inject_fault(task_id, try_number, after_job=False)
+        result = job(settings, run_id)
+        inject_fault(task_id, try_number, after_job=True)
+    except Exception as e:
+        try:
+            runs.mark_failed(settings, run_id, f"{task_id} try {try_number}: {type(e).__name__}: {e}")
+        except Exception:
+            log.exception("could not record the failure of run %s", run_id)
+        raise
+    return dataclasses.asdict(result)
