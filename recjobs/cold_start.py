@@ -10,10 +10,13 @@ where every liked movie is a positive with the confidence the model was trained 
 the model the answer is the run's popularity list; with very few it is blended toward
 popularity (see BLEND_* and the README's "Cold start" figures).
 
+When the run blends ALS with item-item cosine scores (recjobs.model.blended_scores), the
+folded-in user gets the same blend, each liked movie weighted 1 ("as if newest").
+
 Kept light on purpose: this module imports numpy and recjobs.db only, never pandas,
 scipy, implicit, Airflow or the training steps. A run's serving bundle
-(artifacts/<run_id>/cold_start.npz: movie ids, item factors, YᵀY, popularity, params)
-is written once per run and cached in the process.
+(artifacts/<run_id>/cold_start/: movie ids, item factors, YᵀY, popularity, the item-item
+similarity as CSR arrays, params) is written once per run, memory-mapped and cached.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ import datetime as dt
 import json
 import logging
 import os
+import re
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -37,11 +42,12 @@ log = logging.getLogger(__name__)
 MAX_LIKED = 100
 MAX_K = 100
 MAX_MOVIE_ID = 2**31 - 1
-BUNDLE_NAME = "cold_start.npz"
+BUNDLE_NAME = "cold_start"
 # With 1 to BLEND_MAX_KNOWN liked movies known, the fold-in is blended toward popularity with
 # weight BLEND_PRIOR / (BLEND_PRIOR + known): popularity counts as BLEND_PRIOR pseudo-movies.
-# Chosen on held-out users (recjobs.cold_start_eval, README "Cold start"): it beat both the
-# pure fold-in and popularity at N = 1, 3, 5, 10, 20 and tied the fold-in at 40.
+# Chosen on held-out users (recjobs.cold_start_eval, README "Cold start"; priors 5-40 tried on
+# two seeded draws): it beat both the plain fold-in and popularity at N = 1, 3, 5, 10, 20, 40.
+# Above 40 known (not measured) the plain fold-in is served.
 BLEND_MAX_KNOWN = 40
 BLEND_PRIOR = 20.0
 LIKED_EXAMPLE = "e.g. --liked 296,318,593"
@@ -61,19 +67,34 @@ class ColdStartResult:
 
 @dataclass(frozen=True)
 class Bundle:
-    """What a run needs to answer cold-start requests."""
+    """What a run needs to answer cold-start requests (arrays may be read-only memory maps)."""
     run_id: str
     movie_ids: np.ndarray       # sorted MovieLens ids, row order of item_factors
     item_factors: np.ndarray    # float32, items x factors
     gram: np.ndarray            # float64 YᵀY
-    popularity: np.ndarray      # float64, positives per movie in the run's ratings
+    popularity: np.ndarray      # float64, positives per movie in the training ratings
     alpha: float
     regularization: float
+    blend_weight: float = 0.0   # the run's ALS + item-item blend (recjobs.model.blended_scores)
+    similarity: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None   # item-item CSR: indptr, indices, data
 
     @property
     def liked_confidence(self) -> float:
-        # a liked movie is a positive: weight 1, confidence 1 + alpha * 1 (recjobs.model.confidence)
+        # a liked movie is a positive "as if newest": weight 1, confidence 1 + alpha
+        # (recjobs.model.confidence with age None)
         return 1.0 + self.alpha
+
+
+def make_bundle(run_id: str, movie_ids, item_factors, popularity, params: dict, similarity=None) -> Bundle:
+    """A Bundle from a fitted run; `similarity` is a scipy CSR matrix or (indptr, indices, data)."""
+    if similarity is not None and not isinstance(similarity, tuple):
+        similarity = (similarity.indptr, similarity.indices, similarity.data)
+    y = np.ascontiguousarray(item_factors, dtype=np.float32)
+    blend_weight = float(params.get("blend_weight", 0.0))
+    return Bundle(run_id, np.asarray(movie_ids), y, y.astype(np.float64).T @ y.astype(np.float64),
+                  np.asarray(popularity, dtype=np.float64), float(params["alpha"]),
+                  float(params["regularization"]), blend_weight,
+                  similarity if blend_weight > 0 else None)
 
 
 # ---- input checks (shared by the CLI and the DAG) -------------------------------------
@@ -85,7 +106,7 @@ def _one_id(value) -> int:
         text = value.strip()
         if text == "":
             raise ConfigError(f"liked: empty entry in the list; expected comma-separated integers, {LIKED_EXAMPLE}")
-        if not text.lstrip("+-").isdigit() or not text.isascii():
+        if not re.fullmatch(r"[+-]?[0-9]+", text):
             raise ConfigError(f"liked: {text!r} is not an integer movie id; expected integers, {LIKED_EXAMPLE}")
         value = int(text)
     if not isinstance(value, (int, np.integer)):
@@ -125,57 +146,83 @@ def check_k(value) -> int:
 
 # ---- the serving bundle of a run ------------------------------------------------------
 
+BUNDLE_ARRAYS = ("movie_ids", "item_factors", "gram", "popularity")
+SIMILARITY_ARRAYS = ("similarity_indptr", "similarity_indices", "similarity_data")
+
+
 def bundle_path(run_dir: Path) -> Path:
     return Path(run_dir) / BUNDLE_NAME
 
 
+def read_csr_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indptr, indices, data) of a scipy.sparse.save_npz CSR file, read with numpy alone."""
+    with np.load(path) as f:
+        if f["format"].item() not in (b"csr", "csr"):
+            raise StateError(f"{path}: expected a CSR matrix, found {f['format'].item()!r}")
+        return f["indptr"], f["indices"], f["data"]
+
+
 def write_bundle(run_dir: Path) -> Path:
-    """Build artifacts/<run_id>/cold_start.npz from model_full.npz, params.json and the run's
-    ratings.npz (the only time the ratings are read). Written atomically."""
+    """Write artifacts/<run_id>/cold_start/ (one .npy per array, so requests can memory-map
+    them) from model_full.npz, item_similarity_full.npz, params.json and the run's
+    ratings.npz (the only time the ratings are read). Appears atomically."""
     run_dir = Path(run_dir)
-    needed = [run_dir / n for n in ("model_full.npz", "params.json", "ratings.npz")]
-    for path in needed:
-        if not path.is_file():
-            raise StateError(f"{path}: not found; the served run's artifacts are incomplete "
+    for name in ("model_full.npz", "params.json", "ratings.npz"):
+        if not (run_dir / name).is_file():
+            raise StateError(f"{run_dir / name}: not found; the served run's artifacts are incomplete "
                              "(run `recjobs train` for it, or roll back)")
     params = json.loads((run_dir / "params.json").read_text(encoding="utf-8"))
     with np.load(run_dir / "model_full.npz") as f:
-        movie_ids = f["movie_ids"]
-        item_factors = np.ascontiguousarray(f["item_factors"], dtype=np.float32)
+        movie_ids, item_factors = f["movie_ids"], f["item_factors"]
     with np.load(run_dir / "ratings.npz") as f:
-        positive = f["rating"] >= params["positive_threshold"]
-        rated = f["movie_id"][positive]
-    known = np.isin(rated, movie_ids)
-    popularity = np.bincount(np.searchsorted(movie_ids, rated[known]), minlength=len(movie_ids))
-    y = item_factors.astype(np.float64)
+        rated = f["movie_id"][f["rating"] >= params["positive_threshold"]]
+    rated = rated[np.isin(rated, movie_ids)]
+    popularity = np.bincount(np.searchsorted(movie_ids, rated), minlength=len(movie_ids))
+    similarity_file = run_dir / "item_similarity_full.npz"
+    similarity = read_csr_arrays(similarity_file) if similarity_file.is_file() else None
+    bundle = make_bundle(run_dir.name, movie_ids, item_factors, popularity, params, similarity)
+
     target = bundle_path(run_dir)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
-    np.savez(partial, movie_ids=movie_ids, item_factors=item_factors, gram=y.T @ y,
-             popularity=popularity.astype(np.float64), params_json=np.array(json.dumps(params)))
-    os.replace(partial, target)
+    partial = run_dir / f".{BUNDLE_NAME}.{os.getpid()}.{threading.get_ident()}.tmp"
+    partial.mkdir()
+    arrays = dict(zip(BUNDLE_ARRAYS, (bundle.movie_ids, bundle.item_factors, bundle.gram, bundle.popularity)))
+    if bundle.similarity is not None:
+        arrays.update(zip(SIMILARITY_ARRAYS, bundle.similarity))
+    for name, array in arrays.items():
+        np.save(partial / f"{name}.npy", array)
+    (partial / "params.json").write_text(json.dumps(params, sort_keys=True))
+    try:
+        os.rename(partial, target)
+    except OSError:  # another process wrote it first: same content
+        shutil.rmtree(partial, ignore_errors=True)
+        if not target.is_dir():
+            raise
     log.info("cold start: wrote %s (%d movies)", target, len(movie_ids))
     return target
 
 
-_cache: dict[str, tuple[tuple[int, int], Bundle]] = {}
+_cache: dict[str, tuple[int, Bundle]] = {}
 _cache_lock = threading.Lock()
 
 
 def read_bundle(run_id: str, run_dir: Path) -> Bundle:
-    """The run's bundle, written on first use, cached per process (keyed on the file's mtime)."""
+    """The run's bundle (written on first use), memory-mapped and cached per process."""
     path = bundle_path(run_dir)
-    if not path.is_file():
+    if not path.is_dir():
         write_bundle(run_dir)
-    stat = path.stat()
-    stamp = (stat.st_mtime_ns, stat.st_size)
-    key = str(path)
+    stamp = (path / "params.json").stat().st_mtime_ns
+    key = str(path.resolve())
     cached = _cache.get(key)
     if cached and cached[0] == stamp:
         return cached[1]
-    with np.load(path) as f:
-        params = json.loads(str(f["params_json"]))
-        bundle = Bundle(run_id, f["movie_ids"], f["item_factors"], f["gram"], f["popularity"],
-                        float(params["alpha"]), float(params["regularization"]))
+    params = json.loads((path / "params.json").read_text(encoding="utf-8"))
+    arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in BUNDLE_ARRAYS}
+    similarity = None
+    if (path / f"{SIMILARITY_ARRAYS[0]}.npy").is_file():
+        similarity = tuple(np.load(path / f"{name}.npy", mmap_mode="r") for name in SIMILARITY_ARRAYS)
+    bundle = Bundle(run_id, arrays["movie_ids"], arrays["item_factors"], arrays["gram"], arrays["popularity"],
+                    float(params["alpha"]), float(params["regularization"]),
+                    float(params.get("blend_weight", 0.0)), similarity)
     with _cache_lock:
         if len(_cache) >= 4:
             _cache.clear()
@@ -185,13 +232,25 @@ def read_bundle(run_id: str, run_dir: Path) -> Bundle:
 
 # ---- scoring ---------------------------------------------------------------------------
 
-def fold_in(item_factors: np.ndarray, gram: np.ndarray, rows: np.ndarray, confidence: float,
+def fold_in(item_factors: np.ndarray, gram: np.ndarray, rows: np.ndarray, confidence,
             regularization: float) -> np.ndarray:
-    """The ALS user factors for a user whose positives are `rows`, all with `confidence`."""
-    y = item_factors[rows].astype(np.float64)
-    a = gram + (confidence - 1.0) * (y.T @ y)
+    """ALS user factors for a user whose positives are `rows` with `confidence` (one value or one
+    per row): x = (YᵀY + Yᵀ(Cu − I)Y + λI)⁻¹ Yᵀ Cu p(u)."""
+    y = np.asarray(item_factors[rows], dtype=np.float64)
+    c = np.broadcast_to(np.asarray(confidence, dtype=np.float64), (len(rows),))
+    a = gram + (y.T * (c - 1.0)) @ y
     a[np.diag_indices_from(a)] += regularization
-    return np.linalg.solve(a, confidence * y.sum(axis=0))
+    return np.linalg.solve(a, y.T @ c)
+
+
+def item_item_scores(similarity, n_items: int, rows: np.ndarray, weights) -> np.ndarray:
+    """profile @ S for one user: the similarity rows of `rows`, weighted and summed."""
+    indptr, indices, data = similarity
+    scores = np.zeros(n_items, dtype=np.float64)
+    for row, weight in zip(rows, np.broadcast_to(np.asarray(weights, dtype=np.float64), (len(rows),))):
+        start, end = indptr[row], indptr[row + 1]
+        scores[indices[start:end]] += weight * data[start:end]
+    return scores
 
 
 def standardised(scores: np.ndarray) -> np.ndarray:
@@ -199,12 +258,28 @@ def standardised(scores: np.ndarray) -> np.ndarray:
     return (scores - scores.mean()) / (std if std > 0 else 1.0)
 
 
-def blend(als_scores: np.ndarray, popularity: np.ndarray, weight: float) -> np.ndarray:
-    """(1 - weight) * standardised ALS score + weight * standardised log popularity."""
-    return (1.0 - weight) * standardised(als_scores) + weight * standardised(np.log1p(popularity))
+def method_scores(bundle: Bundle, rows: np.ndarray, confidence=None, profile=None) -> np.ndarray:
+    """The run's own method for a folded-in user: ALS scores, plus blend_weight times the
+    item-item scores (both standardised) when the run has a similarity, as
+    recjobs.model.blended_scores. A new user's liked movies have confidence 1 + alpha and
+    profile weight 1; a known user's own values can be given (profile = (rows, weights))."""
+    x = fold_in(bundle.item_factors, bundle.gram, rows,
+                bundle.liked_confidence if confidence is None else confidence, bundle.regularization)
+    als = bundle.item_factors @ x.astype(np.float32)
+    if bundle.similarity is None or bundle.blend_weight <= 0:
+        return als
+    profile_rows, weights = (rows, 1.0) if profile is None else profile
+    item = item_item_scores(bundle.similarity, len(bundle.movie_ids), profile_rows, weights)
+    return standardised(als.astype(np.float64)) + bundle.blend_weight * standardised(item)
 
 
-def blend_weight(n_known: int, prior: float = BLEND_PRIOR) -> float:
+def blend(scores: np.ndarray, popularity: np.ndarray, weight: float) -> np.ndarray:
+    """(1 - weight) * standardised score + weight * standardised log popularity."""
+    return (1.0 - weight) * standardised(np.asarray(scores, dtype=np.float64)) + \
+        weight * standardised(np.log1p(popularity))
+
+
+def popularity_share(n_known: int, prior: float = BLEND_PRIOR) -> float:
     return prior / (prior + n_known)
 
 
@@ -213,10 +288,9 @@ def scores_for(bundle: Bundle, rows: np.ndarray, blend_max_known: int = BLEND_MA
     """(method, a score per item) for a new user whose known liked movies are `rows`."""
     if len(rows) == 0:
         return "popularity", bundle.popularity
-    x = fold_in(bundle.item_factors, bundle.gram, rows, bundle.liked_confidence, bundle.regularization)
-    als = bundle.item_factors @ x.astype(np.float32)
+    als = method_scores(bundle, rows)
     if len(rows) <= blend_max_known:
-        return "blend", blend(als, bundle.popularity, blend_weight(len(rows), blend_prior))
+        return "blend", blend(als, bundle.popularity, popularity_share(len(rows), blend_prior))
     return "als_fold_in", als
 
 

@@ -83,20 +83,16 @@ def recall_ndcg(top_movie_ids, targets: set) -> tuple[float, float]:
 
 
 def fit_without(ratings: dict, held: np.ndarray, settings: Settings, run_id: str):
-    """ALS on every rating of the users not held out; returns (als, bundle of it)."""
+    """The run's method fitted on every rating of the users not held out: (ALS model, bundle)."""
     keep = ~np.isin(ratings["user_id"], held)
     user_ids = np.unique(ratings["user_id"][keep])
     movie_ids = np.unique(ratings["movie_id"][keep])
-    rows = model.index(ratings["user_id"][keep], user_ids)
-    cols = model.index(ratings["movie_id"][keep], movie_ids)
-    shape = (len(user_ids), len(movie_ids))
-    als = model.fit(model.matrix(rows, cols, model.confidence(ratings["rating"][keep], settings), shape), settings)
-    positive = ratings["rating"][keep] >= settings.positive_threshold
-    popularity = np.bincount(cols[positive], minlength=len(movie_ids)).astype(np.float64)
-    y = np.asarray(als.item_factors, dtype=np.float32)
-    bundle = cold_start.Bundle(run_id, movie_ids, y, y.astype(np.float64).T @ y.astype(np.float64),
-                               popularity, float(settings.alpha), float(settings.regularization))
-    return als, bundle
+    data = model.interactions(ratings, keep, user_ids, movie_ids, settings)
+    fitted = model.fit_method(data, settings)
+    popularity = np.asarray(data.positives.sum(axis=0)).ravel()
+    bundle = cold_start.make_bundle(run_id, movie_ids, fitted.als.item_factors, popularity,
+                                    settings.model_params(), fitted.similarity)
+    return fitted.als, bundle
 
 
 def similarity_sql() -> tuple[str, str]:
