@@ -152,9 +152,8 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
     test_rows = model.index(ratings["user_id"][test], user_ids)
     test_items = model.index(ratings["movie_id"][test], movie_ids)
 
-    fitted = model.Fitted(model.from_factors(factors.user_factors, factors.item_factors, settings),
-                          model.read_similarity(directory / "item_similarity_eval.npz"))
-    tops = {"model": fitted.recommend(test_rows, before_test, CUTOFF, settings)[0]}
+    fitted = model.Fitted.read(directory, "eval", settings)
+    tops = {"model": model.recommend_for(fitted, test_rows, before_test, CUTOFF, settings)[0]}
     tops["reference"] = reference_top(ratings, parts, user_ids, movie_ids, test_rows, settings)
     positive_counts = np.asarray(before_test.positives.sum(axis=0)).ravel().astype(np.float32)
     popularity = popularity_model(positive_counts, len(user_ids), settings)

@@ -79,6 +79,9 @@ class Interactions:
     profile: sp.csr_matrix      # interaction weights, the user's side of the item-item scores
     positives: sp.csr_matrix    # 1 per positive rating, the input of the item-item similarity
     seen: sp.csr_matrix         # 1 per rated movie, whatever the rating: filtered from top lists
+    recent: sp.csr_matrix       # every rating weighted exp(-age / sequence_decay): the last few movies
+    sequence_users: np.ndarray  # user row of each rating, in (user, rated_at, movie_id) order
+    sequence_items: np.ndarray  # item column of each rating, same order
 
 
 def interactions(ratings: dict, keep: np.ndarray, user_ids: np.ndarray, movie_ids: np.ndarray,
@@ -88,6 +91,7 @@ def interactions(ratings: dict, keep: np.ndarray, user_ids: np.ndarray, movie_id
     cols = index(ratings["movie_id"][keep], movie_ids)
     rating = ratings["rating"][keep]
     age = recency_age(rows, ratings["rated_at"][keep], ratings["movie_id"][keep])
+    order = np.lexsort((ratings["movie_id"][keep], ratings["rated_at"][keep], rows))
     shape = (len(user_ids), len(movie_ids))
     weight = interaction_weight(rating, settings, age)
     positive = (rating >= settings.positive_threshold).astype(np.float32)
@@ -96,6 +100,9 @@ def interactions(ratings: dict, keep: np.ndarray, user_ids: np.ndarray, movie_id
         profile=matrix(rows, cols, (weight * positive).astype(np.float32), shape),
         positives=matrix(rows, cols, positive, shape),
         seen=matrix(rows, cols, np.ones(len(rows), np.float32), shape),
+        recent=matrix(rows, cols, np.exp(-age / max(settings.sequence_decay, 1e-9)).astype(np.float32), shape),
+        sequence_users=rows[order],
+        sequence_items=cols[order],
     )
 
 
@@ -165,9 +172,26 @@ def similar(model, n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.vstack(ids_out), np.vstack(scores_out)
 
 
+def normalized_top(counts: sp.csr_matrix, item_counts: np.ndarray, keep: int) -> sp.csr_matrix:
+    """counts[i, j] / sqrt(n_i * n_j), the `keep` largest per row, the diagonal left out."""
+    scale = sp.diags(1.0 / np.sqrt(np.maximum(item_counts, 1.0)))
+    m = (scale @ counts @ scale).tocsr()
+    m.setdiag(0)
+    m.eliminate_zeros()
+    m.sort_indices()
+    lengths = np.diff(m.indptr)
+    if lengths.max(initial=0) > keep:
+        for i in np.flatnonzero(lengths > keep):
+            start, end = m.indptr[i], m.indptr[i + 1]
+            row = m.data[start:end]
+            row[row < np.partition(row, len(row) - keep)[len(row) - keep]] = 0
+        m.eliminate_zeros()
+    return m.astype(np.float32)
+
+
 def item_similarity(positives: sp.csr_matrix, settings: Settings) -> sp.csr_matrix | None:
     """Items x items cosine similarity of the positives, the item_neighbours nearest per item,
-    the item itself left out. None when blend_weight is 0 (ALS alone)."""
+    the item itself left out. None when blend_weight is 0."""
     if settings.blend_weight <= 0:
         return None
     from implicit.nearest_neighbours import all_pairs_knn
@@ -179,6 +203,26 @@ def item_similarity(positives: sp.csr_matrix, settings: Settings) -> sp.csr_matr
     similarity.setdiag(0)
     similarity.eliminate_zeros()
     return similarity.astype(np.float32)
+
+
+def sequence_similarity(data: Interactions, n_items: int, settings: Settings) -> sp.csr_matrix | None:
+    """Items x items: how often two movies were rated within sequence_window ratings of each
+    other by the same user (any rating), over sqrt(n_i * n_j); the item_neighbours largest per
+    movie. None when sequence_weight is 0."""
+    if settings.sequence_weight <= 0:
+        return None
+    users, items = data.sequence_users, data.sequence_items
+    counts = sp.csr_matrix((n_items, n_items), dtype=np.float64)
+    for offset in range(1, settings.sequence_window + 1):
+        if offset >= len(items):
+            break
+        same = users[offset:] == users[:-offset]
+        first, second = items[:-offset][same], items[offset:][same]
+        ones = np.ones(2 * len(first))
+        counts = counts + sp.csr_matrix((ones, (np.r_[first, second], np.r_[second, first])),
+                                        shape=(n_items, n_items))
+    return normalized_top(counts, np.bincount(items, minlength=n_items).astype(np.float64),
+                          settings.item_neighbours)
 
 
 def save_similarity(path: Path, similarity: sp.csr_matrix | None) -> None:
@@ -198,17 +242,10 @@ def standardized(scores: np.ndarray) -> np.ndarray:
     return (scores - scores.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
 
 
-def blended_scores(als, similarity: sp.csr_matrix, rows: np.ndarray, profile: sp.csr_matrix,
-                   blend_weight: float) -> np.ndarray:
-    """standardized ALS scores + blend_weight * standardized item-item scores, users x items."""
-    als_part = standardized(np.asarray(als.user_factors[rows] @ als.item_factors.T, dtype=np.float64))
-    item_part = standardized(np.asarray((profile[rows] @ similarity).toarray(), dtype=np.float64))
-    return als_part + blend_weight * item_part
-
-
 def top_of(scores: np.ndarray, exclude: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-n columns per row of a dense score matrix, the nonzeros of `exclude` left out
-    (they come last, with score FILTERED as in implicit, only when a user has fewer than n unseen movies)."""
+    (they come last, with score FILTERED as in implicit, only when a user has fewer than n
+    unseen movies)."""
     scores = scores.copy()
     r, c = exclude.nonzero()
     scores[r, c] = FILTERED
@@ -219,35 +256,61 @@ def top_of(scores: np.ndarray, exclude: sp.csr_matrix, n: int) -> tuple[np.ndarr
     return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
 
 
-def recommend_for(als, similarity: sp.csr_matrix | None, rows: np.ndarray, data: Interactions,
-                  n: int, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
-    """The method the pipeline evaluates and publishes: ALS, blended with item-item cosine
-    scores of the user's recency-weighted positives when a similarity is given. Batched."""
-    if similarity is None or settings.blend_weight <= 0:
-        return top_n(als, rows, data.seen, n)
-    ids_out, scores_out = [], []
-    batch_size = max(16, min(BATCH_USERS, 2**24 // max(1, similarity.shape[0])))
-    with threadpool_limits(limits=1, user_api="blas"):
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start:start + batch_size]
-            scores = blended_scores(als, similarity, batch, data.profile, settings.blend_weight)
-            ids, top_scores = top_of(scores, data.seen[batch], n)
-            ids_out.append(ids)
-            scores_out.append(top_scores)
-    if not ids_out:
-        return np.empty((0, n), np.int64), np.empty((0, n), np.float64)
-    return np.vstack(ids_out), np.vstack(scores_out)
-
-
 @dataclass(frozen=True)
 class Fitted:
-    """The evaluated and published method: ALS factors and the item-item similarity (or None)."""
+    """The evaluated and published method: ALS factors, the cosine item-item similarity of
+    positives and the sequence similarity (each None when its blend weight is 0)."""
     als: object
-    similarity: sp.csr_matrix | None
+    similarity: sp.csr_matrix | None = None   # cosine item-item of positives
+    sequence: sp.csr_matrix | None = None
+
+    def scores(self, rows: np.ndarray, data: Interactions, settings: Settings) -> np.ndarray:
+        """standardized ALS scores + blend_weight * standardized cosine item-item scores of the
+        user's recency-weighted positives + sequence_weight * standardized sequence scores of
+        the user's last few ratings; users x items."""
+        total = standardized(np.asarray(self.als.user_factors[rows] @ self.als.item_factors.T, np.float64))
+        for weight, similarity, profile in ((settings.blend_weight, self.similarity, data.profile),
+                                            (settings.sequence_weight, self.sequence, data.recent)):
+            if similarity is not None and weight > 0:
+                total += weight * standardized(np.asarray((profile[rows] @ similarity).toarray(), np.float64))
+        return total
 
     def recommend(self, rows: np.ndarray, data: Interactions, n: int, settings: Settings):
-        return recommend_for(self.als, self.similarity, rows, data, n, settings)
+        """Top-n item rows and scores per user row, every movie in data.seen left out. Batched."""
+        if self.similarity is None and self.sequence is None:
+            return top_n(self.als, rows, data.seen, n)  # ALS alone: implicit's own top-N
+        n = min(n, self.als.item_factors.shape[0])
+        ids_out, scores_out = [np.empty((0, n), np.int64)], [np.empty((0, n))]
+        batch_size = max(16, min(BATCH_USERS, 2**24 // max(1, self.als.item_factors.shape[0])))
+        with threadpool_limits(limits=1, user_api="blas"):
+            for start in range(0, len(rows), batch_size):
+                batch = rows[start:start + batch_size]
+                ids, scores = top_of(self.scores(batch, data, settings), data.seen[batch], n)
+                ids_out.append(ids)
+                scores_out.append(scores)
+        return np.vstack(ids_out), np.vstack(scores_out)
+
+    def save(self, directory: Path, name: str, user_ids, movie_ids) -> Path:
+        path = Path(directory) / f"model_{name}.npz"
+        Factors(user_ids, movie_ids, self.als.user_factors, self.als.item_factors).save(path)
+        save_similarity(Path(directory) / f"item_similarity_{name}.npz", self.similarity)
+        save_similarity(Path(directory) / f"item_sequence_{name}.npz", self.sequence)
+        return path
+
+    @classmethod
+    def read(cls, directory: Path, name: str, settings: Settings) -> "Fitted":
+        factors = Factors.read(Path(directory) / f"model_{name}.npz")
+        return cls(from_factors(factors.user_factors, factors.item_factors, settings),
+                   read_similarity(Path(directory) / f"item_similarity_{name}.npz"),
+                   read_similarity(Path(directory) / f"item_sequence_{name}.npz"))
+
+
+def recommend_for(fitted: Fitted, rows: np.ndarray, data: Interactions, n: int, settings: Settings):
+    """The one recommendation function evaluate and precompute share."""
+    return fitted.recommend(rows, data, n, settings)
 
 
 def fit_method(data: Interactions, settings: Settings, show_progress: bool = False) -> Fitted:
-    return Fitted(fit(data.confidence, settings, show_progress), item_similarity(data.positives, settings))
+    n_items = data.seen.shape[1]
+    return Fitted(fit(data.confidence, settings, show_progress), item_similarity(data.positives, settings),
+                  sequence_similarity(data, n_items, settings))

@@ -58,9 +58,9 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
                                     factors.user_ids, factors.movie_ids, settings)
     als = model.from_factors(factors.user_factors, factors.item_factors, settings)
     all_users = np.arange(len(factors.user_ids))
-    # the evaluated method: ALS blended with item-item scores (recjobs.model.recommend_for)
-    fitted = model.Fitted(als, model.read_similarity(directory / "item_similarity_full.npz"))
-    top_ids, top_scores = fitted.recommend(all_users, everything, settings.k, settings)
+    # the evaluated method: ALS blended with item-item scores
+    fitted = model.Fitted.read(directory, "full", settings)
+    top_ids, top_scores = model.recommend_for(fitted, all_users, everything, settings.k, settings)
     similar_ids, similar_scores = model.similar(als, settings.n_similar)
 
     with db.transaction(settings.db) as conn:

@@ -28,7 +28,10 @@ class Settings:
     positive_threshold: float = setting(4.0, "Ratings at or above this are positives.")
     recency_decay: float = setting(10.0, "A rating's weight is multiplied by exp(-age / this), age = how many of the user's ratings came after it (0 = no recency weighting).")
     blend_weight: float = setting(1.0, "Weight of item-item cosine scores blended with ALS scores, both standardized per user (0 = ALS alone).")
-    item_neighbours: int = setting(200, "Most similar movies kept per movie for the item-item blend.")
+    item_neighbours: int = setting(200, "Most similar movies kept per movie for the item-item blends.")
+    sequence_weight: float = setting(1.0, "Weight of sequence scores (movies rated near the user's last few, by other users) blended in (0 = off).")
+    sequence_window: int = setting(10, "Two ratings of a user count as near when at most this many ratings apart.")
+    sequence_decay: float = setting(3.0, "The user's last few ratings for the sequence scores: weight exp(-age / this).")
     random_seed: int = setting(42, "Seed for ALS initialisation.")
     keep_published: int = setting(3, "Published runs kept for rollback; older runs' rows are deleted.")
     gate_tolerance: float = setting(0.10, "A run is rejected if its Recall@10 is this much (relative) below the published run's.")
@@ -50,6 +53,9 @@ class Settings:
             "recency_decay": self.recency_decay >= 0,
             "blend_weight": self.blend_weight >= 0,
             "item_neighbours": 1 <= self.item_neighbours <= 10000,
+            "sequence_weight": self.sequence_weight >= 0,
+            "sequence_window": 1 <= self.sequence_window <= 1000,
+            "sequence_decay": self.sequence_decay > 0,
             "keep_published": self.keep_published >= 1,
             "gate_tolerance": 0 <= self.gate_tolerance < 1,
         }
@@ -64,6 +70,7 @@ class Settings:
         """The settings that decide the model: stored with every run."""
         names = ("factors", "regularization", "iterations", "alpha", "negative_weight",
                  "positive_threshold", "recency_decay", "blend_weight", "item_neighbours",
+                 "sequence_weight", "sequence_window", "sequence_decay",
                  "random_seed", "k", "n_similar")
         return {name: getattr(self, name) for name in names}
 

@@ -1,4 +1,4 @@
-"""train: fit the method (recency-weighted ALS plus the item-item similarity) twice.
+"""train: fit the method (recency-weighted ALS and the two item-item matrices) twice.
 
 - the evaluation model, on every rating each user made before their test item;
 - the published model, on all loaded ratings.
@@ -42,14 +42,11 @@ def read_inputs(settings: Settings, run_id: str):
 
 
 def fit_and_save(data: model.Interactions, settings: Settings, user_ids, movie_ids, directory, name: str):
-    """Fit the method, save artifacts/<run_id>/model_<name>.npz and item_similarity_<name>.npz."""
+    """Fit the method; save artifacts/<run_id>/model_<name>.npz and its item-item matrices."""
     started = time.perf_counter()
     fitted = model.fit_method(data, settings, show_progress=sys.stderr.isatty())
     seconds = time.perf_counter() - started
-    path = directory / f"model_{name}.npz"
-    model.Factors(user_ids, movie_ids, fitted.als.user_factors, fitted.als.item_factors).save(path)
-    model.save_similarity(directory / f"item_similarity_{name}.npz", fitted.similarity)
-    return path, seconds
+    return fitted.save(directory, name, user_ids, movie_ids), seconds
 
 
 def train(settings: Settings, run_id: str) -> TrainResult:

@@ -32,6 +32,9 @@ GRID = {
     "factors": (32, 64, 128),
     "item_neighbours": (50, 200, 1000),
     "negative_weight": (0.0, 0.1, 0.3),
+    "sequence_weight": (0.0, 0.5, 1.0, 2.0),
+    "sequence_window": (5, 10, 20),
+    "sequence_decay": (2.0, 3.0, 5.0, 10.0),
 }
 ALS_SETTINGS = ("factors", "regularization", "iterations", "alpha", "negative_weight",
                 "positive_threshold", "recency_decay")
@@ -68,17 +71,20 @@ class ValidationTask:
     def score(self, settings: Settings) -> dict[str, np.ndarray]:
         """Per-user validation metrics, averaged over the seeds."""
         data = self.data(settings)
-        key_sim = (settings.item_neighbours, settings.positive_threshold)
-        if settings.blend_weight > 0 and key_sim not in self._similarity:
-            self._similarity[key_sim] = model.item_similarity(data.positives, settings)
-        similarity = self._similarity.get(key_sim) if settings.blend_weight > 0 else None
+        cosine_key = ("cosine", settings.item_neighbours, settings.positive_threshold, settings.blend_weight > 0)
+        sequence_key = ("sequence", settings.item_neighbours, settings.sequence_window,
+                        settings.sequence_weight > 0)
+        if cosine_key not in self._similarity:
+            self._similarity[cosine_key] = model.item_similarity(data.positives, settings)
+        if sequence_key not in self._similarity:
+            self._similarity[sequence_key] = model.sequence_similarity(data, len(self.movie_ids), settings)
         per_seed = []
         for seed in self.seeds:
             key = tuple(getattr(settings, name) for name in ALS_SETTINGS) + (seed,)
             if key not in self._als:
                 self._als[key] = model.fit(data.confidence, settings.replace(random_seed=seed))
-            fitted = model.Fitted(self._als[key], similarity)
-            top, _ = fitted.recommend(self.rows, data, CUTOFF, settings)
+            fitted = model.Fitted(self._als[key], self._similarity[cosine_key], self._similarity[sequence_key])
+            top, _ = model.recommend_for(fitted, self.rows, data, CUTOFF, settings)
             per_seed.append(per_user_metrics(top, self.items))
         return {m: np.mean([s[m] for s in per_seed], axis=0) for m in per_seed[0]}
 
