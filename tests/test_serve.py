@@ -1,0 +1,390 @@
+"""recjobs serve, default profile: a real datasette server over a database built by
+`recjobs run` on ml-latest-small. The JSON contract, the reports and the hardening."""
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from packaging.version import Version
+
+from recjobs import serve
+from recjobs.db import SQL_DIR
+from serve_support import copy_database, database_digest, running_server
+
+# The documented columns of each canned query (README "Serving with datasette").
+COLUMNS = {
+    "recommendations_for_user": ["run_id", "user_id", "rank", "movie_id", "title", "genres", "year", "score", "error"],
+    "user_history": ["user_id", "movie_id", "title", "genres", "year", "rating", "rated_at", "rated_at_utc", "error"],
+    "similar_movies": ["run_id", "movie_id", "rank", "similar_movie_id", "title", "genres", "year", "score", "error"],
+    "cold_start": ["run_id", "rank", "movie_id", "title", "genres", "year", "score", "n_seeds", "error"],
+    "model_info": ["run_id", "published_at", "started_at", "recall_at_10", "ndcg_at_10", "popularity_recall_at_10",
+                   "popularity_ndcg_at_10", "metrics_json", "n_users", "n_movies", "n_catalog_movies",
+                   "params_json", "error"],
+    "run_metrics_history": ["run_id", "started_at", "published_at", "status", "status_reason", "is_current",
+                            "recall_at_10", "ndcg_at_10", "popularity_recall_at_10", "popularity_ndcg_at_10",
+                            "n_users", "n_movies", "n_ratings"],
+    "most_recommended_movies": ["movie_id", "title", "genres", "year", "n_users", "share_of_users", "mean_rank"],
+    "catalog_coverage": ["run_id", "n_catalog_movies", "n_rated_movies", "n_recommended_movies",
+                         "coverage_of_catalog", "coverage_of_rated"],
+    "genre_mix": ["genre", "n_recommendations", "n_ratings", "share_of_recommendations", "share_of_ratings"],
+    "users_by_history_length": ["history_length", "min_ratings", "max_ratings", "n_users"],
+}
+EXAMPLE_PARAMS = {
+    "recommendations_for_user": {"user_id": "1", "k": "10"},
+    "user_history": {"user_id": "1"},
+    "similar_movies": {"movie_id": "1", "k": "5"},
+    "cold_start": {"liked": "296,318,593", "k": "10"},
+}
+ALLOWED_PLUGINS = {"datasette-dashboards", "datasette-leaflet", "datasette-render-markdown",
+                   "recjobs.datasette_plugin"}
+
+
+@pytest.fixture(scope="module")
+def db_copy(published_settings, tmp_path_factory) -> Path:
+    return copy_database(published_settings.db, tmp_path_factory.mktemp("serve") / "recs.db")
+
+
+@pytest.fixture(scope="module")
+def server(db_copy):
+    with running_server(db_copy, db_copy.parent / "serve.log") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def ro(db_copy):
+    conn = sqlite3.connect(f"file:{db_copy}?mode=ro", uri=True)
+    yield conn
+    conn.close()
+
+
+def published_run_id(ro) -> str:
+    return ro.execute("SELECT run_id FROM published_run").fetchone()[0]
+
+
+def table_counts(conn) -> dict:
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+
+
+# --- configuration -------------------------------------------------------------------
+
+def test_every_canned_query_in_the_config_has_its_sql_file_and_a_documented_shape():
+    names = serve.canned_query_names()
+    assert set(names) == set(COLUMNS)
+    for name in names:
+        text = (SQL_DIR / f"{name}.sql").read_text()
+        assert text.startswith(("-- Canned query", "-- Report")), name
+    # and every canned-query or report file is in the config
+    headed = {p.stem for p in SQL_DIR.glob("*.sql")
+              if p.read_text().startswith(("-- Canned query", "-- Report"))}
+    assert headed == set(names)
+
+
+def test_each_profile_gets_its_sql_from_the_files():
+    for profile in serve.PROFILES:
+        config = serve.datasette_config(profile)
+        for name, query in config.metadata["databases"]["recs"]["queries"].items():
+            assert query["sql"] == (SQL_DIR / f"{name}.sql").read_text()
+    charts = serve.datasette_config("reporting").metadata["plugins"]["datasette-dashboards"]["run-metrics"]["charts"]
+    assert all("query_file" not in c and c["query"].lstrip().startswith("-- Dashboard") for c in charts.values())
+
+
+def test_profiles_turn_arbitrary_sql_off_by_default_and_on_for_reporting():
+    default, reporting = serve.datasette_config("default"), serve.datasette_config("reporting")
+    assert default.settings["default_allow_sql"] is False
+    assert reporting.settings["default_allow_sql"] is True
+    for config in (default, reporting):
+        assert 0 < config.settings["sql_time_limit_ms"] <= 5000
+        assert 0 < config.settings["max_returned_rows"] <= 5000
+        assert config.settings["allow_download"] is False
+        assert config.settings["default_cache_ttl"] == 0
+    assert "plugins" not in default.metadata  # the dashboard needs SQL: reporting profile only
+
+
+def test_unknown_profile_is_a_clear_error():
+    with pytest.raises(serve.ConfigError, match="unknown serving profile 'admin'; expected one of default, reporting"):
+        serve.datasette_config("admin")
+
+
+def test_serve_without_a_database_is_a_one_line_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "recjobs", "serve", "--db", str(tmp_path / "none.db"),
+                             "--port", "1"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"Error: {tmp_path / 'none.db'}: no database; run `recjobs run` first to build and publish one"
+
+
+# --- the live server: settings and plugins -------------------------------------------
+
+def test_live_server_uses_the_default_profile_and_opens_the_file_read_only(server, db_copy):
+    settings = server.get("/-/settings.json").json()
+    for name, value in serve.datasette_config("default").settings.items():
+        assert settings[name] == value, name
+    databases = {d["name"]: d for d in server.get("/-/databases.json").json()}
+    assert set(databases) == {"recs"}  # no _memory database to run SQL in
+    assert databases["recs"]["is_mutable"] is True  # mode=ro, not immutable
+    assert Path(databases["recs"]["path"]).resolve() == db_copy.resolve()
+
+
+def test_datasette_is_a_release_with_the_065_security_fixes_and_no_write_plugins(server):
+    version = Version(server.get("/-/versions.json").json()["datasette"]["version"])
+    assert Version("0.65.4") <= version < Version("0.66")
+    plugins = {p["name"] for p in server.get("/-/plugins.json").json()}
+    assert plugins <= ALLOWED_PLUGINS, plugins - ALLOWED_PLUGINS
+
+
+# --- the JSON contract ---------------------------------------------------------------
+
+@pytest.mark.parametrize("query", sorted(COLUMNS))
+def test_every_canned_query_answers_with_the_documented_shape(server, query):
+    rows = server.rows(query, **EXAMPLE_PARAMS.get(query, {}))
+    assert rows, query
+    assert all(list(row) == COLUMNS[query] for row in rows)
+    if "error" in COLUMNS[query]:
+        assert all(row["error"] is None for row in rows)
+    full = server.get(f"/recs/{query}.json", params=EXAMPLE_PARAMS.get(query, {})).json()
+    assert full["ok"] is True and full["columns"] == COLUMNS[query] and full["truncated"] is False
+
+
+@pytest.mark.parametrize("k", [1, 10, 100])
+def test_user_1_gets_k_movies_none_already_rated(server, ro, k):
+    rows = server.rows("recommendations_for_user", user_id="1", k=str(k))
+    stored = ro.execute("SELECT count(*) FROM recommendations WHERE run_id = ? AND user_id = 1",
+                        (published_run_id(ro),)).fetchone()[0]
+    assert len(rows) == min(k, stored)
+    assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+    assert {r["run_id"] for r in rows} == {published_run_id(ro)}
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    rated = {r["movie_id"] for r in server.rows("user_history", user_id="1")}
+    assert len(rated) == ro.execute("SELECT count(*) FROM ratings WHERE user_id = 1").fetchone()[0]
+    assert not rated & {r["movie_id"] for r in rows}
+    assert all(r["title"] and r["genres"] for r in rows)
+
+
+def test_k_defaults_to_10(server):
+    assert len(server.rows("recommendations_for_user", user_id="1")) == 10
+    assert len(server.rows("similar_movies", movie_id="1")) == 10
+    assert len(server.rows("cold_start", liked="296")) == 10
+
+
+def test_user_history_is_newest_first(server, ro):
+    rows = server.rows("user_history", user_id="1")
+    times = [r["rated_at"] for r in rows]
+    assert times == sorted(times, reverse=True)
+    assert rows[0]["rated_at"] == ro.execute("SELECT max(rated_at) FROM ratings WHERE user_id = 1").fetchone()[0]
+
+
+def test_similar_movies_come_from_the_published_run(server, ro):
+    rows = server.rows("similar_movies", movie_id="1", k="5")
+    expected = ro.execute("SELECT similar_movie_id FROM similar_movies WHERE run_id = ? AND movie_id = 1 "
+                          "ORDER BY rank LIMIT 5", (published_run_id(ro),)).fetchall()
+    assert [r["similar_movie_id"] for r in rows] == [e[0] for e in expected]
+    assert 1 not in {r["similar_movie_id"] for r in rows}
+
+
+def test_cold_start_sums_similarity_over_the_liked_movies_and_excludes_them(server, ro):
+    liked = {296, 318, 593}
+    rows = server.rows("cold_start", liked="296,318,593", k="10")
+    assert len(rows) == 10
+    assert not liked & {r["movie_id"] for r in rows}
+    # the same answer computed here from the published similar-movies rows
+    totals = defaultdict(float)
+    for seed, candidate, score in ro.execute(
+            "SELECT movie_id, similar_movie_id, score FROM similar_movies WHERE run_id = ? AND movie_id IN (296, 318, 593)",
+            (published_run_id(ro),)):
+        if candidate not in liked:
+            totals[candidate] += score
+    expected = sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:10]
+    assert [r["movie_id"] for r in rows] == [movie for movie, _ in expected]
+    assert [r["score"] for r in rows] == pytest.approx([score for _, score in expected])
+
+
+def test_cold_start_ignores_duplicates_spaces_and_unknown_ids(server):
+    plain = server.rows("cold_start", liked="296,318", k="5")
+    assert server.rows("cold_start", liked=" 296 , 318,296, 99999999 ", k="5") == plain
+
+
+@pytest.mark.parametrize("query, params, message", [
+    ("cold_start", {"liked": ""}, "liked must be 1 to 100 comma-separated movie ids such as 296,318,593, got ''"),
+    ("cold_start", {"liked": "abc"}, "liked must be 1 to 100 comma-separated movie ids such as 296,318,593, got 'abc'"),
+    ("cold_start", {"liked": "296,,318"}, "liked must be 1 to 100 comma-separated movie ids"),
+    ("cold_start", {"liked": "296.5"}, "liked must be 1 to 100 comma-separated movie ids"),
+    ("cold_start", {"liked": '"296"'}, "liked must be 1 to 100 comma-separated movie ids"),
+    ("cold_start", {"liked": "296); DROP TABLE movies; --"}, "liked must be 1 to 100 comma-separated movie ids"),
+    ("cold_start", {"liked": ",".join(map(str, range(1, 102)))}, "liked must be 1 to 100 comma-separated movie ids"),
+    ("cold_start", {"liked": "296", "k": "0"}, "k must be a whole number from 1 to 100, got '0'"),
+    ("recommendations_for_user", {"user_id": "1", "k": "101"}, "k must be a whole number from 1 to 100, got '101'"),
+    ("recommendations_for_user", {"user_id": "1", "k": "ten"}, "k must be a whole number from 1 to 100, got 'ten'"),
+    ("recommendations_for_user", {"user_id": "abc"}, "user_id must be a whole number, got 'abc'"),
+    ("recommendations_for_user", {}, "user_id must be a whole number, got ''"),
+    ("recommendations_for_user", {"user_id": "-1"}, "user_id must be a whole number, got '-1'"),
+    ("recommendations_for_user", {"user_id": "1 OR 1=1"}, "user_id must be a whole number, got '1 OR 1=1'"),
+    ("user_history", {"user_id": "1.0"}, "user_id must be a whole number, got '1.0'"),
+    ("similar_movies", {"movie_id": "x"}, "movie_id must be a whole number, got 'x'"),
+    ("similar_movies", {"movie_id": "1", "k": "-3"}, "k must be a whole number from 1 to 100, got '-3'"),
+])
+def test_malformed_input_gives_one_error_row_not_a_500_nor_an_empty_success(server, query, params, message):
+    response = server.get(f"/recs/{query}.json", params={**params, "_shape": "array"})
+    assert response.status_code == 200
+    rows = response.json()
+    assert len(rows) == 1
+    assert rows[0]["error"].startswith(message)
+    assert all(value is None for key, value in rows[0].items() if key != "error")
+
+
+@pytest.mark.parametrize("query, params", [
+    ("recommendations_for_user", {"user_id": "999999"}),
+    ("user_history", {"user_id": "999999"}),
+    ("similar_movies", {"movie_id": "99999999"}),
+    ("cold_start", {"liked": "99999998,99999999"}),
+])
+def test_unknown_user_or_movie_gives_an_empty_list(server, query, params):
+    assert server.rows(query, **params) == []
+    full = server.get(f"/recs/{query}.json", params=params).json()
+    assert full["ok"] is True and full["rows"] == [] and full["error"] is None
+    assert full["columns"] == COLUMNS[query]
+
+
+def test_model_info_is_the_health_check(server, ro):
+    [info] = server.rows("model_info")
+    run = ro.execute("SELECT run_id, recall_at_10, n_users, n_items FROM model_runs WHERE run_id = ?",
+                     (published_run_id(ro),)).fetchone()
+    assert (info["run_id"], info["recall_at_10"], info["n_users"], info["n_movies"]) == tuple(run)
+    assert info["n_users"] == ro.execute("SELECT count(DISTINCT user_id) FROM ratings").fetchone()[0]
+    assert info["published_at"] == ro.execute("SELECT published_at FROM published_run").fetchone()[0]
+    assert info["error"] is None
+    assert set(__import__("json").loads(info["metrics_json"])) >= {"recall_at_10", "ndcg_at_10"}
+
+
+# --- reports -------------------------------------------------------------------------
+
+def test_reports_agree_with_the_database(server, ro):
+    run_id = published_run_id(ro)
+    history = server.rows("run_metrics_history")
+    assert [r["run_id"] for r in history] == [r[0] for r in ro.execute(
+        "SELECT run_id FROM model_runs ORDER BY started_at, run_id")]
+    assert [r["run_id"] for r in history if r["is_current"]] == [run_id]
+
+    [coverage] = server.rows("catalog_coverage")
+    n_recommended = ro.execute("SELECT count(DISTINCT movie_id) FROM recommendations WHERE run_id = ?",
+                               (run_id,)).fetchone()[0]
+    assert coverage["n_recommended_movies"] == n_recommended
+    assert coverage["coverage_of_catalog"] == pytest.approx(n_recommended / coverage["n_catalog_movies"], abs=1e-4)
+
+    top = server.rows("most_recommended_movies")
+    assert len(top) == 100
+    assert [r["n_users"] for r in top] == sorted((r["n_users"] for r in top), reverse=True)
+    assert top[0]["n_users"] == ro.execute(
+        "SELECT count(*) AS n FROM recommendations WHERE run_id = ? GROUP BY movie_id ORDER BY n DESC LIMIT 1",
+        (run_id,)).fetchone()[0]
+
+    genres = server.rows("genre_mix")
+    assert sum(g["share_of_recommendations"] for g in genres) == pytest.approx(1, abs=0.01)
+    assert sum(g["share_of_ratings"] for g in genres) == pytest.approx(1, abs=0.01)
+    drama = next(g for g in genres if g["genre"] == "Drama")
+    assert drama["n_ratings"] == ro.execute(
+        "SELECT count(*) FROM ratings JOIN movies USING (movie_id) WHERE '|' || genres || '|' LIKE '%|Drama|%'"
+    ).fetchone()[0]
+
+    buckets = server.rows("users_by_history_length")
+    assert sum(b["n_users"] for b in buckets) == ro.execute("SELECT count(DISTINCT user_id) FROM ratings").fetchone()[0]
+
+
+# --- hardening -----------------------------------------------------------------------
+
+WRITE_SQL = [
+    "DELETE FROM ratings",
+    "UPDATE movies SET title = 'x'",
+    "INSERT INTO published_run (id, run_id, published_at) VALUES (2, 'x', 'x')",
+    "WITH gone AS (DELETE FROM ratings RETURNING *) SELECT * FROM gone",
+    "PRAGMA journal_mode = DELETE",
+    "PRAGMA user_version = 7",
+    "ATTACH DATABASE '/tmp/recjobs-attack.db' AS attack",
+    "VACUUM INTO '/tmp/recjobs-attack.db'",
+    "SELECT load_extension('/tmp/recjobs-attack.so')",
+    "SELECT 1; DELETE FROM ratings",
+    "DROP TABLE published_run",
+    "CREATE TABLE attack (x)",
+    # these pass datasette's SELECT check; the read-only connection refuses them
+    "WITH x AS (SELECT 1) DELETE FROM ratings",
+    "WITH x AS (SELECT 1) INSERT INTO movies (movie_id, title, genres) VALUES (-1, 'x', 'x')",
+    "WITH x AS (SELECT 1) UPDATE published_run SET run_id = 'x'",
+    "WITH x AS (SELECT 1) REPLACE INTO published_run (id, run_id, published_at) VALUES (1, 'x', 'x')",
+    "SELECT * FROM movies",  # arbitrary SQL, even a harmless one, is off in the default profile
+]
+
+
+def write_attempts(canned: list[str], tables: list[str]) -> list[tuple[str, str, dict]]:
+    """(method, path, request kwargs) of every write or escape attempt."""
+    attempts = []
+    for sql in WRITE_SQL:
+        attempts.append(("GET", "/recs.json", {"params": {"sql": sql}}))
+        attempts.append(("GET", "/recs", {"params": {"sql": sql}}))
+    attempts += [
+        ("GET", "/recs.csv", {"params": {"sql": "SELECT * FROM ratings"}}),
+        ("GET", "/recs/ratings.json", {"params": {"_where": "1) OR (1=1"}}),
+        ("GET", "/recs.db", {}),
+        ("GET", "/_memory.json", {"params": {"sql": "SELECT 1"}}),
+        ("GET", "/_internal.json", {"params": {"sql": "SELECT * FROM databases"}}),
+    ]
+    endpoints = ["/", "/recs", "/recs.json", "/-/messages", "/-/logout", "/-/permissions", "/-/actor.json",
+                 "/-/dashboards", "/recs/published_run/1"]
+    endpoints += [f"/recs/{name}" for name in canned + tables]
+    endpoints += [f"/recs/{name}.json" for name in canned + tables]
+    for path in endpoints:
+        attempts.append(("POST", path, {"data": {"sql": "DELETE FROM ratings", "user_id": "1"}}))
+        attempts.append(("POST", path, {"json": {"sql": "DELETE FROM ratings"}}))
+    for path in ("/recs/recommendations_for_user.json", "/recs/ratings"):
+        for method in ("PUT", "DELETE", "PATCH"):
+            attempts.append((method, path, {}))
+    return attempts
+
+
+def test_write_and_escape_attempts_get_no_2xx_and_change_nothing(server, db_copy, ro):
+    import requests
+
+    tables = [r[0] for r in ro.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")]
+    attempts = write_attempts(serve.canned_query_names(), tables)
+    assert len(attempts) >= 20
+    digest, counts = database_digest(db_copy), table_counts(ro)
+    answered = []
+    for method, path, kwargs in attempts:
+        response = requests.request(method, server.url + path, timeout=30, allow_redirects=False, **kwargs)
+        answered.append((method, path, str(kwargs)[:60], response.status_code))
+    succeeded = [a for a in answered if 200 <= a[3] < 300]
+    assert not succeeded
+    assert not [a for a in answered if a[3] >= 500]
+    assert database_digest(db_copy) == digest
+    assert table_counts(ro) == counts
+    assert not Path("/tmp/recjobs-attack.db").exists()
+    # and the server still answers
+    assert len(server.rows("recommendations_for_user", user_id="1", k="3")) == 3
+
+
+def test_parameters_are_bound_never_spliced_into_the_sql(server, db_copy):
+    digest = database_digest(db_copy)
+    for value in ["1; DELETE FROM ratings", "1'); DELETE FROM ratings; --", "1 UNION SELECT * FROM model_runs"]:
+        rows = server.rows("recommendations_for_user", user_id=value)
+        assert len(rows) == 1 and rows[0]["error"].startswith("user_id must be a whole number")
+        rows = server.rows("cold_start", liked=value)
+        assert len(rows) == 1 and rows[0]["error"].startswith("liked must be")
+    assert database_digest(db_copy) == digest
+
+
+def test_readme_examples_are_real_responses(server):
+    """Every example URL in the README's serving section answers; its response's keys match."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Serving with datasette", 1)[1].split("\n## ", 1)[0]
+    urls = re.findall(r"http://127\.0\.0\.1:8001(/recs/[^\s`]+)", section)
+    assert len(urls) >= 6
+    for path in urls:
+        response = server.get(path)
+        assert response.status_code == 200, path
+        query = path.split("/")[2].split(".")[0]
+        if "_shape=array" in path:
+            assert all(list(row) == COLUMNS[query] for row in response.json()), path
