@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 
 PROJECT = Path(__file__).resolve().parent.parent
 PATH_SETTINGS = ("data_dir", "db", "artifacts")
-# Testing aid: "<task>" fails that task before its job on every try; "<task>@<n>" fails it
-# after its job on its first n tries (a worker lost after writing).
+# Testing aid, a comma-separated list: "<task>" fails that task before its job on every try;
+# "<task>@<n>" fails it after its job on its first n tries (a worker lost after writing).
 FAULT_ENV = "MOVIE_RECS_FAULT"
 
 
@@ -63,12 +63,12 @@ def recjobs_run_id(airflow_run_id: str) -> str:
 
 
 def inject_fault(task_id: str, try_number: int, after_job: bool) -> None:
-    spec = os.environ.get(FAULT_ENV, "")
-    name, _, tries = spec.partition("@")
-    if name != task_id:
-        return
-    if (not tries and not after_job) or (tries and after_job and try_number <= int(tries)):
-        raise RuntimeError(f"fault injected by {FAULT_ENV}={spec} into {task_id} try {try_number}")
+    for spec in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
+        name, _, tries = spec.strip().partition("@")
+        if name != task_id:
+            continue
+        if (not tries and not after_job) or (tries and after_job and try_number <= int(tries)):
+            raise RuntimeError(f"fault injected by {FAULT_ENV}={spec} into {task_id} try {try_number}")
 
 
 def run_step(module: str, function: str | None = None) -> dict:

@@ -1,0 +1,286 @@
+"""The Airflow DAGs: they parse fast and cleanly, and `airflow dags test` (Dag.test) runs the
+nightly DAG on ml-latest-small: it publishes, a retried task leaves no duplicate row, and a
+failed evaluate or precompute leaves the published recommendations as they were.
+
+Airflow runs in subprocesses with a temporary AIRFLOW_HOME and the project's airflow.env,
+so its configuration never leaks into (or from) the pytest process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, require_shared_data
+
+AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
+DAGS = REPO / "dags"
+NIGHTLY_TASKS = ["load", "split", "train", "evaluate", "precompute", "evaluate_cold_start"]
+# Small model settings keep each run short; the steps and tables are the same as the defaults'.
+SMALL_RUN = {"factors": 16, "iterations": 5, "k": 10}
+
+
+# ---- helpers shared with test_airflow_scheduler.py ----------------------------------------
+
+def read_env_file(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def airflow_env(home: Path, root: Path, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The project's airflow.env with a private AIRFLOW_HOME and database, artifacts and data."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECJOBS_", "MOVIE_RECS_"))}
+    env.update(read_env_file(REPO / "airflow.env"))
+    env.update(
+        PATH=f"{AIRFLOW_BIN.parent}{os.pathsep}{env.get('PATH', '')}",
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+        AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY="1",  # the project waits 120 s between tries
+        RECJOBS_DB=str(root / "recs.db"),
+        RECJOBS_ARTIFACTS=str(root / "artifacts"),
+        RECJOBS_DATA_DIR=str(data_dir),
+    )
+    env.update(extra)
+    return env
+
+
+def airflow(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(AIRFLOW_BIN), *args], env=env, cwd=env["AIRFLOW_HOME"], text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def migrate(env: dict) -> None:
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    done = airflow(env, "db", "migrate")
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+
+
+def query(db: Path, sql: str, *args):
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def served(db: Path) -> list[tuple]:
+    """What readers are served: the current run and its recommendations."""
+    return query(db, "SELECT p.run_id, r.user_id, r.rank, r.movie_id, r.score FROM published_run AS p "
+                     "JOIN recommendations AS r ON r.run_id = p.run_id ORDER BY r.user_id, r.rank")
+
+
+def copy_database(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+
+
+# ---- parsing ----------------------------------------------------------------------------
+
+PARSE_SCRIPT = r"""
+import json, sys, time
+from pathlib import Path
+dags = Path(sys.argv[1])
+from airflow.dag_processing.dagbag import BundleDagBag
+started = time.perf_counter()  # Airflow itself is imported: this times parsing dags/
+bag = BundleDagBag(dags, bundle_path=dags)
+seconds = time.perf_counter() - started
+from movie_recs_common import recjobs_run_id
+out = {"seconds": seconds, "import_errors": {str(k): v for k, v in bag.import_errors.items()},
+       "heavy_modules": [m for m in ("numpy", "pandas", "scipy", "implicit") if m in sys.modules],
+       "run_ids": {r: recjobs_run_id(r) for r in sys.argv[2:]}, "dags": {}}
+for dag_id, dag in bag.dags.items():
+    out["dags"][dag_id] = {
+        "order": [t.task_id for t in dag.topological_sort()],
+        "edges": sorted([t.task_id, d] for t in dag.tasks for d in t.downstream_task_ids),
+        "max_active_runs": dag.max_active_runs, "catchup": dag.catchup,
+        "schedule": str(dag.schedule) if dag.schedule is not None else None,
+        "tags": sorted(dag.tags), "doc_md": dag.doc_md,
+        "params": {k: dag.params.get_param(k).resolve(suppress_exception=True) for k in dag.params},
+        "tasks": {t.task_id: {"retries": t.retries, "retry_delay": t.retry_delay.total_seconds(),
+                              "execution_timeout": t.execution_timeout.total_seconds()
+                              if t.execution_timeout else None,
+                              "outlets": [getattr(o, "name", None) for o in t.outlets]}
+                  for t in dag.tasks},
+    }
+print("PARSED " + json.dumps(out, default=str))
+"""
+
+AIRFLOW_RUN_IDS = ["manual__2026-11-27T22:56:36.700692+00:00", "scheduled__2026-11-28T02:30:00+00:00",
+                   "my_run-1", "-odd/id?", "x" * 250]
+
+
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parse")
+    env = airflow_env(root / "airflow", root, root / "data")
+    done = subprocess.run([sys.executable, "-c", PARSE_SCRIPT, str(DAGS), *AIRFLOW_RUN_IDS],
+                          env=env, text=True, capture_output=True, timeout=120)
+    line = next((l for l in done.stdout.splitlines() if l.startswith("PARSED ")), None)
+    assert line, done.stderr[-3000:]
+    return {**json.loads(line[len("PARSED "):]), "data_dir_env": env["RECJOBS_DATA_DIR"]}
+
+
+def test_dags_parse_without_errors_fast_and_light(parsed):
+    assert parsed["import_errors"] == {}
+    assert set(parsed["dags"]) == {"movie_recs_nightly", "movie_recs_cold_start"}
+    assert parsed["seconds"] < 2.0
+    assert parsed["heavy_modules"] == []  # numpy, pandas, implicit load inside the tasks only
+
+
+def test_nightly_dag_runs_the_jobs_in_order(parsed):
+    dag = parsed["dags"]["movie_recs_nightly"]
+    assert dag["order"] == NIGHTLY_TASKS
+    assert dag["edges"] == sorted([a, b] for a, b in zip(NIGHTLY_TASKS, NIGHTLY_TASKS[1:]))
+    assert dag["tasks"]["precompute"]["outlets"] == ["movie_recs_db"]
+    assert "30 2 * * *" in dag["schedule"]
+    assert "nightly" in dag["tags"] and "load" in dag["doc_md"]
+
+
+def test_cold_start_dag_is_on_demand(parsed):
+    dag = parsed["dags"]["movie_recs_cold_start"]
+    assert dag["order"] == ["cold_start"]
+    assert dag["schedule"] is None
+    assert dag["params"]["k"] == 10 and dag["params"]["liked"] is None  # liked must be given
+    assert "liked" in dag["doc_md"]
+
+
+@pytest.mark.parametrize("dag_id", ["movie_recs_nightly", "movie_recs_cold_start"])
+def test_every_task_retries_with_a_delay_and_has_a_timeout(parsed, dag_id):
+    dag = parsed["dags"][dag_id]
+    assert dag["max_active_runs"] == 1
+    assert dag["catchup"] is False
+    for task_id, task in dag["tasks"].items():
+        assert task["retries"] >= 2, task_id
+        assert task["retry_delay"] >= 1, task_id
+        assert task["execution_timeout"] and task["execution_timeout"] > 0, task_id
+
+
+def test_nightly_params_follow_the_settings(parsed):
+    from recjobs.settings import setting_help
+
+    params = parsed["dags"]["movie_recs_nightly"]["params"]
+    help_texts = setting_help()
+    assert set(params) == {"factors", "regularization", "iterations", "k", "data_dir"}
+    for name in ("factors", "regularization", "iterations", "k"):
+        assert params[name] == help_texts[name][0]
+    assert params["data_dir"] == parsed["data_dir_env"]  # RECJOBS_DATA_DIR, as the jobs read it
+
+
+def test_recjobs_run_ids_are_valid_and_stable(parsed):
+    from recjobs.runs import check_run_id
+
+    ids = parsed["run_ids"]
+    for airflow_id, run_id in ids.items():
+        assert check_run_id(run_id) == run_id
+    assert ids["my_run-1"] == "my_run-1"
+    assert ids["manual__2026-11-27T22:56:36.700692+00:00"].startswith("manual__2026-11-27T22-56-36.700692")
+    assert len(set(ids.values())) == len(ids)
+
+
+# ---- Dag.test runs --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow_home")
+    migrate(airflow_env(home, home, home))
+    return home
+
+
+def dags_test(home: Path, root: Path, conf: dict, fault: str = "", dag_id: str = "movie_recs_nightly"):
+    """`airflow dags test` (Dag.test) on the database and artifacts under root; (process, seconds)."""
+    env = airflow_env(home, root, require_shared_data(), MOVIE_RECS_FAULT=fault)
+    started = time.perf_counter()
+    done = airflow(env, "dags", "test", dag_id, "-c", json.dumps(conf))
+    return done, time.perf_counter() - started
+
+
+def last_dag_run(home: Path, dag_id: str = "movie_recs_nightly") -> tuple[str, str]:
+    return query(home / "airflow.db", "SELECT run_id, state FROM dag_run WHERE dag_id = ? "
+                                      "ORDER BY id DESC LIMIT 1", dag_id)[0]
+
+
+def tries(home: Path, airflow_run_id: str) -> dict[str, tuple[int, str]]:
+    rows = query(home / "airflow.db", "SELECT task_id, try_number, state FROM task_instance "
+                                      "WHERE run_id = ?", airflow_run_id)
+    return {task_id: (n, state) for task_id, n, state in rows}
+
+
+def newest_run(db: Path) -> dict:
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return dict(conn.execute("SELECT * FROM model_runs ORDER BY started_at DESC, run_id DESC LIMIT 1").fetchone())
+
+
+@pytest.fixture(scope="module")
+def published(airflow_home, tmp_path_factory):
+    """One clean `airflow dags test` of the nightly DAG: the root its database is under."""
+    root = tmp_path_factory.mktemp("published")
+    done, seconds = dags_test(airflow_home, root, SMALL_RUN)
+    print(f"airflow dags test movie_recs_nightly (ml-latest-small, {SMALL_RUN}): {seconds:.1f} s wall")
+    assert done.returncode == 0, done.stdout[-5000:]
+    return root
+
+
+def test_dag_test_publishes_a_run(published, airflow_home):
+    db = published / "recs.db"
+    airflow_run_id, state = last_dag_run(airflow_home)
+    assert state == "success"
+    run = newest_run(db)
+    assert run["status"] == "published"
+    assert run["run_id"].startswith(re.sub(r"[^A-Za-z0-9_.-]+", "-", airflow_run_id))
+    assert query(db, "SELECT run_id FROM published_run") == [(run["run_id"],)]
+    n_users = query(db, "SELECT COUNT(DISTINCT user_id) FROM ratings")[0][0]
+    assert query(db, "SELECT COUNT(*) FROM current_recommendations")[0][0] == n_users * SMALL_RUN["k"]
+    assert json.loads(run["params_json"])["factors"] == SMALL_RUN["factors"]  # the run's params reached the job
+    assert (published / "artifacts" / run["run_id"] / "model_full.npz").is_file()
+    assert {state for _, state in tries(airflow_home, airflow_run_id).values()} == {"success"}
+
+
+def test_a_retried_task_leaves_no_duplicate_rows(published, airflow_home, tmp_path):
+    """load and precompute each fail once right after writing; their retries redo the same run."""
+    db = tmp_path / "recs.db"
+    done, _ = dags_test(airflow_home, tmp_path, SMALL_RUN, fault="load@1,precompute@1")
+    assert done.returncode == 0, done.stdout[-5000:]
+    airflow_run_id, state = last_dag_run(airflow_home)
+    assert state == "success"
+    task_tries = tries(airflow_home, airflow_run_id)
+    assert task_tries["load"] == (2, "success") and task_tries["precompute"] == (2, "success")
+    assert task_tries["train"] == (1, "success")
+
+    run = newest_run(db)
+    assert run["status"] == "published"
+    assert query(db, "SELECT COUNT(*) FROM model_runs") == [(1,)]
+    assert query(db, "SELECT COUNT(*) FROM ratings")[0][0] == run["n_ratings"]
+    assert query(db, "SELECT COUNT(*), COUNT(DISTINCT movie_id) FROM movies")[0] == \
+        query(published / "recs.db", "SELECT COUNT(*), COUNT(DISTINCT movie_id) FROM movies")[0]
+    n_users = query(db, "SELECT COUNT(DISTINCT user_id) FROM ratings")[0][0]
+    assert query(db, "SELECT COUNT(*), COUNT(DISTINCT user_id || ':' || movie_id) FROM recommendations") == \
+        [(n_users * SMALL_RUN["k"], n_users * SMALL_RUN["k"])]
+    # the same recommendations as the clean run's: retrying changed nothing
+    clean = [row[1:4] for row in served(published / "recs.db")]
+    assert [row[1:4] for row in served(db)] == clean
+
+
+@pytest.mark.parametrize("failing_task", ["evaluate", "precompute"])
+def test_a_failed_step_leaves_the_published_recommendations_served(published, airflow_home, tmp_path,
+                                                                   failing_task):
+    db = tmp_path / "recs.db"
+    copy_database(published / "recs.db", db)
+    before = served(db)
+    done, _ = dags_test(airflow_home, tmp_path, SMALL_RUN, fault=failing_task)
+    assert done.returncode != 0
+    airflow_run_id, state = last_dag_run(airflow_home)
+    assert state == "failed"
+    task_tries = tries(airflow_home, airflow_run_id)
+    assert task_tries[failing_task] == (3, "failed")  # the first try and two retries
+    assert task_tries["evaluate_cold_start"][1] == "upstream_failed"
+    assert served(db) == before
+    run = newest_run(db)
+    assert run["status"] == "failed" and failing_task in run["status_reason"]
+    assert run["run_id"] != before[0][0]
