@@ -31,5 +31,10 @@ test: setup
 test-slow: setup
 	$(BIN)/pytest -m slow
 
+# Median whole-process time of `recjobs cold-start` (20 runs) and of the in-process function (1000 calls).
+.PHONY: bench-cold-start
+bench-cold-start: setup data
+	$(BIN)/python tests/benchmarks/bench_cold_start.py --data-dir data_small
+
 clean:
 	rm -rf $(VENV) artifacts/* data_small/*.csv
