@@ -166,6 +166,8 @@ def write_bundle(run_dir: Path) -> Path:
     """Write artifacts/<run_id>/cold_start/ (one .npy per array, so requests can memory-map
     them) from model_full.npz, item_similarity_full.npz, params.json and the run's
     ratings.npz (the only time the ratings are read). Appears atomically."""
+    import tempfile  # only here: it costs the requests' import time
+
     run_dir = Path(run_dir)
     for name in ("model_full.npz", "params.json", "ratings.npz"):
         if not (run_dir / name).is_file():
@@ -183,22 +185,33 @@ def write_bundle(run_dir: Path) -> Path:
     bundle = make_bundle(run_dir.name, movie_ids, item_factors, popularity, params, similarity)
 
     target = bundle_path(run_dir)
-    partial = run_dir / f".{BUNDLE_NAME}.{os.getpid()}.{threading.get_ident()}.tmp"
-    partial.mkdir()
+    partial = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{BUNDLE_NAME}.new."))
     arrays = dict(zip(BUNDLE_ARRAYS, (bundle.movie_ids, bundle.item_factors, bundle.gram, bundle.popularity)))
     if bundle.similarity is not None:
         arrays.update(zip(SIMILARITY_ARRAYS, bundle.similarity))
     for name, array in arrays.items():
         np.save(partial / f"{name}.npy", array)
     (partial / "params.json").write_text(json.dumps(params, sort_keys=True))
+    if target.is_dir():  # a re-trained run: move the old bundle aside (open memory maps stay valid)
+        old = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{BUNDLE_NAME}.old."))
+        os.rename(target, old / BUNDLE_NAME)
+        shutil.rmtree(old, ignore_errors=True)
     try:
         os.rename(partial, target)
-    except OSError:  # another process wrote it first: same content
+    except OSError:  # another request wrote it in the meantime, from the same files
         shutil.rmtree(partial, ignore_errors=True)
         if not target.is_dir():
             raise
     log.info("cold start: wrote %s (%d movies)", target, len(movie_ids))
     return target
+
+
+def is_stale(path: Path, run_dir: Path) -> bool:
+    """True when the run was trained again after its bundle was written."""
+    try:
+        return (Path(run_dir) / "model_full.npz").stat().st_mtime_ns > (path / "params.json").stat().st_mtime_ns
+    except FileNotFoundError:
+        return True
 
 
 _cache: dict[str, tuple[int, Bundle]] = {}
@@ -208,7 +221,7 @@ _cache_lock = threading.Lock()
 def read_bundle(run_id: str, run_dir: Path) -> Bundle:
     """The run's bundle (written on first use), memory-mapped and cached per process."""
     path = bundle_path(run_dir)
-    if not path.is_dir():
+    if not path.is_dir() or is_stale(path, run_dir):
         write_bundle(run_dir)
     stamp = (path / "params.json").stat().st_mtime_ns
     key = str(path.resolve())

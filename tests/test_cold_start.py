@@ -342,3 +342,21 @@ def test_requests_during_a_publish_answer_from_one_complete_run(served, tmp_path
             stored_ids = [r[0] for r in conn.execute("SELECT movie_id FROM cold_start_recommendations "
                                                      "WHERE request_id = ? ORDER BY rank", (request_id,))]
             assert (stored_run, stored_ids) == (run_id, ids)
+
+
+def test_a_retrained_run_gets_a_fresh_bundle(tiny_settings):
+    for step in (load.load, split.split, train.train):
+        step(tiny_settings, "tiny")
+    with db.transaction(tiny_settings.db) as conn:
+        publish.flip(conn, "tiny")
+    run_dir = Path(tiny_settings.artifacts) / "tiny"
+    first = cs.cold_start(tiny_settings, [1], k=5)
+    before = np.array(cs.read_bundle("tiny", run_dir).item_factors)
+    time.sleep(0.01)
+    train.train(tiny_settings.replace(random_seed=7), "tiny")
+    again = cs.cold_start(tiny_settings, [1], k=5)
+    after = cs.read_bundle("tiny", run_dir)
+    assert not np.allclose(before, after.item_factors)
+    assert np.array_equal(after.item_factors, model.Factors.read(run_dir / "model_full.npz").item_factors)
+    assert first.run_id == again.run_id == "tiny"
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == []   # no leftovers
