@@ -1,0 +1,147 @@
+"""Airflow for real: its own api-server, scheduler and dag-processor on a loopback port with a
+temporary AIRFLOW_HOME and the project's airflow.env. A run of movie_recs_nightly triggered
+through the REST API succeeds and publishes a new run (an event of the movie_recs_db asset).
+Every process the test starts is stopped by pid.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from conftest import require_shared_data
+from test_dags import AIRFLOW_BIN, SMALL_RUN, airflow_env, migrate, query
+
+DAG_ID = "movie_recs_nightly"
+RUN_TIMEOUT = 300   # seconds from trigger to a finished run
+START_TIMEOUT = 120  # seconds for the api-server to answer and the DAG to be parsed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Processes:
+    """Airflow components, each in its own process group; stop() ends all of them and
+    whatever they started, by pid."""
+
+    def __init__(self, env: dict, logs: Path):
+        self.env, self.logs, self.started = env, logs, []
+
+    def start(self, *args: str) -> None:
+        log = open(self.logs / f"{args[0]}.log", "w")
+        process = subprocess.Popen([str(AIRFLOW_BIN), *args], env=self.env, cwd=self.env["AIRFLOW_HOME"],
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.started.append((process, log))
+
+    def tails(self) -> str:
+        return "\n".join(f"--- {path.name}\n{path.read_text()[-2500:]}" for path in sorted(self.logs.glob("*.log")))
+
+    def stop(self) -> None:
+        family = []
+        for process, _ in self.started:
+            try:
+                family += psutil.Process(process.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                pass
+        for process, _ in self.started:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for process, log in self.started:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+            log.close()
+        _, alive = psutil.wait_procs(family, timeout=10)
+        for leftover in alive:  # e.g. an api-server worker that left the group
+            try:
+                leftover.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=10)
+
+
+def wait_for(what: str, check, timeout: float, processes: Processes, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except requests.ConnectionError:
+            result = None
+        if result:
+            return result
+        time.sleep(every)
+    pytest.fail(f"{what}: not within {timeout} s\n{processes.tails()}")
+
+
+@pytest.fixture
+def airflow_server(tmp_path):
+    """The api-server, scheduler and dag-processor on a free loopback port; (api url, env)."""
+    port = free_port()
+    env = airflow_env(
+        tmp_path / "airflow", tmp_path, require_shared_data(),
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+        # only the triggered run: unpausing would otherwise also start last night's run
+        AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
+    )
+    migrate(env)
+    (tmp_path / "logs").mkdir()
+    processes = Processes(env, tmp_path / "logs")
+    try:
+        processes.start("api-server", "--port", str(port))
+        processes.start("scheduler")
+        processes.start("dag-processor")
+        yield f"http://127.0.0.1:{port}/api/v2", tmp_path, processes
+    finally:
+        processes.stop()
+
+
+def test_the_scheduler_runs_a_triggered_nightly_run(airflow_server):
+    api, root, processes = airflow_server
+    http = requests.Session()  # simple auth manager, all admins (airflow.env): no token needed
+    wait_for("api-server health", lambda: http.get(f"{api}/monitor/health", timeout=5).ok, START_TIMEOUT, processes)
+    wait_for("DAG parsed", lambda: http.get(f"{api}/dags/{DAG_ID}", timeout=5).ok, START_TIMEOUT, processes)
+    assert http.patch(f"{api}/dags/{DAG_ID}", json={"is_paused": False}, timeout=10).ok
+
+    triggered = time.perf_counter()
+    response = http.post(f"{api}/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": SMALL_RUN}, timeout=30)
+    assert response.ok, response.text
+    dag_run_id = response.json()["dag_run_id"]
+
+    def finished():
+        state = http.get(f"{api}/dags/{DAG_ID}/dagRuns/{dag_run_id}", timeout=10).json()["state"]
+        return state if state in ("success", "failed") else None
+
+    state = wait_for(f"run {dag_run_id}", finished, RUN_TIMEOUT, processes, every=2.0)
+    seconds = time.perf_counter() - triggered
+    print(f"real scheduler: {dag_run_id} {state} {seconds:.1f} s after the REST trigger")
+    tasks = http.get(f"{api}/dags/{DAG_ID}/dagRuns/{dag_run_id}/taskInstances", timeout=10).json()
+    states = {t["task_id"]: t["state"] for t in tasks["task_instances"]}
+    assert state == "success", f"{states}\n{processes.tails()}"
+    assert set(states.values()) == {"success"}
+
+    db = root / "recs.db"
+    with sqlite3.connect(db) as conn:
+        run_id, status = conn.execute("SELECT r.run_id, r.status FROM published_run AS p "
+                                      "JOIN model_runs AS r ON r.run_id = p.run_id").fetchone()
+    assert status == "published" and run_id.startswith("manual__")
+    assert query(db, "SELECT COUNT(*) FROM recommendations WHERE run_id = ?", run_id)[0][0] > 0
+
+    events = http.get(f"{api}/assets/events", params={"source_dag_id": DAG_ID, "source_run_id": dag_run_id},
+                      timeout=10).json()["asset_events"]
+    assert [(e["source_task_id"], e["uri"]) for e in events] == [("precompute", f"file://{db}")]
