@@ -36,5 +36,11 @@ test-slow: setup
 bench-cold-start: setup data
 	$(BIN)/python tests/benchmarks/bench_cold_start.py --data-dir data_small
 
+# Requests/s and p50/p99 latency of recommendations_for_user at concurrency 8 (median of 3 x 10 s).
+.PHONY: bench-serve
+bench-serve: setup
+	@test -f artifacts/recs.db || $(MAKE) run
+	$(BIN)/python tests/benchmarks/bench_serve.py --db artifacts/recs.db
+
 clean:
 	rm -rf $(VENV) artifacts/* data_small/*.csv
