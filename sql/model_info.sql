@@ -1,6 +1,6 @@
 -- Canned query model_info: the health check. Always one row: the published run, when it
--- was published, its metrics, and how many users and movies it serves; with no published
--- run, `error` says so.
+-- was published, its overall metrics (segment 'all' of run_metrics), and how many users and
+-- movies it serves; with no published run, `error` says so.
 SELECT
     p.run_id,
     p.published_at,
@@ -9,8 +9,8 @@ SELECT
     r.ndcg_at_10,
     r.popularity_recall_at_10,
     r.popularity_ndcg_at_10,
-    (SELECT json_group_object(metric || CASE WHEN segment = 'all' THEN '' ELSE '/' || segment END, value)
-     FROM run_metrics WHERE run_id = p.run_id) AS metrics_json,
+    (SELECT json_group_object(metric, value)
+     FROM run_metrics WHERE run_id = p.run_id AND segment = 'all') AS metrics_json,
     r.n_users,
     r.n_items AS n_movies,
     (SELECT count(*) FROM movies) AS n_catalog_movies,

@@ -388,3 +388,17 @@ def test_readme_examples_are_real_responses(server):
         query = path.split("/")[2].split(".")[0]
         if "_shape=array" in path:
             assert all(list(row) == COLUMNS[query] for row in response.json()), path
+
+
+def test_before_any_run_is_published_model_info_says_so(tmp_path):
+    from recjobs import db
+
+    db.engine_for(tmp_path / "empty.db")  # the schema, no run
+    conn = sqlite3.connect(f"file:{tmp_path / 'empty.db'}?mode=ro", uri=True)
+    try:
+        [info] = conn.execute((SQL_DIR / "model_info.sql").read_text()).fetchall()
+        assert info[0] is None and info[-1] == "no published run yet; run `recjobs run`"
+        sql = (SQL_DIR / "recommendations_for_user.sql").read_text()
+        assert conn.execute(sql, {"user_id": "1", "k": ""}).fetchall() == []
+    finally:
+        conn.close()
