@@ -10,13 +10,14 @@ where every liked movie is a positive with the confidence the model was trained 
 the model the answer is the run's popularity list; with very few it is blended toward
 popularity (see BLEND_* and the README's "Cold start" figures).
 
-When the run blends ALS with item-item cosine scores (recjobs.model.blended_scores), the
-folded-in user gets the same blend, each liked movie weighted 1 ("as if newest").
+When the run blends ALS with item-item scores (recjobs.model.Fitted.scores: cosine of
+positives, sequence neighbours), the folded-in user gets the same blend, each liked movie
+weighted 1 ("as if newest").
 
 Kept light on purpose: this module imports numpy and recjobs.db only, never pandas,
 scipy, implicit, Airflow or the training steps. A run's serving bundle
 (artifacts/<run_id>/cold_start/: movie ids, item factors, YᵀY, popularity, the item-item
-similarity as CSR arrays, params) is written once per run, memory-mapped and cached.
+matrices as CSR arrays, params) is written once per run, memory-mapped and cached.
 """
 from __future__ import annotations
 
@@ -75,8 +76,9 @@ class Bundle:
     popularity: np.ndarray      # float64, positives per movie in the training ratings
     alpha: float
     regularization: float
-    blend_weight: float = 0.0   # the run's ALS + item-item blend (recjobs.model.blended_scores)
-    similarity: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None   # item-item CSR: indptr, indices, data
+    # the run's item-item parts blended with ALS (recjobs.model.Fitted.scores), in ITEM_PARTS
+    # order: (weight, (indptr, indices, data) of the items x items CSR matrix)
+    item_parts: tuple = ()
 
     @property
     def liked_confidence(self) -> float:
@@ -85,16 +87,25 @@ class Bundle:
         return 1.0 + self.alpha
 
 
-def make_bundle(run_id: str, movie_ids, item_factors, popularity, params: dict, similarity=None) -> Bundle:
-    """A Bundle from a fitted run; `similarity` is a scipy CSR matrix or (indptr, indices, data)."""
-    if similarity is not None and not isinstance(similarity, tuple):
-        similarity = (similarity.indptr, similarity.indices, similarity.data)
+# Item-item parts a run may blend with ALS: (name, its weight in params.json, its file).
+ITEM_PARTS = (("similarity", "blend_weight", "item_similarity_full.npz"),
+              ("sequence", "sequence_weight", "item_sequence_full.npz"))
+
+
+def make_bundle(run_id: str, movie_ids, item_factors, popularity, params: dict, **matrices) -> Bundle:
+    """A Bundle from a fitted run; `matrices` by ITEM_PARTS name, each a scipy CSR matrix,
+    (indptr, indices, data) or None. Parts with weight 0 or no matrix are left out."""
+    parts = []
+    for name, weight_name, _ in ITEM_PARTS:
+        matrix, weight = matrices.get(name), float(params.get(weight_name, 0.0))
+        if matrix is not None and weight > 0:
+            if not isinstance(matrix, tuple):
+                matrix = (matrix.indptr, matrix.indices, matrix.data)
+            parts.append((weight, matrix))
     y = np.ascontiguousarray(item_factors, dtype=np.float32)
-    blend_weight = float(params.get("blend_weight", 0.0))
     return Bundle(run_id, np.asarray(movie_ids), y, y.astype(np.float64).T @ y.astype(np.float64),
                   np.asarray(popularity, dtype=np.float64), float(params["alpha"]),
-                  float(params["regularization"]), blend_weight,
-                  similarity if blend_weight > 0 else None)
+                  float(params["regularization"]), tuple(parts))
 
 
 # ---- input checks (shared by the CLI and the DAG) -------------------------------------
@@ -147,7 +158,7 @@ def check_k(value) -> int:
 # ---- the serving bundle of a run ------------------------------------------------------
 
 BUNDLE_ARRAYS = ("movie_ids", "item_factors", "gram", "popularity")
-SIMILARITY_ARRAYS = ("similarity_indptr", "similarity_indices", "similarity_data")
+CSR_ARRAYS = ("indptr", "indices", "data")
 
 
 def bundle_path(run_dir: Path) -> Path:
@@ -180,18 +191,20 @@ def write_bundle(run_dir: Path) -> Path:
         rated = f["movie_id"][f["rating"] >= params["positive_threshold"]]
     rated = rated[np.isin(rated, movie_ids)]
     popularity = np.bincount(np.searchsorted(movie_ids, rated), minlength=len(movie_ids))
-    similarity_file = run_dir / "item_similarity_full.npz"
-    similarity = read_csr_arrays(similarity_file) if similarity_file.is_file() else None
-    bundle = make_bundle(run_dir.name, movie_ids, item_factors, popularity, params, similarity)
+    matrices = {name: read_csr_arrays(run_dir / file) for name, _, file in ITEM_PARTS
+                if (run_dir / file).is_file()}
+    bundle = make_bundle(run_dir.name, movie_ids, item_factors, popularity, params, **matrices)
 
     target = bundle_path(run_dir)
     partial = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{BUNDLE_NAME}.new."))
     arrays = dict(zip(BUNDLE_ARRAYS, (bundle.movie_ids, bundle.item_factors, bundle.gram, bundle.popularity)))
-    if bundle.similarity is not None:
-        arrays.update(zip(SIMILARITY_ARRAYS, bundle.similarity))
+    parts = []
+    for number, (weight, matrix) in enumerate(bundle.item_parts):
+        arrays.update({f"part{number}_{name}": array for name, array in zip(CSR_ARRAYS, matrix)})
+        parts.append(weight)
     for name, array in arrays.items():
         np.save(partial / f"{name}.npy", array)
-    (partial / "params.json").write_text(json.dumps(params, sort_keys=True))
+    (partial / "params.json").write_text(json.dumps({**params, "item_part_weights": parts}, sort_keys=True))
     if target.is_dir():  # a re-trained run: move the old bundle aside (open memory maps stay valid)
         old = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{BUNDLE_NAME}.old."))
         os.rename(target, old / BUNDLE_NAME)
@@ -230,12 +243,11 @@ def read_bundle(run_id: str, run_dir: Path) -> Bundle:
         return cached[1]
     params = json.loads((path / "params.json").read_text(encoding="utf-8"))
     arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in BUNDLE_ARRAYS}
-    similarity = None
-    if (path / f"{SIMILARITY_ARRAYS[0]}.npy").is_file():
-        similarity = tuple(np.load(path / f"{name}.npy", mmap_mode="r") for name in SIMILARITY_ARRAYS)
+    parts = tuple((float(weight), tuple(np.load(path / f"part{number}_{name}.npy", mmap_mode="r")
+                                        for name in CSR_ARRAYS))
+                  for number, weight in enumerate(params["item_part_weights"]))
     bundle = Bundle(run_id, arrays["movie_ids"], arrays["item_factors"], arrays["gram"], arrays["popularity"],
-                    float(params["alpha"]), float(params["regularization"]),
-                    float(params.get("blend_weight", 0.0)), similarity)
+                    float(params["alpha"]), float(params["regularization"]), parts)
     with _cache_lock:
         if len(_cache) >= 4:
             _cache.clear()
@@ -271,19 +283,21 @@ def standardised(scores: np.ndarray) -> np.ndarray:
     return (scores - scores.mean()) / (std if std > 0 else 1.0)
 
 
-def method_scores(bundle: Bundle, rows: np.ndarray, confidence=None, profile=None) -> np.ndarray:
-    """The run's own method for a folded-in user: ALS scores, plus blend_weight times the
-    item-item scores (both standardised) when the run has a similarity, as
-    recjobs.model.blended_scores. A new user's liked movies have confidence 1 + alpha and
-    profile weight 1; a known user's own values can be given (profile = (rows, weights))."""
+def method_scores(bundle: Bundle, rows: np.ndarray, confidence=None, profiles=None) -> np.ndarray:
+    """The run's own method for a folded-in user, as recjobs.model.Fitted.scores: standardised
+    ALS scores plus each item-item part's weight times its standardised scores. A new user's
+    liked movies have confidence 1 + alpha and weight 1 in every part (they count as the
+    newest); a known user's own values can be given (profiles: one (rows, weights) per part)."""
     x = fold_in(bundle.item_factors, bundle.gram, rows,
                 bundle.liked_confidence if confidence is None else confidence, bundle.regularization)
     als = bundle.item_factors @ x.astype(np.float32)
-    if bundle.similarity is None or bundle.blend_weight <= 0:
+    if not bundle.item_parts:
         return als
-    profile_rows, weights = (rows, 1.0) if profile is None else profile
-    item = item_item_scores(bundle.similarity, len(bundle.movie_ids), profile_rows, weights)
-    return standardised(als.astype(np.float64)) + bundle.blend_weight * standardised(item)
+    total = standardised(als.astype(np.float64))
+    for number, (weight, matrix) in enumerate(bundle.item_parts):
+        part_rows, weights = (rows, 1.0) if profiles is None else profiles[number]
+        total += weight * standardised(item_item_scores(matrix, len(bundle.movie_ids), part_rows, weights))
+    return total
 
 
 def blend(scores: np.ndarray, popularity: np.ndarray, weight: float) -> np.ndarray:

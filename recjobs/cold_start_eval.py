@@ -90,8 +90,9 @@ def fit_without(ratings: dict, held: np.ndarray, settings: Settings, run_id: str
     data = model.interactions(ratings, keep, user_ids, movie_ids, settings)
     fitted = model.fit_method(data, settings)
     popularity = np.asarray(data.positives.sum(axis=0)).ravel()
+    matrices = {name: getattr(fitted, name, None) for name, _, _ in cold_start.ITEM_PARTS}
     bundle = cold_start.make_bundle(run_id, movie_ids, fitted.als.item_factors, popularity,
-                                    settings.model_params(), fitted.similarity)
+                                    settings.model_params(), **matrices)
     return fitted.als, bundle
 
 

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -144,7 +145,7 @@ def test_liked_confidence_is_the_trained_confidence_of_a_newest_positive(publish
     params = json.loads((Path(published_settings.artifacts) / "first" / "params.json").read_text())
     trained = Settings(**{k: v for k, v in params.items() if k in Settings.__dataclass_fields__})
     assert bundle.alpha == trained.alpha and bundle.regularization == trained.regularization
-    assert bundle.blend_weight == trained.blend_weight
+    assert [weight for weight, _ in bundle.item_parts] == [trained.blend_weight, trained.sequence_weight]
     threshold = np.array([trained.positive_threshold])
     assert bundle.liked_confidence == pytest.approx(float(model.confidence(threshold, trained)[0]))
     assert bundle.liked_confidence == pytest.approx(float(model.confidence(threshold, trained, np.array([0]))[0]))
@@ -159,8 +160,10 @@ def test_fold_in_of_a_known_users_history_reproduces_their_precomputed_top_10(pu
     overlaps = []
     with sqlite3.connect(published_settings.db) as conn:
         for row in range(200):
-            confidence, profile = data.confidence[row], data.profile[row]
-            scores = cs.method_scores(bundle, confidence.indices, confidence.data, (profile.indices, profile.data))
+            confidence = data.confidence[row]
+            profiles = [(data.profile[row].indices, data.profile[row].data),     # cosine part
+                        (data.recent[row].indices, data.recent[row].data)]       # sequence part
+            scores = cs.method_scores(bundle, confidence.indices, confidence.data, profiles)
             top = bundle.movie_ids[cs.top_k(scores, data.seen[row].indices, 10)]
             precomputed = {r[0] for r in conn.execute(
                 "SELECT movie_id FROM recommendations WHERE run_id = 'first' AND user_id = ? AND rank <= 10",
@@ -304,6 +307,8 @@ def reference_answer(run_dir: Path) -> list[int]:
 
 
 def test_requests_during_a_publish_answer_from_one_complete_run(served, tmp_path):
+    """A reader process asks again and again while run `second` is published over `first`
+    and the pointer is flipped back and forth; every answer must be the one its run gives."""
     second = served.replace(artifacts=tmp_path / "artifacts", random_seed=7, gate_tolerance=0.5)
     for step in (load.load, split.split, train.train, evaluate.evaluate):
         step(second, "second")
@@ -311,15 +316,28 @@ def test_requests_during_a_publish_answer_from_one_complete_run(served, tmp_path
     reader = subprocess.Popen([sys.executable, "-c", READER, str(served.db), str(served.artifacts), str(stop)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                               env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    answers: list = []
+    collector = threading.Thread(target=lambda: answers.extend(json.loads(line) for line in reader.stdout),
+                                 daemon=True)
+    collector.start()
+
+    def wait_for_answer_from(run_id: str) -> None:
+        seen, deadline = len(answers), time.monotonic() + 120
+        while not any(a[1] == run_id for a in answers[seen:]):
+            assert reader.poll() is None, reader.stderr.read()
+            assert time.monotonic() < deadline, f"no answer from {run_id} within 120 s"
+            time.sleep(0.05)
+
     try:
-        time.sleep(1.0)
-        assert precompute.precompute(second, "second").status == "published"
-        time.sleep(0.5)
-        for target in ("first", "second", "first", "second"):
+        wait_for_answer_from("first")
+        assert precompute.precompute(second, "second").status == "published"   # readers keep asking meanwhile
+        wait_for_answer_from("second")
+        for target in ("first", "second", "first"):
             publish.rollback(served, target)
-            time.sleep(0.3)
+            wait_for_answer_from(target)
         stop.touch()
-        out, err = reader.communicate(timeout=60)
+        reader.wait(timeout=60)
+        collector.join(timeout=10)
     finally:
         if reader.poll() is None:
             os.killpg(reader.pid, signal.SIGTERM)
@@ -328,12 +346,10 @@ def test_requests_during_a_publish_answer_from_one_complete_run(served, tmp_path
             except subprocess.TimeoutExpired:
                 os.killpg(reader.pid, signal.SIGKILL)
                 reader.wait()
-    assert reader.returncode == 0, err
-    answers = [json.loads(line) for line in out.splitlines()]
+    assert reader.returncode == 0, reader.stderr.read()
     expected = {"first": reference_answer(Path(served.artifacts) / "first"),
                 "second": reference_answer(Path(second.artifacts) / "second")}
     assert expected["first"] != expected["second"]
-    assert {run_id for _, run_id, _ in answers} == {"first", "second"}
     with sqlite3.connect(served.db) as conn:
         for request_id, run_id, ids in answers:
             assert ids == expected[run_id], (request_id, run_id)
