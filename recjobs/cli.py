@@ -85,9 +85,12 @@ def run(run_id, as_json, **values):
         return echo_result(result, True)
     e, p = result.evaluate, result.precompute
     click.echo(f"run {result.run_id}: {p.status} ({p.reason}) in {result.seconds:.1f}s")
-    click.echo(f"  Recall@10 {e.recall_at_10:.4f}  NDCG@10 {e.ndcg_at_10:.4f}  "
-               f"(popularity {e.popularity_recall_at_10:.4f} / {e.popularity_ndcg_at_10:.4f}, "
-               f"{e.n_users_evaluated} users)")
+    click.echo(f"  {e.n_users_evaluated} test users; Recall@10 and NDCG@10 with 95% bootstrap intervals:")
+    for label, prefix in (("model", ""), ("reference", "reference_"), ("popularity", "popularity_")):
+        (r, (r_lo, r_hi)), (n, (n_lo, n_hi)) = ((getattr(e, f"{prefix}{m}"), getattr(e, f"{prefix}{m}_ci"))
+                                                for m in ("recall_at_10", "ndcg_at_10"))
+        click.echo(f"  {label:<10} {r:.4f} [{r_lo:.4f}, {r_hi:.4f}]  {n:.4f} [{n_lo:.4f}, {n_hi:.4f}]")
+    click.echo(f"  report     {e.report_path}")
     for step in ("load", "split", "train", "evaluate", "precompute"):
         click.echo(f"  {step:<10} {getattr(result, step).seconds:7.2f}s")
     click.echo(f"  {p.n_recommendations} recommendations for {p.n_users} users in {p.db_path}")
@@ -225,6 +228,21 @@ def serve(host, port, reporting, **values):
     from .serve import serve as do_serve
 
     do_serve(build_settings(values), host=host, port=port, reporting=reporting)
+
+
+@cli.command()
+@settings_options()
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="Folder for tune.json and tune.md [default: <artifacts>/tune-<UTC time>].")
+@click.option("--passes", type=click.IntRange(1, 10), default=2, show_default=True,
+              help="Rounds of one-setting-at-a-time search.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@one_line_errors
+def tune(output, passes, as_json, **values):
+    """Search model settings on the validation items only (fit on the train part); the test items are not read."""
+    from .tune import tune as do_tune
+
+    echo_result(do_tune(build_settings(values), output, passes=passes), as_json)
 
 
 def main():

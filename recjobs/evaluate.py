@@ -17,7 +17,7 @@ import numpy as np
 from . import db, model, runs
 from .settings import Settings
 from .split import TEST, TRAIN
-from .train import read_inputs
+from .train import evaluation_data, read_inputs
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
     ratings, parts = read_inputs(settings, run_id)
     factors = model.Factors.read(runs.require_file(directory / "model_eval.npz", "train"))
     user_ids, movie_ids = factors.user_ids, factors.movie_ids
-    before_test = model.interactions(ratings, parts < TEST, user_ids, movie_ids, settings)
+    before_test = evaluation_data(ratings, parts, user_ids, movie_ids, settings)
     test = parts == TEST
     test_rows = model.index(ratings["user_id"][test], user_ids)
     test_items = model.index(ratings["movie_id"][test], movie_ids)

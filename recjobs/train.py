@@ -41,6 +41,12 @@ def read_inputs(settings: Settings, run_id: str):
     return ratings, parts
 
 
+def evaluation_data(ratings: dict, parts: np.ndarray, user_ids, movie_ids, settings: Settings) -> model.Interactions:
+    """Every rating each user made before their test item (never the test item or later):
+    what the evaluation model is fitted on, and what it filters."""
+    return model.interactions(ratings, parts < TEST, user_ids, movie_ids, settings)
+
+
 def fit_and_save(data: model.Interactions, settings: Settings, user_ids, movie_ids, directory, name: str):
     """Fit the method; save artifacts/<run_id>/model_<name>.npz and its item-item matrices."""
     started = time.perf_counter()
@@ -56,7 +62,7 @@ def train(settings: Settings, run_id: str) -> TrainResult:
     user_ids = np.unique(ratings["user_id"])
     movie_ids = np.unique(ratings["movie_id"])
 
-    eval_data = model.interactions(ratings, parts < TEST, user_ids, movie_ids, settings)
+    eval_data = evaluation_data(ratings, parts, user_ids, movie_ids, settings)
     eval_path, eval_seconds = fit_and_save(eval_data, settings, user_ids, movie_ids, directory, "eval")
     full_data = model.interactions(ratings, np.ones(len(parts), bool), user_ids, movie_ids, settings)
     full_path, full_seconds = fit_and_save(full_data, settings, user_ids, movie_ids, directory, "full")
