@@ -2,6 +2,7 @@
 `recjobs run` on ml-latest-small. The JSON contract, the reports and the hardening."""
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import subprocess
@@ -258,7 +259,7 @@ def test_model_info_is_the_health_check(server, ro):
     assert info["n_users"] == ro.execute("SELECT count(DISTINCT user_id) FROM ratings").fetchone()[0]
     assert info["published_at"] == ro.execute("SELECT published_at FROM published_run").fetchone()[0]
     assert info["error"] is None
-    assert set(__import__("json").loads(info["metrics_json"])) >= {"recall_at_10", "ndcg_at_10"}
+    assert set(json.loads(info["metrics_json"])) >= {"recall_at_10", "ndcg_at_10"}
 
 
 # --- reports -------------------------------------------------------------------------
