@@ -129,6 +129,7 @@ def test_live_server_uses_the_default_profile_and_opens_the_file_read_only(serve
     assert set(databases) == {"recs"}  # no _memory database to run SQL in
     assert databases["recs"]["is_mutable"] is True  # mode=ro, not immutable
     assert Path(databases["recs"]["path"]).resolve() == db_copy.resolve()
+    assert server.get("/-/dashboards/run-metrics").status_code == 404  # reporting profile only
 
 
 def test_datasette_is_a_release_with_the_065_security_fixes_and_no_write_plugins(server):
