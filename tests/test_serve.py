@@ -404,3 +404,20 @@ def test_before_any_run_is_published_model_info_says_so(tmp_path):
         assert conn.execute(sql, {"user_id": "1", "k": ""}).fetchall() == []
     finally:
         conn.close()
+
+
+def test_the_database_is_served_at_recs_whatever_its_file_is_called(db_copy, tmp_path):
+    import asyncio
+
+    other = copy_database(db_copy, tmp_path / "nightly-2026.db")
+    ds = serve.build_datasette(other.resolve())
+    assert list(name for name in ds.databases if name != "_internal") == ["recs"]
+    assert ds.databases["recs"].is_mutable
+
+    async def ask():
+        return (await ds.client.get("/recs/model_info.json?_shape=array"),
+                await ds.client.post("/recs/model_info.json", data={}))
+
+    info, post = asyncio.run(ask())
+    assert info.status_code == 200 and info.json()[0]["error"] is None
+    assert post.status_code == 405
