@@ -17,8 +17,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import require_shared_data
-from test_dags import AIRFLOW_BIN, SMALL_RUN, airflow_env, migrate, query
+from test_dags import AIRFLOW_BIN, SMALL_RUN, airflow_env, migrate, movielens_slice, query
 
 DAG_ID = "movie_recs_nightly"
 RUN_TIMEOUT = 300   # seconds from trigger to a finished run
@@ -93,7 +92,7 @@ def airflow_server(tmp_path):
     """The api-server, scheduler and dag-processor on a free loopback port; (api url, env)."""
     port = free_port()
     env = airflow_env(
-        tmp_path / "airflow", tmp_path, require_shared_data(),
+        tmp_path / "airflow", tmp_path, movielens_slice(tmp_path / "ml-slice"),
         AIRFLOW__API__PORT=str(port),
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
         # only the triggered run: unpausing would otherwise also start last night's run
