@@ -281,7 +281,7 @@ class Fitted:
             return top_n(self.als, rows, data.seen, n)  # ALS alone: implicit's own top-N
         n = min(n, self.als.item_factors.shape[0])
         ids_out, scores_out = [np.empty((0, n), np.int64)], [np.empty((0, n))]
-        batch_size = max(16, min(BATCH_USERS, 2**24 // max(1, self.als.item_factors.shape[0])))
+        batch_size = max(16, min(BATCH_USERS, 2**22 // max(1, self.als.item_factors.shape[0])))  # ~32 MB per score array
         with threadpool_limits(limits=1, user_api="blas"):
             for start in range(0, len(rows), batch_size):
                 batch = rows[start:start + batch_size]
