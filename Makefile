@@ -22,8 +22,10 @@ data_small/ratings.csv:
 	@if [ -d "$(SHARED_DATA)" ]; then $(BIN)/recjobs fetch-data --from "$(SHARED_DATA)"; \
 	else $(BIN)/recjobs fetch-data; fi
 
-run: setup data
-	$(BIN)/recjobs run
+# The nightly DAG once through Airflow (the project's airflow.env), then datasette on the result.
+run: nightly
+	@echo "Serving artifacts/recs.db with datasette (Ctrl-C stops it); \`make airflow\` starts the Airflow UI."
+	$(BIN)/recjobs serve
 
 test: setup
 	$(BIN)/pytest -m "not slow"
@@ -39,8 +41,34 @@ bench-cold-start: setup data
 # Requests/s and p50/p99 latency of recommendations_for_user at concurrency 8 (median of 3 x 10 s).
 .PHONY: bench-serve
 bench-serve: setup
-	@test -f artifacts/recs.db || $(MAKE) run
+	@test -f artifacts/recs.db || $(MAKE) nightly
 	$(BIN)/python tests/benchmarks/bench_serve.py --db artifacts/recs.db
+
+# ---- Airflow: settings in airflow.env; AIRFLOW_HOME and the metadata database (SQLite) in artifacts/airflow
+AIRFLOW_DIR := $(CURDIR)/artifacts/airflow
+AIRFLOW_PORT ?=
+WITH_AIRFLOW = set -a && . ./airflow.env && set +a && \
+	export PATH="$(abspath $(BIN)):$$PATH" AIRFLOW_HOME="$(AIRFLOW_DIR)" AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" && \
+	$(if $(AIRFLOW_PORT),export AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$(AIRFLOW_PORT)/execution/ &&)
+
+.PHONY: nightly airflow
+# One run of movie_recs_nightly with `airflow dags test` (no scheduler needed); its log goes to a file.
+nightly: setup data
+	@mkdir -p "$(AIRFLOW_DIR)"
+	@$(WITH_AIRFLOW) airflow db migrate >"$(AIRFLOW_DIR)/db-migrate.log" 2>&1 \
+	|| { tail -20 "$(AIRFLOW_DIR)/db-migrate.log"; exit 1; }
+	@echo "airflow dags test movie_recs_nightly (log: $(AIRFLOW_DIR)/nightly.log) ..."
+	@$(WITH_AIRFLOW) airflow dags test movie_recs_nightly >"$(AIRFLOW_DIR)/nightly.log" 2>&1 \
+	|| { grep -E "ERROR|Error|rror:" "$(AIRFLOW_DIR)/nightly.log" | tail -5; echo "movie_recs_nightly failed; see $(AIRFLOW_DIR)/nightly.log"; exit 1; }
+	@grep -o "DagRun Finished: .*run_duration=[0-9.]*, state=[a-z]*" "$(AIRFLOW_DIR)/nightly.log" | sed 's/logical_date=.*run_duration/run_duration/'
+	@$(BIN)/python -c "import sqlite3; print('published run: %s (%s): %s recommendations in artifacts/recs.db' % sqlite3.connect('artifacts/recs.db').execute('SELECT r.run_id, r.status, (SELECT COUNT(*) FROM current_recommendations) FROM published_run p JOIN model_runs r USING (run_id)').fetchone())"
+
+# Airflow for real (api-server, scheduler, dag-processor, triggerer): UI at http://127.0.0.1:8080
+# (AIRFLOW_PORT=... to change it). Ctrl-C stops it.
+airflow: setup data
+	@mkdir -p "$(AIRFLOW_DIR)"
+	$(WITH_AIRFLOW) airflow standalone
 
 clean:
 	rm -rf $(VENV) artifacts/* data_small/*.csv
