@@ -179,7 +179,6 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
     with db.transaction(settings.db) as conn:
         runs.update(conn, run_id, **{name: values[name] for name in (
             "recall_at_10", "ndcg_at_10", "popularity_recall_at_10", "popularity_ndcg_at_10")})
-        conn.execute(db.query("runs.delete_metrics"), {"run_id": run_id})
         for metric, segment, value in metric_rows:
             conn.execute(db.query("runs.upsert_metric"),
                          {"run_id": run_id, "metric": metric, "segment": segment, "value": value})

@@ -42,6 +42,3 @@ WHERE run_id = :run_id AND (:status != 'failed' OR status != 'published');
 
 -- name: latest_id
 SELECT run_id FROM model_runs ORDER BY started_at DESC, run_id DESC LIMIT 1;
-
--- name: delete_metrics
-DELETE FROM run_metrics WHERE run_id = :run_id;
