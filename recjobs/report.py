@@ -57,7 +57,8 @@ def write_report(directory: Path, run_id: str, metric_rows: list[tuple[str, str,
     lines = [f"# Evaluation of run {run_id}", "",
              f"{int(values['n_users'])} users, each evaluated on their last positive rating (the test item). "
              "Models saw only what each user rated before it; every movie rated before it is filtered. "
-             "Intervals: 95% bootstrap over users (1000 resamples).", "",
+             "Intervals: 95% bootstrap over users (1000 resamples). Coverage@10: share of the catalog in "
+             "any top-10 list; mean popularity@10: how many users had rated a recommended movie, on average.", "",
              "| model | Recall@10 | NDCG@10 | MRR@10 | coverage@10 | mean popularity@10 |",
              "|---|---|---|---|---|---|"]
     for name in LABELS:
