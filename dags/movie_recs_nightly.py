@@ -9,7 +9,7 @@ SQLite database that datasette serves. One task per recjobs job, as `recjobs run
 - **load** validates the CSVs in `data_dir` and starts the run record (`model_runs`).
 - **split**, **train**, **evaluate** write `artifacts/<run_id>/` and the run's metrics.
 - **precompute** stores the top-k movies per user and, if the run passes the quality gate,
-  publishes it in the same transaction (an event of the `movie_recs_db` asset). A run the
+  publishes it in the same transaction (an event of the asset `file://<database>`). A run the
   gate rejects ends with `precompute` *skipped*: the published recommendations stay as they were.
 - **evaluate_cold_start** measures the cold-start answers of the run (it gates nothing).
 

@@ -1,6 +1,6 @@
 """Airflow for real: its own api-server, scheduler and dag-processor on a loopback port with a
 temporary AIRFLOW_HOME and the project's airflow.env. A run of movie_recs_nightly triggered
-through the REST API succeeds and publishes a new run (an event of the movie_recs_db asset).
+through the REST API succeeds and publishes a new run (an event of the database's asset).
 Every process the test starts is stopped by pid.
 """
 from __future__ import annotations

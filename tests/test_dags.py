@@ -128,7 +128,7 @@ for dag_id, dag in bag.dags.items():
         "tasks": {t.task_id: {"retries": t.retries, "retry_delay": t.retry_delay.total_seconds(),
                               "execution_timeout": t.execution_timeout.total_seconds()
                               if t.execution_timeout else None,
-                              "outlets": [getattr(o, "name", None) for o in t.outlets]}
+                              "outlets": [getattr(o, "uri", None) for o in t.outlets]}
                   for t in dag.tasks},
     }
 print("PARSED " + json.dumps(out, default=str))
@@ -146,7 +146,8 @@ def parsed(tmp_path_factory):
                           env=env, text=True, capture_output=True, timeout=120)
     line = next((l for l in done.stdout.splitlines() if l.startswith("PARSED ")), None)
     assert line, done.stderr[-3000:]
-    return {**json.loads(line[len("PARSED "):]), "data_dir_env": env["RECJOBS_DATA_DIR"]}
+    return {**json.loads(line[len("PARSED "):]), "data_dir_env": env["RECJOBS_DATA_DIR"],
+            "db_env": env["RECJOBS_DB"]}
 
 
 def test_dags_parse_without_errors_fast_and_light(parsed):
@@ -160,7 +161,7 @@ def test_nightly_dag_runs_the_jobs_in_order(parsed):
     dag = parsed["dags"]["movie_recs_nightly"]
     assert dag["order"] == NIGHTLY_TASKS
     assert dag["edges"] == sorted([a, b] for a, b in zip(NIGHTLY_TASKS, NIGHTLY_TASKS[1:]))
-    assert dag["tasks"]["precompute"]["outlets"] == ["movie_recs_db"]
+    assert dag["tasks"]["precompute"]["outlets"] == [f"file://{parsed['db_env']}"]
     assert "30 2 * * *" in dag["schedule"]
     assert "nightly" in dag["tags"] and "load" in dag["doc_md"]
 
