@@ -23,7 +23,7 @@ from recjobs.evaluate import evaluate
 from recjobs.load import load
 from recjobs.split import split
 from recjobs.train import train
-from serve_support import copy_database, database_digest, running_server
+from serve_support import copy_database, database_digest, running_server, stop
 from test_serve import WRITE_SQL
 
 REPO = Path(__file__).resolve().parent.parent
@@ -171,22 +171,28 @@ def test_a_query_that_runs_too_long_is_stopped_within_the_time_limit(reporting):
     assert reporting.get("/recs/model_info.json").status_code == 200  # and the server goes on
 
 
-def chromium(*args: str) -> subprocess.CompletedProcess:
+def chromium(*args: str) -> str:
+    """Run headless Chromium in its own process group; its stdout. The group is killed after."""
     binary = shutil.which("chromium")
     if binary is None:
         pytest.fail("chromium not found: install the Debian packages chromium and chromium-driver (.ci/run does)")
     with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run(
+        proc = subprocess.Popen(
             [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={profile}", "--virtual-time-budget=20000", "--window-size=1280,900",
              "--hide-scrollbars", *args],
-            capture_output=True, text=True, timeout=120)
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=120)
+        finally:
+            stop(proc)  # and any renderer it left behind
+    return out
 
 
 def test_dashboard_renders_the_metrics_chart_in_headless_chromium(reporting):
     url = reporting.url + "/-/dashboards/run-metrics"
-    dom = chromium("--dump-dom", url).stdout
+    dom = chromium("--dump-dom", url)
     # the line chart, drawn as SVG by vega-lite: one line per metric, one point per run and metric
     chart = dom.split('id="chart-metrics-over-time"', 1)[1].split('id="card-', 1)[0]
     assert chart.count('class="mark-line role-mark') >= 1
