@@ -153,7 +153,7 @@ def test_liked_confidence_is_the_trained_confidence_of_a_newest_positive(publish
 
 def test_fold_in_of_a_known_users_history_reproduces_their_precomputed_top_10(published_settings):
     """The run's method for a folded-in user, given that user's own weights, against the list
-    precompute stored. Measured: mean overlap 0.991, min 0.8 over the first 200 users
+    precompute stored. Measured: mean overlap 0.984, min 0.8 over the first 200 users
     (training solves users with 3 conjugate-gradient steps, the fold-in exactly)."""
     bundle = served_bundle(published_settings)
     user_ids, data = known_users(published_settings)
