@@ -31,12 +31,17 @@ class PrecomputeResult:
     seconds: float
 
 
+# implicit pads a list with filtered (already rated) items scored about -3.4e38
+# when a user has fewer than k unrated movies; those are never stored.
+FILTERED_SCORE = -1e30
+
+
 def recommendation_rows(run_id: str, user_ids, movie_ids, top_ids, top_scores):
-    k = top_ids.shape[1]
     for u, (ids, scores) in enumerate(zip(top_ids, top_scores)):
         user = int(user_ids[u])
-        for rank in range(k):
-            yield run_id, user, rank + 1, int(movie_ids[ids[rank]]), float(scores[rank])
+        keep = (ids >= 0) & (scores > FILTERED_SCORE)
+        for rank, (item, score) in enumerate(zip(ids[keep], scores[keep]), start=1):
+            yield run_id, user, rank, int(movie_ids[item]), float(score)
 
 
 def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
