@@ -6,7 +6,8 @@ movie ids), with the published model and no retraining. The request and the answ
 stored in `cold_start_requests` and `cold_start_recommendations`; the task's XCom holds the
 request id, the method and the recommended movies.
 
-Trigger it with params, e.g. `{"liked": [296, 318, 593], "k": 10}`.
+Trigger it with params, e.g. `{"liked": [296, 318, 593], "k": 10}`. Bad params fail the task
+at once (no retry); a missing published run or a busy database is retried.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from movie_recs_common import configured_settings
     max_active_runs=1,
     default_args={"retries": 2, "execution_timeout": dt.timedelta(minutes=10)},
     params={
-        "liked": Param(type="array", items={"type": "integer", "minimum": 0}, minItems=1,
+        "liked": Param(type="array", items={"type": "integer", "minimum": 1}, minItems=1,
                        description="MovieLens ids of movies the new user likes, e.g. [296, 318, 593]."),
         "k": Param(10, type="integer", minimum=1, description="How many movies to recommend."),
     },
@@ -36,10 +37,15 @@ def movie_recs_cold_start():
     def cold_start_task() -> dict:
         import dataclasses
 
+        from airflow.sdk.exceptions import AirflowFailException
         from recjobs.cold_start import cold_start
+        from recjobs.errors import ConfigError
 
         params = get_current_context()["params"]
-        return dataclasses.asdict(cold_start(configured_settings(), params["liked"], params["k"]))
+        try:
+            return dataclasses.asdict(cold_start(configured_settings(), params["liked"], params["k"]))
+        except ConfigError as e:  # bad params: a retry would fail the same way
+            raise AirflowFailException(str(e)) from None
 
     cold_start_task()
 

@@ -318,3 +318,25 @@ def test_a_failed_step_leaves_the_published_recommendations_served(published, mi
     run = newest_run(db)
     assert run["status"] == "failed" and failing_task in run["status_reason"]
     assert run["run_id"] != before[0][0]
+
+
+def test_cold_start_dag_answers_and_stores_the_answer(published, migrated, tmp_path):
+    db, airflow_home = tmp_path / "recs.db", new_airflow_home(migrated, tmp_path / "airflow")
+    copy_database(published / "recs.db", db)
+    env = airflow_env(airflow_home, tmp_path, require_shared_data())
+    done = airflow(env, "dags", "test", "movie_recs_cold_start", "-c", json.dumps({"liked": [296, 318, 296], "k": 5}))
+    assert done.returncode == 0, done.stdout[-5000:]
+    assert last_dag_run(airflow_home, "movie_recs_cold_start")[1] == "success"
+    (request_id, run_id, liked), = query(db, "SELECT request_id, run_id, liked_json FROM cold_start_requests")
+    assert json.loads(liked) == [296, 318] and run_id == query(db, "SELECT run_id FROM published_run")[0][0]
+    movies = [m for (m,) in query(db, "SELECT movie_id FROM cold_start_recommendations WHERE request_id = ? "
+                                      "ORDER BY rank", request_id)]
+    assert len(movies) == 5 and not {296, 318} & set(movies)
+
+    # an id no movie can have: the job's ConfigError fails the task at once, without retries
+    bad = airflow(env, "dags", "test", "movie_recs_cold_start", "-c", json.dumps({"liked": [2**40], "k": 5}))
+    assert bad.returncode != 0
+    airflow_run_id, state = last_dag_run(airflow_home, "movie_recs_cold_start")
+    assert state == "failed" and tries(airflow_home, airflow_run_id)["cold_start"] == (1, "failed")
+    assert "is not a valid movie id" in bad.stdout
+    assert query(db, "SELECT COUNT(*) FROM cold_start_requests") == [(1,)]
