@@ -1,6 +1,7 @@
 """Airflow for real: its own api-server, scheduler and dag-processor on a loopback port with a
 temporary AIRFLOW_HOME and the project's airflow.env. A run of movie_recs_nightly triggered
-through the REST API succeeds and publishes a new run (an event of the database's asset).
+through the REST API succeeds and publishes a new run (an event of the database's asset);
+cleared and run again, it gives the same tables.
 Every process the test starts is stopped by pid.
 """
 from __future__ import annotations
@@ -139,8 +140,33 @@ def test_the_scheduler_runs_a_triggered_nightly_run(airflow_server):
         run_id, status = conn.execute("SELECT r.run_id, r.status FROM published_run AS p "
                                       "JOIN model_runs AS r ON r.run_id = p.run_id").fetchone()
     assert status == "published" and run_id.startswith("manual__")
-    assert query(db, "SELECT COUNT(*) FROM recommendations WHERE run_id = ?", run_id)[0][0] > 0
+    first = tables(db)
+    assert first["recommendations"] and first["model_runs"] == [(run_id, "published")]
 
-    events = http.get(f"{api}/assets/events", params={"source_dag_id": DAG_ID, "source_run_id": dag_run_id},
-                      timeout=10).json()["asset_events"]
-    assert [(e["source_task_id"], e["uri"]) for e in events] == [("precompute", f"file://{db}")]
+    def asset_events():
+        return http.get(f"{api}/assets/events", params={"source_dag_id": DAG_ID, "source_run_id": dag_run_id},
+                        timeout=10).json()["asset_events"]
+
+    assert [(e["source_task_id"], e["uri"]) for e in asset_events()] == [("precompute", f"file://{db}")]
+
+    # Clear the whole run, as an operator re-running it: the same run id, the same tables
+    cleared = http.post(f"{api}/dags/{DAG_ID}/dagRuns/{dag_run_id}/clear", json={"dry_run": False}, timeout=30)
+    assert cleared.ok, cleared.text
+    assert wait_for(f"cleared run {dag_run_id}", finished, RUN_TIMEOUT, processes, every=2.0) == "success"
+    assert tables(db) == first
+    assert len(asset_events()) == 2
+
+
+def tables(db: Path) -> dict[str, list]:
+    """The rows a run writes, in a fixed order (scores rounded: the same fit, not the same bits)."""
+    return {
+        "model_runs": query(db, "SELECT run_id, status FROM model_runs ORDER BY run_id"),
+        "ratings": query(db, "SELECT COUNT(*), SUM(user_id), SUM(movie_id) FROM ratings"),
+        "movies": query(db, "SELECT COUNT(*), SUM(movie_id) FROM movies"),
+        "recommendations": query(db, "SELECT run_id, user_id, rank, movie_id, ROUND(score, 4) FROM recommendations "
+                                     "ORDER BY run_id, user_id, rank"),
+        "similar_movies": query(db, "SELECT COUNT(*), COUNT(DISTINCT run_id || ':' || movie_id || ':' || rank) "
+                                    "FROM similar_movies"),
+        "run_metrics": query(db, "SELECT run_id, metric, segment, ROUND(value, 6) FROM run_metrics "
+                                 "ORDER BY run_id, metric, segment"),
+    }
