@@ -377,3 +377,13 @@ def test_a_retrained_run_gets_a_fresh_bundle(tiny_settings):
     assert np.array_equal(after.item_factors, model.Factors.read(run_dir / "model_full.npz").item_factors)
     assert first.run_id == again.run_id == "tiny"
     assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == []   # no leftovers
+
+
+def test_missing_artifacts_of_the_served_run_are_a_clear_error(served, tmp_path):
+    with sqlite3.connect(served.db) as conn:
+        conn.execute("UPDATE model_runs SET artifacts_dir = ? WHERE run_id = 'first'", (str(tmp_path / "gone"),))
+    settings = served.replace(artifacts=tmp_path / "elsewhere")
+    before = count_rows(settings.db)
+    with pytest.raises(StateError, match=r"elsewhere/first/model_full.npz: not found; the served run's artifacts"):
+        cs.cold_start(settings, SEEDS)
+    assert count_rows(settings.db) == before
