@@ -62,7 +62,7 @@ nightly: setup data
 	@$(WITH_AIRFLOW) airflow dags test movie_recs_nightly >"$(AIRFLOW_DIR)/nightly.log" 2>&1 \
 	|| { grep -E "ERROR|Error|rror:" "$(AIRFLOW_DIR)/nightly.log" | tail -5; echo "movie_recs_nightly failed; see $(AIRFLOW_DIR)/nightly.log"; exit 1; }
 	@grep -o "DagRun Finished: .*run_duration=[0-9.]*, state=[a-z]*" "$(AIRFLOW_DIR)/nightly.log" | sed 's/logical_date=.*run_duration/run_duration/'
-	@$(BIN)/python -c "import sqlite3; print('published run: %s (%s): %s recommendations in artifacts/recs.db' % sqlite3.connect('artifacts/recs.db').execute('SELECT r.run_id, r.status, (SELECT COUNT(*) FROM current_recommendations) FROM published_run p JOIN model_runs r USING (run_id)').fetchone())"
+	@$(BIN)/recjobs status
 
 # Airflow for real (api-server, scheduler, dag-processor, triggerer): UI at http://127.0.0.1:8080
 # (AIRFLOW_PORT=... to change it). Ctrl-C stops it.

@@ -161,6 +161,23 @@ def rollback(to_run_id, **values):
     click.echo(f"now serving {result.to_run_id} (was {result.from_run_id})")
 
 
+@cli.command()
+@settings_options(["db"])
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@one_line_errors
+def status(as_json, **values):
+    """Show the published run: its id, when it was published, its metrics and counts."""
+    from .publish import published_run
+
+    run = published_run(build_settings(values))
+    if as_json:
+        return click.echo(json.dumps(run, indent=2, default=str))
+    click.echo(f"published run {run['run_id']} ({run['published_at']}): {run['n_recommendations']} "
+               f"recommendations for {run['n_users']} users, {run['n_items']} movies; "
+               f"Recall@10 {run['recall_at_10']:.4f}, NDCG@10 {run['ndcg_at_10']:.4f} "
+               f"(popularity {run['popularity_recall_at_10']:.4f})")
+
+
 @cli.command("fetch-data")
 @settings_options(["data_dir"])
 @click.option("--url", default=None, help="Where to download ml-latest-small.zip from [default: GroupLens].")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import db, runs
 from .errors import StateError
@@ -90,3 +91,14 @@ def rollback(settings: Settings, to_run_id: str | None = None) -> RollbackResult
 def published_run_id(settings: Settings) -> str | None:
     with db.reading(settings.db) as conn:
         return conn.execute(db.query("publish.current_id")).scalar()
+
+
+def published_run(settings: Settings) -> dict:
+    """The model_runs row readers are served, with its number of stored recommendations."""
+    if not Path(settings.db).is_file():
+        raise StateError(f"{settings.db}: no database; run `recjobs run` first")
+    with db.reading(settings.db) as conn:
+        run = conn.execute(db.query("publish.current_with_counts")).mappings().first()
+    if run is None:
+        raise StateError(f"{settings.db}: no published run yet; run `recjobs run` first")
+    return dict(run)

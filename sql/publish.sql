@@ -16,6 +16,11 @@ INSERT INTO similar_movies (run_id, movie_id, rank, similar_movie_id, score) VAL
 -- name: current
 SELECT r.* FROM published_run AS p JOIN model_runs AS r ON r.run_id = p.run_id;
 
+-- name: current_with_counts
+SELECT r.*, p.published_at AS served_since,
+       (SELECT count(*) FROM recommendations AS c WHERE c.run_id = r.run_id) AS n_recommendations
+FROM published_run AS p JOIN model_runs AS r ON r.run_id = p.run_id;
+
 -- name: current_id
 SELECT run_id FROM published_run;
 
