@@ -1,0 +1,33 @@
+"""The README kept honest: settings, commands and make targets it names exist."""
+import re
+
+from recjobs.cli import cli
+from recjobs.settings import setting_help
+from tests.conftest import REPO
+
+README = (REPO / "README.md").read_text()
+MAKEFILE = (REPO / "Makefile").read_text()
+
+
+def test_every_setting_is_in_the_readme_table_with_its_default():
+    for name, (default, _) in setting_help().items():
+        row = f"| `--{name.replace('_', '-')}` | `RECJOBS_{name.upper()}` | `{default}` |"
+        assert row in README, f"README settings table lacks or misstates {name}"
+
+
+def test_every_cli_command_is_documented():
+    for name in cli.commands:
+        assert f"recjobs {name}" in README, name
+
+
+def test_make_targets_named_in_the_readme_exist():
+    targets = set(re.findall(r"^([a-z][a-z-]*):", MAKEFILE, re.M))
+    named = set(re.findall(r"`make ([a-z][a-z-]*)", README)) | set(re.findall(r"^make ([a-z][a-z-]*)", README, re.M))
+    assert {"run", "test"} <= named
+    assert named <= targets, named - targets
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (REPO / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", ci, re.M)
+    assert "make test   # run the tests" in README
