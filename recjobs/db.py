@@ -51,7 +51,8 @@ def _engine(path: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # writers take the write lock up front; readers get a snapshot and never wait on a writer
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
 
     with engine.connect() as conn:
         conn.connection.driver_connection.executescript(sql("schema"))
@@ -73,7 +74,8 @@ def transaction(path: Path):
 
 @contextlib.contextmanager
 def reading(path: Path):
-    with engine_for(path).connect() as conn:
+    """A connection whose reads share one snapshot (a deferred transaction, no write lock)."""
+    with engine_for(path).connect().execution_options(read_only=True) as conn:
         yield conn
 
 
