@@ -24,6 +24,7 @@ MOVIE_COLUMNS = ("movieId", "title", "genres")
 LINK_COLUMNS = ("movieId", "imdbId", "tmdbId")
 TAG_COLUMNS = ("userId", "movieId", "tag", "timestamp")
 YEAR_IN_TITLE = r"\((\d{4})\)\s*$"
+MAX_ID = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Catalog:
 
 
 def load(settings: Settings, run_id: str) -> LoadResult:
-    """Validate the input folder, store movies/ratings/tags and start the run record."""
+    """Validate the input folder, save it under artifacts/<run_id>/ and start the run record."""
     started = time.perf_counter()
     runs.check_run_id(run_id)
     log.info("load %s: reading %s", run_id, settings.data_dir)
@@ -61,15 +62,19 @@ def load(settings: Settings, run_id: str) -> LoadResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     ratings_path = run_dir / "ratings.npz"
     r = catalog.ratings
-    np.savez(
-        ratings_path,
+    runs.write_atomically(ratings_path, lambda temp: np.savez(
+        temp,
         user_id=r["user_id"].to_numpy(np.int64),
         movie_id=r["movie_id"].to_numpy(np.int64),
         rating=r["rating"].to_numpy(np.float32),
         rated_at=r["rated_at"].to_numpy(np.int64),
-    )
+    ))
+    # movies, ratings and tags reach the database with the run's recommendations, when it is
+    # published: readers never see new data beside an old run's recommendations
+    for name in ("movies", "tags"):
+        frame = getattr(catalog, name)
+        runs.write_atomically(run_dir / f"{name}.pkl", frame.to_pickle)
     with db.transaction(settings.db) as conn:
-        store_catalog(conn, catalog)
         runs.start(conn, run_id, settings, run_dir, catalog.data_sha256)
         runs.update(conn, run_id, n_ratings=len(r), n_dropped_ratings=catalog.n_dropped_ratings)
     seconds = time.perf_counter() - started
@@ -88,6 +93,17 @@ def load(settings: Settings, run_id: str) -> LoadResult:
     log.info("load %s: %d ratings, %d users, %d movies, %d dropped in %.1fs",
              run_id, result.n_ratings, result.n_users, result.n_movies, result.n_dropped_ratings, seconds)
     return result
+
+
+def read_stored_catalog(run_dir: Path) -> Catalog:
+    """The validated catalog that `load` saved under artifacts/<run_id>/."""
+    movies = pd.read_pickle(runs.require_file(run_dir / "movies.pkl", "load"))
+    tags = pd.read_pickle(runs.require_file(run_dir / "tags.pkl", "load"))
+    with np.load(runs.require_file(run_dir / "ratings.npz", "load")) as f:
+        ratings = pd.DataFrame({"user_id": f["user_id"], "movie_id": f["movie_id"],
+                                "rating": f["rating"].astype(float), "rated_at": f["rated_at"]})
+    return Catalog(movies=movies, ratings=ratings, tags=tags, n_incoming_files=0, n_dropped_ratings=0,
+                   data_sha256="")
 
 
 def store_catalog(conn, catalog: Catalog) -> None:
@@ -185,6 +201,8 @@ def _read(data_dir: Path, name: str, columns, hasher, dtype=None, allow_empty=Fa
     hasher.update(name.encode() + b"\0" + raw)
     try:
         frame = pd.read_csv(path, encoding="utf-8-sig", dtype=dtype, skipinitialspace=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{name}: file is empty; expected a header row {expected} and data rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise DataError(f"{name}: not a readable UTF-8 CSV ({str(e).splitlines()[0]})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -212,15 +230,16 @@ def _ids(frame: pd.DataFrame, column: str, path: Path, optional: bool = False) -
     values = frame[column]
     if pd.api.types.is_integer_dtype(values):
         numbers = values
-        bad = values < 0
+        bad = (values < 0) | (values > MAX_ID)
     else:
         numbers = pd.to_numeric(values, errors="coerce")
         missing = values.isna() | (values.astype(str).str.strip() == "")
-        bad = (numbers.isna() & ~(missing & optional)) | (numbers < 0) | ((numbers % 1).fillna(0) != 0)
+        bad = ((numbers.isna() & ~(missing & optional)) | (numbers < 0) | (numbers > MAX_ID)
+               | ((numbers % 1).fillna(0) != 0))
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{_line(frame, i)}: {column} {_show(values.iloc[i])} is not a non-negative whole number; "
-                        f"expected an id like 42")
+        raise DataError(f"{_line(frame, i)}: {column} {_show(values.iloc[i])} is not an id; "
+                        f"expected a whole number from 0 to {MAX_ID}")
     return numbers.astype("Int64" if optional else np.int64)
 
 

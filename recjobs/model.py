@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from . import runs
 from .settings import Settings
 
 BATCH_USERS = 1024
@@ -27,8 +28,9 @@ class Factors:
     item_factors: np.ndarray
 
     def save(self, path: Path) -> None:
-        np.savez(path, user_ids=self.user_ids, movie_ids=self.movie_ids,
-                 user_factors=self.user_factors, item_factors=self.item_factors)
+        runs.write_atomically(path, lambda temp: np.savez(
+            temp, user_ids=self.user_ids, movie_ids=self.movie_ids,
+            user_factors=self.user_factors, item_factors=self.item_factors))
 
     @classmethod
     def read(cls, path: Path) -> "Factors":
@@ -227,7 +229,7 @@ def sequence_similarity(data: Interactions, n_items: int, settings: Settings) ->
 
 def save_similarity(path: Path, similarity: sp.csr_matrix | None) -> None:
     if similarity is not None:
-        sp.save_npz(path, similarity)
+        runs.write_atomically(path, lambda temp: sp.save_npz(temp, similarity))
     elif Path(path).exists():
         Path(path).unlink()
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import db, model, publish, runs
+from .load import read_stored_catalog, store_catalog
 from .settings import Settings
 from .train import read_inputs
 
@@ -81,6 +82,7 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
                 run_id, factors.user_ids, factors.movie_ids, top_ids, top_scores))
             n_similar = db.insert_many(conn, "publish.insert_similar_movie", recommendation_rows(
                 run_id, factors.movie_ids, factors.movie_ids, similar_ids, similar_scores))
+            store_catalog(conn, read_stored_catalog(directory))
             publish.flip(conn, run_id)
         pruned = publish.prune(conn, settings.keep_published)
     status = "published" if decision.publish else "rejected"

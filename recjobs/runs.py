@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def run_dir(settings: Settings, run_id: str) -> Path:
 def start(conn, run_id: str, settings: Settings, directory: Path, data_sha256: str) -> None:
     conn.execute(db.query("runs.start"), {
         "run_id": run_id, "now": now(), "params_json": json.dumps(settings.model_params(), sort_keys=True),
-        "data_sha256": data_sha256, "artifacts_dir": str(directory),
+        "data_sha256": data_sha256, "artifacts_dir": str(Path(directory).resolve()),
     })
 
 
@@ -70,6 +71,16 @@ def mark_failed(settings: Settings, run_id: str, reason: str) -> None:
     """Record a failed step; a run readers are served stays published."""
     with db.transaction(settings.db) as conn:
         finish(conn, run_id, "failed", reason[:500])
+
+
+def write_atomically(path: Path, write) -> Path:
+    """Call write(temp_path), then rename the temp file over `path`: a reader of `path`
+    sees the old file or the new one, never a half-written one."""
+    path = Path(path)
+    temp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    write(temp)
+    os.replace(temp, path)
+    return path
 
 
 def require_file(path: Path, step: str) -> Path:

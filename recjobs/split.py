@@ -79,7 +79,7 @@ def split(settings: Settings, run_id: str) -> SplitResult:
         raise DataError(f"ratings: no user has 2 ratings >= {settings.positive_threshold}; "
                         "expected at least one user to evaluate the model on")
     split_path = directory / "split.npz"
-    np.savez(split_path, part=parts)
+    runs.write_atomically(split_path, lambda temp: np.savez(temp, part=parts))
     n_users = len(np.unique(data["user_id"]))
     result = SplitResult(
         run_id=run_id,

@@ -66,7 +66,8 @@ def train(settings: Settings, run_id: str) -> TrainResult:
     eval_path, eval_seconds = fit_and_save(eval_data, settings, user_ids, movie_ids, directory, "eval")
     full_data = model.interactions(ratings, np.ones(len(parts), bool), user_ids, movie_ids, settings)
     full_path, full_seconds = fit_and_save(full_data, settings, user_ids, movie_ids, directory, "full")
-    (directory / "params.json").write_text(json.dumps(settings.model_params(), indent=2, sort_keys=True))
+    params = json.dumps(settings.model_params(), indent=2, sort_keys=True)
+    runs.write_atomically(directory / "params.json", lambda temp: temp.write_text(params))
 
     with db.transaction(settings.db) as conn:
         runs.update(conn, run_id, n_users=len(user_ids), n_items=len(movie_ids))

@@ -29,7 +29,8 @@ INSERT INTO published_run (id, run_id, published_at) VALUES (1, :run_id, :now)
 ON CONFLICT (id) DO UPDATE SET run_id = excluded.run_id, published_at = excluded.published_at;
 
 -- name: mark_published
-UPDATE model_runs SET status = 'published', status_reason = NULL, published_at = :now, finished_at = :now
+UPDATE model_runs SET status = 'published', status_reason = NULL, published_at = :now, finished_at = :now,
+    rows_deleted_at = NULL
 WHERE run_id = :run_id;
 
 -- name: rollback_target

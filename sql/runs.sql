@@ -38,7 +38,8 @@ WHERE run_id = :run_id;
 
 -- name: finish
 UPDATE model_runs SET status = :status, status_reason = :reason, finished_at = :now
-WHERE run_id = :run_id AND (:status != 'failed' OR status != 'published');
+-- a run readers are served stays published, whatever a re-run of one of its steps does
+WHERE run_id = :run_id AND NOT (status = 'published' AND :status IN ('failed', 'rejected'));
 
 -- name: latest_id
 SELECT run_id FROM model_runs ORDER BY started_at DESC, run_id DESC LIMIT 1;

@@ -1,36 +1,50 @@
 """load: validation of every bad input, and what a good load stores."""
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import pytest
 
 from recjobs.errors import DataError
-from recjobs.load import load, read_catalog
+from recjobs import db
+from recjobs.load import load, read_catalog, read_stored_catalog, store_catalog
 from tests.conftest import write_dataset, tiny_ratings
 
 HEADER = "userId,movieId,rating,timestamp\n"
 
 
-def test_good_load_stores_movies_ratings_and_run(tiny_settings):
+def test_good_load_saves_the_catalog_and_starts_the_run(tiny_settings):
     result = load(tiny_settings, "r1")
     assert result.n_movies == 6
     assert result.n_ratings == tiny_ratings().count("\n") - 1
     con = sqlite3.connect(tiny_settings.db)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("SELECT status FROM model_runs WHERE run_id = 'r1'").fetchone() == ("running",)
+    # the catalog reaches the tables readers see only when the run is published
+    assert con.execute("SELECT count(*) FROM movies").fetchone() == (0,)
+    catalog = read_stored_catalog(tiny_settings.artifacts / "r1")
+    with db.transaction(tiny_settings.db) as conn:
+        store_catalog(conn, catalog)
     toy = con.execute("SELECT title, genres, year, imdb_id, tmdb_id FROM movies WHERE movie_id = 1").fetchone()
     assert toy == ("Toy Story (1995)", "Adventure|Animation", 1995, "0114709", 862)
     assert con.execute("SELECT tmdb_id FROM movies WHERE movie_id = 6").fetchone() == (None,)
     assert con.execute("SELECT count(*) FROM ratings").fetchone()[0] == result.n_ratings
-    assert con.execute("SELECT status FROM model_runs WHERE run_id = 'r1'").fetchone() == ("running",)
+    assert con.execute("SELECT count(*) FROM tags").fetchone()[0] == 1
 
 
-def test_load_twice_replaces_rather_than_duplicates(tiny_settings):
+def test_load_twice_keeps_one_run_record(tiny_settings):
     load(tiny_settings, "r1")
     load(tiny_settings, "r1")
     con = sqlite3.connect(tiny_settings.db)
-    assert con.execute("SELECT count(*) FROM ratings").fetchone()[0] == tiny_ratings().count("\n") - 1
     assert con.execute("SELECT count(*) FROM model_runs").fetchone()[0] == 1
+
+
+def test_only_a_bom_is_an_empty_file(tmp_path):
+    folder = write_dataset(tmp_path / "d", "")
+    (folder / "ratings.csv").write_bytes(b"\xef\xbb\xbf")
+    with pytest.raises(DataError, match="ratings.csv: file is empty"):
+        read_catalog(folder)
 
 
 def test_bom_and_crlf_are_accepted(tmp_path):
@@ -71,8 +85,10 @@ def test_year_parsed_from_title(tmp_path):
 
 
 BAD_RATINGS = [
-    ("1,1,4.0,1\n1,x,4.0,2\n", "ratings.csv line 3: movieId 'x' is not a non-negative whole number"),
-    ("1,1,4.0,1\n-2,1,4.0,2\n", "ratings.csv line 3: userId -2 is not a non-negative whole number"),
+    ("1,1,4.0,1\n1,x,4.0,2\n", "ratings.csv line 3: movieId 'x' is not an id; expected a whole number from 0 to"),
+    ("1,1,4.0,1\n-2,1,4.0,2\n", "ratings.csv line 3: userId -2 is not an id"),
+    ("1,1,4.0,1\n1,100000000000000000000000,4.0,2\n", "ratings.csv line 3: movieId 100000000000000000000000 is not an id"),
+    ("1,1,4.0,1\n3000000000,1,4.0,2\n", "ratings.csv line 3: userId 3000000000 is not an id"),
     ("1,1,4.0,1\n1,2,,2\n", "ratings.csv line 3: rating (empty) is not one of 0.5"),
     ("1,1,4.0,1\n1,2,7.0,2\n", "ratings.csv line 3: rating 7.0 is not one of 0.5"),
     ("1,1,4.0,1\n1,2,3.7,2\n", "ratings.csv line 3: rating 3.7 is not one of 0.5"),
@@ -85,7 +101,7 @@ BAD_RATINGS = [
 @pytest.mark.parametrize("rows, message", BAD_RATINGS)
 def test_bad_ratings_rows(tmp_path, rows, message):
     folder = write_dataset(tmp_path / "d", HEADER + rows)
-    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+    with pytest.raises(DataError, match=re.escape(message)):
         read_catalog(folder)
 
 

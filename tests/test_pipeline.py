@@ -103,3 +103,23 @@ def test_a_user_who_rated_almost_everything_gets_only_unrated_movies():
     rows = list(recommendation_rows("r", np.array([10, 11, 12]), np.arange(100, 106), ids, scores))
     assert [(user, rank, movie) for _, user, rank, movie, _ in rows if user == 10] == [(10, 1, 105)]
     assert [rank for _, user, rank, _, _ in rows if user == 11] == [1, 2, 3]
+
+
+def test_new_data_reaches_readers_only_with_its_published_run(published_copy, tmp_path):
+    import shutil
+
+    from recjobs.load import load
+
+    data = tmp_path / "newer"
+    shutil.copytree(published_copy.data_dir, data)
+    (data / "incoming").mkdir(exist_ok=True)
+    (data / "incoming" / "late.csv").write_text("userId,movieId,rating,timestamp\n1,2,5.0,2000000000\n")
+    settings = published_copy.replace(data_dir=data)
+    con = sqlite3.connect(settings.db)
+    history = "SELECT rating FROM ratings WHERE user_id = 1 AND movie_id = 2"
+    assert con.execute(history).fetchall() == []
+    load(settings, "newer")
+    assert con.execute(history).fetchall() == []  # loaded, not published: readers see the old data
+    pipeline.run(settings, "newer")
+    assert con.execute(history).fetchall() == [(5.0,)]
+    assert con.execute("SELECT run_id FROM published_run").fetchone() == ("newer",)
