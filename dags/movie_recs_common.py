@@ -76,7 +76,10 @@ def inject_fault(task_id: str, try_number: int, after_job: bool) -> None:
 def run_step(module: str, function: str | None = None) -> dict:
     """Run recjobs.<module>.<function> (default: the module's name) on this Airflow run's
     recjobs run; record a failure in model_runs; the small result goes to XCom."""
+    from airflow.sdk.exceptions import AirflowFailException
+
     from recjobs import runs
+    from recjobs.errors import ConfigError, DataError
 
     function = function or module
     context = get_current_context()
@@ -93,5 +96,8 @@ def run_step(module: str, function: str | None = None) -> dict:
             runs.mark_failed(settings, run_id, f"{task_id} try {try_number}: {type(e).__name__}: {e}")
         except Exception:
             log.exception("could not record the failure of run %s", run_id)
+        if isinstance(e, (DataError, ConfigError)):
+            # bad input or settings: a retry would fail the same way
+            raise AirflowFailException(str(e)) from e
         raise
     return dataclasses.asdict(result)

@@ -7,10 +7,12 @@ import importlib
 import json
 import logging
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
 import click
+from sqlalchemy import exc as sqlalchemy_errors
 
 from . import settings as settings_module
 from .errors import RecJobsError
@@ -47,6 +49,10 @@ def one_line_errors(command):
             return command(*args, **kwargs)
         except RecJobsError as e:
             raise click.ClickException(str(e)) from None
+        except (OSError, sqlite3.Error, sqlalchemy_errors.DBAPIError) as e:
+            # an unwritable folder, a file that is not a recjobs database, a locked database
+            detail = getattr(e, "orig", None) or e
+            raise click.ClickException(f"{type(detail).__name__}: {detail}".splitlines()[0]) from None
     return wrapper
 
 

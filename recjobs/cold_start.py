@@ -347,6 +347,8 @@ def cold_start(settings: Settings, liked, k: int = 10) -> ColdStartResult:
     started = time.perf_counter()
     liked = parse_liked(liked)
     k = check_k(k)
+    if not Path(settings.db).is_file():
+        raise StateError(f"{settings.db}: no database; run `recjobs run` first")
     # One write transaction: the served run, its titles and the stored answer are one snapshot,
     # so a run published meanwhile is seen entirely or not at all.
     with db.transaction(settings.db) as conn:

@@ -219,6 +219,11 @@ def test_accepted_shapes_of_input():
 
 def test_no_published_run_is_a_clear_error_and_writes_nothing(tmp_path):
     settings = Settings(db=tmp_path / "empty.db", artifacts=tmp_path / "artifacts")
+    with pytest.raises(StateError, match="empty.db: no database; run `recjobs run` first"):
+        cs.cold_start(settings, SEEDS)
+    assert not settings.db.exists()
+    with db.transaction(settings.db):
+        pass  # a database with the schema and no published run
     with pytest.raises(StateError, match="no published run to answer from; run `recjobs run` first"):
         cs.cold_start(settings, SEEDS)
     assert count_rows(settings.db) == (0, 0)

@@ -320,6 +320,22 @@ def test_a_failed_step_leaves_the_published_recommendations_served(published, mi
     assert run["run_id"] != before[0][0]
 
 
+def test_bad_input_fails_at_once_without_retries(published, migrated, tmp_path):
+    db, airflow_home = tmp_path / "recs.db", new_airflow_home(migrated, tmp_path / "airflow")
+    copy_database(published / "recs.db", db)
+    bad_data = tmp_path / "bad-data"
+    shutil.copytree(require_shared_data(), bad_data)
+    (bad_data / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,9.0,1\n")
+    before = served(db)
+    done, _ = dags_test(airflow_home, tmp_path, SMALL_RUN, bad_data)
+    assert done.returncode != 0
+    airflow_run_id, state = last_dag_run(airflow_home)
+    assert state == "failed"
+    assert tries(airflow_home, airflow_run_id)["load"] == (1, "failed")  # a DataError is not retried
+    assert "ratings.csv line 2: rating 9.0" in done.stdout + done.stderr
+    assert served(db) == before
+
+
 def test_cold_start_dag_answers_and_stores_the_answer(published, migrated, tmp_path):
     db, airflow_home = tmp_path / "recs.db", new_airflow_home(migrated, tmp_path / "airflow")
     copy_database(published / "recs.db", db)
