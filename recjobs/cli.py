@@ -82,7 +82,8 @@ def cli(verbose, quiet):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @one_line_errors
 def run(run_id, as_json, **values):
-    """Run load, split, train, evaluate and precompute in order and publish the result."""
+    """Run load, split, train, evaluate and precompute in order, publish the result if it passes
+    the quality gate, then measure cold start (evaluate-cold-start)."""
     from .pipeline import run as run_pipeline
 
     settings = build_settings(values)
@@ -178,7 +179,7 @@ def status(as_json, **values):
     run = published_run(build_settings(values))
     if as_json:
         return click.echo(json.dumps(run, indent=2, default=str))
-    click.echo(f"published run {run['run_id']} ({run['published_at']}): {run['n_recommendations']} "
+    click.echo(f"published run {run['run_id']} (served since {run['served_since']}): {run['n_recommendations']} "
                f"recommendations for {run['n_users']} users, {run['n_items']} movies; "
                f"Recall@10 {run['recall_at_10']:.4f}, NDCG@10 {run['ndcg_at_10']:.4f} "
                f"(popularity {run['popularity_recall_at_10']:.4f})")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from .db import SQL_DIR
+from .db import SQL_DIR, sql
 from .errors import ConfigError, StateError
 from .settings import Settings
 
@@ -76,7 +76,7 @@ def check_database(path: Path) -> None:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            published = conn.execute("SELECT run_id FROM published_run").fetchone()
+            published = conn.execute(sql("publish.current_id")).fetchone()
         finally:
             conn.close()
     except sqlite3.DatabaseError as e:

@@ -133,8 +133,8 @@ def tune(settings: Settings, output_dir: Path | None = None, passes: int = 2,
     started = time.perf_counter()
     grid = grid or GRID
     output_dir = Path(output_dir or Path(settings.artifacts) / f"tune-{runs.new_run_id()}")
+    task = validation_task(settings, seeds)  # checks the data before anything is written
     output_dir.mkdir(parents=True, exist_ok=True)
-    task = validation_task(settings, seeds)
     log.info("tune: %d validation users, grid %s", len(task.rows), {k: len(v) for k, v in grid.items()})
     start_metrics = task.score(settings)
     best, tried = search(task, settings, grid, passes)

@@ -109,7 +109,7 @@ def test_unknown_movie_ratings_are_dropped_not_fatal(published_copy, tmp_path):
 def test_status_shows_the_published_run(published_settings, tmp_path):
     out = recjobs("status", "--db", published_settings.db)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("published run first (")
+    assert out.stdout.startswith("published run first (served since ")
     assert f"{610 * published_settings.k} recommendations for 610 users" in out.stdout
     missing = recjobs("status", "--db", tmp_path / "none.db")
     assert missing.returncode == 1

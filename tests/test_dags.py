@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -57,8 +58,16 @@ def airflow_env(home: Path, root: Path, data_dir: Path, **extra: str) -> dict[st
 
 
 def airflow(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(AIRFLOW_BIN), *args], env=env, cwd=env["AIRFLOW_HOME"], text=True,
-                          capture_output=True, timeout=timeout)
+    """Run the airflow CLI in its own process group; the group is killed by pid if it overruns."""
+    proc = subprocess.Popen([str(AIRFLOW_BIN), *args], env=env, cwd=env["AIRFLOW_HOME"], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def migrate(env: dict) -> None:

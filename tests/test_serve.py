@@ -7,6 +7,8 @@ import re
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -299,6 +301,7 @@ def test_reports_agree_with_the_database(server, ro):
 
 # --- hardening -----------------------------------------------------------------------
 
+ATTACK = Path(tempfile.gettempdir()) / f"recjobs-attack-{uuid.uuid4().hex}"  # must never be created
 WRITE_SQL = [
     "DELETE FROM ratings",
     "UPDATE movies SET title = 'x'",
@@ -306,9 +309,9 @@ WRITE_SQL = [
     "WITH gone AS (DELETE FROM ratings RETURNING *) SELECT * FROM gone",
     "PRAGMA journal_mode = DELETE",
     "PRAGMA user_version = 7",
-    "ATTACH DATABASE '/tmp/recjobs-attack.db' AS attack",
-    "VACUUM INTO '/tmp/recjobs-attack.db'",
-    "SELECT load_extension('/tmp/recjobs-attack.so')",
+    f"ATTACH DATABASE '{ATTACK}.db' AS attack",
+    f"VACUUM INTO '{ATTACK}.db'",
+    f"SELECT load_extension('{ATTACK}.so')",
     "SELECT 1; DELETE FROM ratings",
     "DROP TABLE published_run",
     "CREATE TABLE attack (x)",
@@ -363,7 +366,7 @@ def test_write_and_escape_attempts_get_no_2xx_and_change_nothing(server, db_copy
     assert not [a for a in answered if a[3] >= 500]
     assert database_digest(db_copy) == digest
     assert table_counts(ro) == counts
-    assert not Path("/tmp/recjobs-attack.db").exists()
+    assert not Path(f"{ATTACK}.db").exists()
     # and the server still answers
     assert len(server.rows("recommendations_for_user", user_id="1", k="3")) == 3
 

@@ -125,7 +125,7 @@ def test_publishing_while_8_clients_read_gives_no_errors_and_no_mixed_runs(publi
 def test_the_new_run_is_served_within_1s_after_publishing(published_under_load):
     m = published_under_load
     print(f"{len(m['results'])} responses while publishing; new run served {m.get('served_after')} s after the flip")
-    assert published_under_load["served_after"] is not None
+    assert published_under_load.get("served_after") is not None
     assert published_under_load["served_after"] <= 1.0
 
 
@@ -180,6 +180,8 @@ def chromium(*args: str) -> str:
         proc = subprocess.Popen(
             [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             # loopback only: no proxy, and every host name but 127.0.0.1 unresolvable
+             "--no-proxy-server", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
              f"--user-data-dir={profile}", "--virtual-time-budget=20000", "--window-size=1280,900",
              "--hide-scrollbars", *args],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)

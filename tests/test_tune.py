@@ -72,5 +72,7 @@ def test_tune_command(tmp_path, tiny_dir):
     best = json.loads(result.output)["best"]
     assert set(best) == set(tune.GRID)
     assert all(best[name] in values for name, values in tune.GRID.items())
-    bad = CliRunner().invoke(cli, ["tune", "--data-dir", str(tmp_path / "missing")])
+    bad = CliRunner().invoke(cli, ["tune", "--data-dir", str(tmp_path / "missing"),
+                                   "--artifacts", str(tmp_path / "bad-artifacts")])
     assert bad.exit_code == 1 and "data folder not found" in bad.output
+    assert not (tmp_path / "bad-artifacts").exists()  # nothing written for bad input
