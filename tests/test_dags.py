@@ -194,6 +194,11 @@ def test_every_task_retries_with_a_delay_and_has_a_timeout(parsed, dag_id):
         assert task["execution_timeout"] and task["execution_timeout"] > 0, task_id
 
 
+def test_the_project_waits_two_minutes_between_tries():
+    # the tests shorten the delay to 1 s; what operators get is the project's airflow.env
+    assert read_env_file(REPO / "airflow.env")["AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY"] == "120"
+
+
 def test_nightly_params_follow_the_settings(parsed):
     from recjobs.settings import setting_help
 
