@@ -97,11 +97,8 @@ def fit_without(ratings: dict, held: np.ndarray, settings: Settings, run_id: str
 
 
 def similarity_sql() -> tuple[str, str]:
-    """The item-similarity cold-start query of the datasette config if present, else ours."""
-    served = db.SQL_DIR / "cold_start.sql"
-    if served.is_file():
-        return served.read_text(encoding="utf-8"), "sql/cold_start.sql"
-    return db.sql("cold_start_job.similar_to_liked"), "sql/cold_start_job.sql (similar_to_liked)"
+    """The item-similarity cold-start query clients call through datasette."""
+    return db.sql("cold_start"), "sql/cold_start.sql"
 
 
 def write_similarity_db(path: Path, run_id: str, als, movie_ids: np.ndarray, settings: Settings) -> None:

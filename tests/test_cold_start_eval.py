@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from recjobs import cold_start_eval as ev
-from recjobs import db, load
+from recjobs import load
 
 
 def test_recall_and_ndcg_of_known_lists():
@@ -50,17 +50,6 @@ def test_the_pipeline_stores_the_figures_of_every_method_and_seed_count(publishe
         served = values[("cold_start_recall_at_10", f"blend_n{n}")]
         assert served > values[("cold_start_recall_at_10", f"popularity_n{n}")]
         assert served > values[("cold_start_recall_at_10", f"als_n{n}")]
-
-
-def test_the_fallback_sql_gives_the_canned_querys_answer(published_settings):
-    canned = db.SQL_DIR.joinpath("cold_start.sql").read_text()
-    ours = db.sql("cold_start_job.similar_to_liked")
-    with sqlite3.connect(published_settings.db) as conn:
-        for liked in ("296,318,593", "1", "260,1196,1210,2571"):
-            a = [(r[0], round(r[1], 5)) for r in conn.execute(
-                "SELECT movie_id, score FROM (" + canned.rstrip().rstrip(";") + ")", {"liked": liked, "k": "10"})]
-            b = [(r[0], round(r[1], 5)) for r in conn.execute(ours, {"liked": liked, "k": 10})]
-            assert a == b and len(a) == 10
 
 
 def test_too_few_users_measures_nothing_and_stores_nothing(tiny_settings):
