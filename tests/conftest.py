@@ -96,8 +96,12 @@ def copy_db(source: Path, target: Path) -> Path:
     import sqlite3
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
         src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
     return target
 
 

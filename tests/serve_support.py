@@ -6,7 +6,6 @@ import hashlib
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,18 +18,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def copy_database(source: Path, target: Path) -> Path:
-    """A consistent copy of a (WAL) SQLite database, through SQLite's backup API."""
-    src = sqlite3.connect(source)
-    dst = sqlite3.connect(target)
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
-    return target
 
 
 def database_digest(path: Path) -> str:

@@ -22,15 +22,10 @@ from recjobs import db, evaluate, load, model, precompute, publish, split, train
 from recjobs.cli import cli
 from recjobs.errors import ConfigError, StateError
 from recjobs.settings import Settings
+from tests.conftest import copy_db
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = [296, 318, 593]
-
-
-def copy_db(source: Path, target: Path) -> Path:
-    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
-        src.backup(dst)
-    return target
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, require_shared_data
+from conftest import REPO, copy_db, require_shared_data
 from recjobs import pipeline
 from recjobs.settings import Settings
 
@@ -104,12 +104,6 @@ def new_airflow_home(migrated: Path, home: Path) -> Path:
     home.mkdir(parents=True)
     shutil.copy(migrated / "airflow.db", home / "airflow.db")
     return home
-
-
-def copy_database(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
-        src.backup(dst)
 
 
 # ---- parsing ----------------------------------------------------------------------------
@@ -319,7 +313,7 @@ def test_a_retried_task_leaves_no_duplicate_rows(migrated, data_slice, tmp_path)
 def test_a_failed_step_leaves_the_published_recommendations_served(published, migrated, data_slice,
                                                                    tmp_path, failing_task):
     db, airflow_home = tmp_path / "recs.db", new_airflow_home(migrated, tmp_path / "airflow")
-    copy_database(published / "recs.db", db)
+    copy_db(published / "recs.db", db)
     before = served(db)
     done, _ = dags_test(airflow_home, tmp_path, SMALL_RUN, data_slice, fault=failing_task)
     assert done.returncode != 0
@@ -336,7 +330,7 @@ def test_a_failed_step_leaves_the_published_recommendations_served(published, mi
 
 def test_bad_input_fails_at_once_without_retries(published, migrated, tmp_path):
     db, airflow_home = tmp_path / "recs.db", new_airflow_home(migrated, tmp_path / "airflow")
-    copy_database(published / "recs.db", db)
+    copy_db(published / "recs.db", db)
     bad_data = tmp_path / "bad-data"
     shutil.copytree(require_shared_data(), bad_data)
     (bad_data / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,9.0,1\n")
@@ -352,7 +346,7 @@ def test_bad_input_fails_at_once_without_retries(published, migrated, tmp_path):
 
 def test_cold_start_dag_answers_and_stores_the_answer(published, migrated, tmp_path):
     db, airflow_home = tmp_path / "recs.db", new_airflow_home(migrated, tmp_path / "airflow")
-    copy_database(published / "recs.db", db)
+    copy_db(published / "recs.db", db)
     env = airflow_env(airflow_home, tmp_path, require_shared_data())
     done = airflow(env, "dags", "test", "movie_recs_cold_start", "-c", json.dumps({"liked": [296, 318, 296], "k": 5}))
     assert done.returncode == 0, done.stdout[-5000:]

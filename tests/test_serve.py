@@ -17,7 +17,8 @@ from packaging.version import Version
 
 from recjobs import serve
 from recjobs.db import SQL_DIR
-from serve_support import copy_database, database_digest, running_server
+from tests.conftest import copy_db
+from serve_support import database_digest, running_server
 
 # The documented columns of each canned query (README "Serving with datasette").
 COLUMNS = {
@@ -49,7 +50,7 @@ ALLOWED_PLUGINS = {"datasette-dashboards", "datasette-leaflet", "datasette-rende
 
 @pytest.fixture(scope="module")
 def db_copy(published_settings, tmp_path_factory) -> Path:
-    return copy_database(published_settings.db, tmp_path_factory.mktemp("serve") / "recs.db")
+    return copy_db(published_settings.db, tmp_path_factory.mktemp("serve") / "recs.db")
 
 
 @pytest.fixture(scope="module")
@@ -412,7 +413,7 @@ def test_before_any_run_is_published_model_info_says_so(tmp_path):
 def test_the_database_is_served_at_recs_whatever_its_file_is_called(db_copy, tmp_path):
     import asyncio
 
-    other = copy_database(db_copy, tmp_path / "nightly-2026.db")
+    other = copy_db(db_copy, tmp_path / "nightly-2026.db")
     ds = serve.build_datasette(other.resolve())
     assert list(name for name in ds.databases if name != "_internal") == ["recs"]
     assert ds.databases["recs"].is_mutable

@@ -23,7 +23,8 @@ from recjobs.evaluate import evaluate
 from recjobs.load import load
 from recjobs.split import split
 from recjobs.train import train
-from serve_support import copy_database, database_digest, running_server, stop
+from tests.conftest import copy_db
+from serve_support import database_digest, running_server, stop
 from test_serve import WRITE_SQL
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,7 +69,7 @@ def published_under_load(published_settings, tmp_path_factory):
     """Publish run 'second' (`recjobs precompute` in another process) while 8 threads read
     recommendations_for_user; the measurements."""
     root = tmp_path_factory.mktemp("serve-publish")
-    db = copy_database(published_settings.db, root / "recs.db")
+    db = copy_db(published_settings.db, root / "recs.db")
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     first = conn.execute("SELECT run_id FROM published_run").fetchone()[0]
     user_ids = [r[0] for r in conn.execute("SELECT DISTINCT user_id FROM recommendations WHERE run_id = ?", (first,))]
