@@ -33,21 +33,24 @@ from movie_recs_common import configured_settings
     doc_md=__doc__,
 )
 def movie_recs_cold_start():
-    @task(task_id="cold_start")
-    def cold_start_task() -> dict:
+    @task
+    def cold_start() -> dict:
         import dataclasses
 
         from airflow.sdk.exceptions import AirflowFailException
-        from recjobs.cold_start import cold_start
+        from recjobs import cold_start as job
         from recjobs.errors import ConfigError
 
         params = get_current_context()["params"]
         try:
-            return dataclasses.asdict(cold_start(configured_settings(), params["liked"], params["k"]))
+            return dataclasses.asdict(job.cold_start(configured_settings(), params["liked"], params["k"]))
         except ConfigError as e:  # bad params: a retry would fail the same way
             raise AirflowFailException(str(e)) from None
 
-    cold_start_task()
+    cold_start()
 
 
-movie_recs_cold_start()
+dag = movie_recs_cold_start()
+
+if __name__ == "__main__":
+    dag.test()

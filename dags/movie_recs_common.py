@@ -20,7 +20,6 @@ from recjobs import settings as recjobs_settings
 log = logging.getLogger(__name__)
 
 PROJECT = Path(__file__).resolve().parent.parent
-PATH_SETTINGS = ("data_dir", "db", "artifacts")
 # Testing aid, a comma-separated list: "<task>" fails that task before its job on every try;
 # "<task>@<n>" fails it after its job on its first n tries (a worker lost after writing).
 FAULT_ENV = "MOVIE_RECS_FAULT"
@@ -29,7 +28,7 @@ FAULT_ENV = "MOVIE_RECS_FAULT"
 def configured_settings(**overrides) -> recjobs_settings.Settings:
     """The RECJOBS_* settings with run params on top; relative paths are in the project folder."""
     settings = recjobs_settings.from_env(**overrides)
-    return settings.replace(**{name: PROJECT / getattr(settings, name) for name in PATH_SETTINGS
+    return settings.replace(**{name: PROJECT / getattr(settings, name) for name in recjobs_settings.PATH_SETTINGS
                                if not getattr(settings, name).is_absolute()})
 
 
@@ -73,9 +72,11 @@ def inject_fault(task_id: str, try_number: int, after_job: bool) -> None:
             raise RuntimeError(f"fault injected by {FAULT_ENV}={spec} into {task_id} try {try_number}")
 
 
-def run_step(module: str, function: str | None = None) -> dict:
-    """Run recjobs.<module>.<function> (default: the module's name) on this Airflow run's
-    recjobs run; record a failure in model_runs; the small result goes to XCom."""
+def run_step(module: str, upstream: dict | None = None, function: str | None = None) -> dict:
+    """Run recjobs.<module>.<function> (default: the module's name) on this Airflow run's recjobs
+    run: the upstream task's run id, else one derived from the Airflow run id (the same on
+    every try). A failure is recorded by the recjobs rule (runs.failure_recorded); bad input
+    or settings fail the task at once. The small result goes to XCom."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from recjobs import runs
@@ -85,19 +86,13 @@ def run_step(module: str, function: str | None = None) -> dict:
     context = get_current_context()
     task_id, try_number = context["ti"].task_id, context["ti"].try_number
     settings = configured_settings(**context["params"])
-    run_id = recjobs_run_id(context["run_id"])
+    run_id = upstream["run_id"] if upstream else recjobs_run_id(context["run_id"])
     job = getattr(importlib.import_module(f"recjobs.{module}"), function)
     try:
-        inject_fault(task_id, try_number, after_job=False)
-        result = job(settings, run_id)
-        inject_fault(task_id, try_number, after_job=True)
-    except Exception as e:
-        try:
-            runs.mark_failed(settings, run_id, f"{task_id} try {try_number}: {type(e).__name__}: {e}")
-        except Exception:
-            log.exception("could not record the failure of run %s", run_id)
-        if isinstance(e, (DataError, ConfigError)):
-            # bad input or settings: a retry would fail the same way
-            raise AirflowFailException(str(e)) from e
-        raise
+        with runs.failure_recorded(settings, run_id, function, attempt=try_number):
+            inject_fault(task_id, try_number, after_job=False)
+            result = job(settings, run_id)
+            inject_fault(task_id, try_number, after_job=True)
+    except (DataError, ConfigError) as e:  # a retry would fail the same way
+        raise AirflowFailException(str(e)) from e
     return dataclasses.asdict(result)

@@ -43,37 +43,40 @@ from movie_recs_common import recs_db_asset, run_step, setting_params
     doc_md=__doc__,
 )
 def movie_recs_nightly():
-    @task(task_id="load")
-    def load_task() -> dict:
+    @task
+    def load() -> dict:
         return run_step("load")
 
-    @task(task_id="split")
-    def split_task() -> dict:
-        return run_step("split")
+    @task
+    def split(loaded: dict) -> dict:
+        return run_step("split", loaded)
 
-    @task(task_id="train", execution_timeout=dt.timedelta(hours=3))
-    def train_task() -> dict:
-        return run_step("train")
+    @task(execution_timeout=dt.timedelta(hours=3))
+    def train(split_done: dict) -> dict:
+        return run_step("train", split_done)
 
-    @task(task_id="evaluate")
-    def evaluate_task() -> dict:
-        return run_step("evaluate")
+    @task
+    def evaluate(trained: dict) -> dict:
+        return run_step("evaluate", trained)
 
-    @task(task_id="precompute", outlets=[recs_db_asset()])
-    def precompute_task() -> dict:
+    @task(outlets=[recs_db_asset()])
+    def precompute(evaluated: dict) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        result = run_step("precompute")
+        result = run_step("precompute", evaluated)
         if result["status"] != "published":
             raise AirflowSkipException(f"run {result['run_id']} not published: {result['reason']}")
         return result
 
-    @task(task_id="evaluate_cold_start", trigger_rule="none_failed")
-    def evaluate_cold_start_task() -> dict:
-        return run_step("cold_start_eval", "evaluate_cold_start")
+    @task(trigger_rule="none_failed")
+    def evaluate_cold_start(published: dict | None) -> dict:
+        # after a rejected run `published` is None (precompute skipped): the run id is derived again
+        return run_step("cold_start_eval", published, "evaluate_cold_start")
 
-    (load_task() >> split_task() >> train_task() >> evaluate_task() >> precompute_task()
-     >> evaluate_cold_start_task())
+    evaluate_cold_start(precompute(evaluate(train(split(load())))))
 
 
-movie_recs_nightly()
+dag = movie_recs_nightly()
+
+if __name__ == "__main__":
+    dag.test()

@@ -19,7 +19,6 @@ from .errors import RecJobsError
 
 log = logging.getLogger("recjobs")
 
-PATH_SETTINGS = ("data_dir", "db", "artifacts")
 
 
 def settings_options(names=None):
@@ -76,15 +75,39 @@ def cli(verbose, quiet):
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
-@cli.command()
+def job_docstring(module: str, function: str) -> str:
+    """A job's docstring, read from its source without importing it (imports cost every command)."""
+    import ast
+
+    tree = ast.parse((Path(__file__).parent / f"{module}.py").read_text(encoding="utf-8"))
+    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
+    return ast.get_docstring(node) or ""
+
+
+class JobCommand(click.Command):
+    """A step command whose help is its job function's docstring, read when shown."""
+
+    def __init__(self, *args, job: tuple[str, str], **kwargs):
+        self.job = job
+        super().__init__(*args, **kwargs)
+
+    @property
+    def help(self) -> str:
+        return job_docstring(*self.job)
+
+    @help.setter
+    def help(self, _value) -> None:
+        pass
+
+
+@cli.command(cls=JobCommand, job=("pipeline", "run"))
 @settings_options()
 @click.option("--run-id", default=None, help="Id of the new run [default: the UTC time].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @one_line_errors
 def run(run_id, as_json, **values):
-    """Run load, split, train, evaluate and precompute in order, publish the result if it passes
-    the quality gate, then measure cold start (evaluate-cold-start)."""
     from .pipeline import run as run_pipeline
+    from .runs import RUN_STEPS
 
     settings = build_settings(values)
     result = run_pipeline(settings, run_id)
@@ -98,66 +121,53 @@ def run(run_id, as_json, **values):
                                                 for m in ("recall_at_10", "ndcg_at_10"))
         click.echo(f"  {label:<10} {r:.4f} [{r_lo:.4f}, {r_hi:.4f}]  {n:.4f} [{n_lo:.4f}, {n_hi:.4f}]")
     click.echo(f"  report     {e.report_path}")
-    for step in ("load", "split", "train", "evaluate", "precompute"):
+    for step in RUN_STEPS:
         click.echo(f"  {step:<10} {getattr(result, step).seconds:7.2f}s")
     click.echo(f"  {p.n_recommendations} recommendations for {p.n_users} users in {p.db_path}")
 
 
-def step_command(name: str, needs_existing_run: bool):
-    def register(job):
-        @cli.command(name=name, help=job.__doc__)
-        @settings_options()
-        @click.option("--run-id", default=None,
-                      help="The run to work on [default: " + ("the newest run]" if needs_existing_run
-                                                               else "a new id from the UTC time]"))
-        @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-        @one_line_errors
-        def command(run_id, as_json, **values):
-            from . import pipeline, runs
+# step command -> (module, job function); each command's help is its job's docstring
+STEP_JOBS = {
+    "load": ("load", "load"),
+    "split": ("split", "split"),
+    "train": ("train", "train"),
+    "evaluate": ("evaluate", "evaluate"),
+    "precompute": ("precompute", "precompute"),
+    "evaluate-cold-start": ("cold_start_eval", "evaluate_cold_start"),
+}
 
-            settings = build_settings(values)
+
+def step_command(name: str, module: str, function: str):
+    starts_a_run = name == "load"
+
+    @cli.command(name=name, cls=JobCommand, job=(module, function))
+    @settings_options()
+    @click.option("--run-id", default=None, help="The run to work on [default: "
+                  + ("a new id from the UTC time]" if starts_a_run else "the newest run]"))
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+    @one_line_errors
+    def command(run_id, as_json, **values):
+        from . import runs
+
+        settings = build_settings(values)
+        if run_id is None:
+            run_id = runs.new_run_id() if starts_a_run else runs.latest_id(settings)
             if run_id is None:
-                run_id = pipeline.latest_run_id(settings) if needs_existing_run else runs.new_run_id()
-                if run_id is None:
-                    raise RecJobsError(f"no run in {settings.db}; run `recjobs load` first")
-            try:
-                result = getattr(importlib.import_module(f"recjobs.{name}"), name)(settings, run_id)
-            except Exception as e:
-                if needs_existing_run:
-                    runs.mark_failed(settings, run_id, f"{name}: {type(e).__name__}: {e}")
-                raise
-            echo_result(result, as_json)
-        return job
-    return register
+                raise RecJobsError(f"no run in {settings.db}; run `recjobs load` first")
+        job = getattr(importlib.import_module(f"recjobs.{module}"), function)
+        with runs.failure_recorded(settings, run_id, function):
+            result = job(settings, run_id)
+        echo_result(result, as_json)
+
+    return command
 
 
-@step_command("load", needs_existing_run=False)
-def _load():
-    """Validate the CSVs in --data-dir and store movies, ratings and tags; starts a run."""
-
-
-@step_command("split", needs_existing_run=True)
-def _split():
-    """Split each user's positives by time: the last is test, the one before validation."""
-
-
-@step_command("train", needs_existing_run=True)
-def _train():
-    """Fit ALS on the ratings before each test item (for evaluation) and on all ratings."""
-
-
-@step_command("evaluate", needs_existing_run=True)
-def _evaluate():
-    """Recall@10 and NDCG@10 on the test items, against popularity."""
-
-
-@step_command("precompute", needs_existing_run=True)
-def _precompute():
-    """Store top-k movies per user and similar movies per movie; publish if the run passes the gate."""
+for _name, (_module, _function) in STEP_JOBS.items():
+    step_command(_name, _module, _function)
 
 
 @cli.command()
-@settings_options(PATH_SETTINGS)
+@settings_options(settings_module.PATH_SETTINGS)
 @click.option("--to", "to_run_id", default=None, help="Run to serve [default: the previous published run].")
 @one_line_errors
 def rollback(to_run_id, **values):
@@ -198,23 +208,6 @@ def fetch_data(url, source_dir, **values):
     settings = build_settings(values)
     result = do_fetch(settings.data_dir, url or ML_LATEST_SMALL_URL, source_dir)
     click.echo(f"{len(result.files)} checked files in {result.data_dir} (from {result.source})")
-
-
-@cli.command("evaluate-cold-start")
-@settings_options()
-@click.option("--run-id", default=None, help="The run to evaluate [default: the newest run].")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@one_line_errors
-def evaluate_cold_start_command(run_id, as_json, **values):
-    """Cold-start Recall@10 / NDCG@10 on held-out users for N = 1, 3, 5, 10 liked movies (part of `run`)."""
-    from .cold_start_eval import evaluate_cold_start
-    from .pipeline import latest_run_id
-
-    settings = build_settings(values)
-    run_id = run_id or latest_run_id(settings)
-    if run_id is None:
-        raise RecJobsError(f"no run in {settings.db}; run `recjobs run` first")
-    echo_result(evaluate_cold_start(settings, run_id), as_json)
 
 
 @cli.command("cold-start")

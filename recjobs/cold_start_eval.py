@@ -18,7 +18,6 @@ go to run_metrics (metric cold_start_recall_at_10 / cold_start_ndcg_at_10, segme
 """
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -27,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cold_start, db, model, runs
+from . import artifacts, bundle, db, model, publish, runs
+from .metrics import CUTOFF, recall_ndcg_of_items
+from .scoring import top_k
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 SEED_COUNTS = (1, 3, 5, 10)
 MIN_LATER_POSITIVES = 5
 HOLD_OUT_SHARE = 0.2
-CUTOFF = 10
 METHODS = ("als", "blend", "sql", "popularity")
 
 
@@ -72,16 +72,6 @@ def positives_in_time_order(ratings: dict, positive: np.ndarray, users: np.ndarr
     return {int(u[s]): m[s:e] for s, e in zip(starts, np.r_[starts[1:], len(u)])}
 
 
-def recall_ndcg(top_movie_ids, targets: set) -> tuple[float, float]:
-    hits = [i for i, movie in enumerate(top_movie_ids[:CUTOFF]) if int(movie) in targets]
-    ideal = min(CUTOFF, len(targets))
-    if ideal == 0:
-        return 0.0, 0.0
-    dcg = sum(1.0 / np.log2(i + 2.0) for i in hits)
-    idcg = sum(1.0 / np.log2(i + 2.0) for i in range(ideal))
-    return len(hits) / ideal, dcg / idcg
-
-
 def fit_without(ratings: dict, held: np.ndarray, settings: Settings, run_id: str):
     """The run's method fitted on every rating of the users not held out: (ALS model, bundle)."""
     keep = ~np.isin(ratings["user_id"], held)
@@ -90,10 +80,10 @@ def fit_without(ratings: dict, held: np.ndarray, settings: Settings, run_id: str
     data = model.interactions(ratings, keep, user_ids, movie_ids, settings)
     fitted = model.fit_method(data, settings)
     popularity = np.asarray(data.positives.sum(axis=0)).ravel()
-    matrices = {name: getattr(fitted, name, None) for name, _, _ in cold_start.ITEM_PARTS}
-    bundle = cold_start.make_bundle(run_id, movie_ids, fitted.als.item_factors, popularity,
-                                    settings.model_params(), **matrices)
-    return fitted.als, bundle
+    matrices = {name: getattr(fitted, name, None) for name, _, _ in bundle.ITEM_PARTS}
+    held_out_bundle = bundle.make_bundle(run_id, movie_ids, fitted.als.item_factors, popularity,
+                                         settings.model_params(), **matrices)
+    return fitted.als, held_out_bundle
 
 
 def similarity_sql() -> tuple[str, str]:
@@ -103,80 +93,76 @@ def similarity_sql() -> tuple[str, str]:
 
 def write_similarity_db(path: Path, run_id: str, als, movie_ids: np.ndarray, settings: Settings) -> None:
     """A scratch database from sql/schema.sql holding the held-out model's similar_movies, published."""
-    from .precompute import recommendation_rows
-
     similar_ids, similar_scores = model.similar(als, settings.n_similar)
     with db.transaction(path) as conn:
         conn.execute(db.query("runs.start"), {"run_id": run_id, "now": runs.now(), "params_json": "{}",
                                               "data_sha256": None, "artifacts_dir": None})
         db.insert_many(conn, "publish.insert_similar_movie",
-                       recommendation_rows(run_id, movie_ids, movie_ids, similar_ids, similar_scores))
+                       publish.ranked_rows(run_id, movie_ids, movie_ids, similar_ids, similar_scores))
         conn.execute(db.query("publish.point_to"), {"run_id": run_id, "now": runs.now()})
 
 
 def evaluate_cold_start(settings: Settings, run_id: str) -> ColdStartEvalResult:
-    """Cold-start Recall@10 / NDCG@10 for N = 1, 3, 5, 10 seeds: ALS fold-in, blend, SQL item similarity, popularity."""
+    """Write the run's cold-start bundle, then measure cold start on held-out users: Recall@10 and
+    NDCG@10 for N = 1, 3, 5, 10 liked movies, for the fold-in, the served blend, SQL item
+    similarity and popularity. Part of `run`, after publishing; it gates nothing."""
     started = time.perf_counter()
-    directory = runs.run_dir(settings, run_id)
-    cold_start.write_bundle(directory)  # the serving bundle, so requests never read the ratings
-    ratings = dict(np.load(runs.require_file(directory / "ratings.npz", "load")))
+    directory = artifacts.run_dir(settings.artifacts, run_id)
+    bundle.write_bundle(directory)  # the serving bundle, so requests never read the ratings
+    ratings = artifacts.read_ratings(directory)
     positive = ratings["rating"] >= settings.positive_threshold
     held = held_out_users(ratings["user_id"], positive, settings.random_seed)
     if len(held) == 0:
         log.info("evaluate_cold_start %s: no user has %d positives; nothing to measure", run_id,
                  max(SEED_COUNTS) + MIN_LATER_POSITIVES)
         return ColdStartEvalResult(run_id, None, 0, None, {}, {}, round(time.perf_counter() - started, 3))
-    als, bundle = fit_without(ratings, held, settings, run_id)
+    als, held_out_bundle = fit_without(ratings, held, settings, run_id)
     histories = positives_in_time_order(ratings, positive, held)
     statement, sql_source = similarity_sql()
 
     sums = {f"{m}_n{n}": np.zeros(2) for n in SEED_COUNTS for m in METHODS}
     with tempfile.TemporaryDirectory(prefix="recjobs-cold-eval-") as scratch:
         scratch_db = Path(scratch) / "similar.db"
-        write_similarity_db(scratch_db, run_id, als, bundle.movie_ids, settings)
+        write_similarity_db(scratch_db, run_id, als, held_out_bundle.movie_ids, settings)
         try:
             with db.reading(scratch_db) as conn:
                 for user, history in histories.items():
                     for n in SEED_COUNTS:
                         seeds, targets = history[:n], {int(m) for m in history[n:]}
-                        for method, top in ranked_lists(bundle, seeds, conn, statement).items():
-                            sums[f"{method}_n{n}"] += recall_ndcg(top, targets)
+                        for method, top in ranked_lists(held_out_bundle, seeds, conn, statement).items():
+                            sums[f"{method}_n{n}"] += recall_ndcg_of_items(top, targets)
         finally:
             db.engine_for(scratch_db).dispose()
 
     recall = {key: round(float(total[0] / len(histories)), 6) for key, total in sums.items()}
     ndcg = {key: round(float(total[1] / len(histories)), 6) for key, total in sums.items()}
-    metrics_path = directory / "cold_start_metrics.json"
-    metrics_path.write_text(json.dumps({
+    metrics_path = artifacts.write_json(directory / artifacts.COLD_START_METRICS, {
         "n_users_held_out": len(histories), "sql_source": sql_source,
-        "blend_prior": cold_start.BLEND_PRIOR, "blend_max_known": cold_start.BLEND_MAX_KNOWN,
-        "recall_at_10": recall, "ndcg_at_10": ndcg}, indent=2))
-    with db.transaction(settings.db) as conn:
-        for metric, values in (("cold_start_recall_at_10", recall), ("cold_start_ndcg_at_10", ndcg)):
-            for segment, value in values.items():
-                conn.execute(db.query("runs.upsert_metric"),
-                             {"run_id": run_id, "metric": metric, "segment": segment, "value": value})
-        conn.execute(db.query("runs.upsert_metric"), {"run_id": run_id, "metric": "cold_start_users",
-                                                      "segment": "all", "value": len(histories)})
+        "blend_prior": bundle.BLEND_PRIOR, "blend_max_known": bundle.BLEND_MAX_KNOWN,
+        "recall_at_10": recall, "ndcg_at_10": ndcg})
     result = ColdStartEvalResult(run_id, str(metrics_path), len(histories), sql_source, recall, ndcg,
                                  round(time.perf_counter() - started, 3))
-    runs.record_seconds(settings, run_id, "evaluate_cold_start", result.seconds)
+    with db.transaction(settings.db) as conn:
+        runs.upsert_metrics(conn, run_id, [
+            *(("cold_start_recall_at_10", segment, value) for segment, value in recall.items()),
+            *(("cold_start_ndcg_at_10", segment, value) for segment, value in ndcg.items()),
+            ("cold_start_users", "all", len(histories))])
+        runs.record_seconds(conn, run_id, "evaluate_cold_start", result.seconds)
     log.info("evaluate_cold_start %s: %d held-out users; Recall@10 N=1/3/5/10 als %s, popularity %s in %.1fs",
              run_id, len(histories), "/".join(f"{recall[f'als_n{n}']:.3f}" for n in SEED_COUNTS),
              "/".join(f"{recall[f'popularity_n{n}']:.3f}" for n in SEED_COUNTS), result.seconds)
     return result
 
 
-def ranked_lists(bundle: cold_start.Bundle, seeds: np.ndarray, conn, statement: str) -> dict[str, list]:
+def ranked_lists(held_out: bundle.Bundle, seeds: np.ndarray, conn, statement: str) -> dict[str, list]:
     """Top-10 movie ids of every method for one simulated new user."""
-    pos = np.minimum(np.searchsorted(bundle.movie_ids, seeds), len(bundle.movie_ids) - 1)
-    rows = pos[bundle.movie_ids[pos] == seeds]
-    _, als_scores = cold_start.scores_for(bundle, rows, blend_max_known=0)
-    _, served_scores = cold_start.scores_for(bundle, rows)
+    rows, _ = held_out.rows_of(seeds)
+    _, als_scores = bundle.scores_for(held_out, rows, blend_max_known=0)
+    _, served_scores = bundle.scores_for(held_out, rows)
     lists = {
-        "als": bundle.movie_ids[cold_start.top_k(als_scores, rows, CUTOFF)],
-        "blend": bundle.movie_ids[cold_start.top_k(served_scores, rows, CUTOFF)],
-        "popularity": bundle.movie_ids[cold_start.top_k(bundle.popularity, rows, CUTOFF)],
+        "als": held_out.movie_ids[top_k(als_scores, rows, CUTOFF)],
+        "blend": held_out.movie_ids[top_k(served_scores, rows, CUTOFF)],
+        "popularity": held_out.movie_ids[top_k(held_out.popularity, rows, CUTOFF)],
     }
     liked = ",".join(str(int(m)) for m in seeds)
     result = conn.exec_driver_sql(statement, {"liked": liked, "k": CUTOFF}).mappings()

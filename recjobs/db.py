@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+MAX_ID = 2**31 - 1  # the largest user or movie id accepted anywhere (input files, cold start)
 
 
 @functools.cache

@@ -7,29 +7,24 @@ metrics.json, model_runs, the long-format run_metrics table and report.md.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import db, model, runs
+from . import artifacts, db, model, runs
+from .holdout import TEST, TRAIN, evaluation_data
+from .metrics import CUTOFF, MODELS, PREFIX, bootstrap_ci, per_user_metrics
+from .report import write_report
 from .settings import Settings
-from .split import TEST, TRAIN
-from .train import evaluation_data, read_inputs
 
 log = logging.getLogger(__name__)
 
-CUTOFF = 10
-BOOTSTRAP_SAMPLES = 1000
-BOOTSTRAP_SEED = 0
 HISTORY_BUCKETS = (1, 20, 50, 100, 250)  # lower bounds of the history-length segments
 # The issue's reference recipe: plain ALS on the train part, only train positives filtered.
 REFERENCE = dict(factors=64, regularization=0.02, iterations=20, alpha=20.0, negative_weight=0.0,
                  recency_decay=0.0, blend_weight=0.0)
-MODELS = ("model", "reference", "popularity")
-PREFIX = {"model": "", "reference": "reference_", "popularity": "popularity_"}
 
 
 @dataclass(frozen=True)
@@ -53,39 +48,6 @@ class EvaluateResult:
     reference_ndcg_at_10_ci: tuple[float, float]
     coverage_at_10: float
     seconds: float
-
-
-def hit_positions(top: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """0-based position of each user's target in their top list, -1 when absent."""
-    found = top == targets[:, None]
-    return np.where(found.any(axis=1), found.argmax(axis=1), -1)
-
-
-def recall_ndcg(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-user Recall@k and NDCG@k for one held-out item each."""
-    hit = positions >= 0
-    ndcg = np.where(hit, 1.0 / np.log2(np.maximum(positions, 0) + 2.0), 0.0)
-    return hit.astype(float), ndcg
-
-
-def per_user_metrics(top: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
-    """recall_at_10, ndcg_at_10 and mrr_at_10 per user (one held-out item each)."""
-    positions = hit_positions(top[:, :CUTOFF], targets)
-    recall, ndcg = recall_ndcg(positions)
-    mrr = np.where(positions >= 0, 1.0 / (np.maximum(positions, 0) + 1.0), 0.0)
-    return {"recall_at_10": recall, "ndcg_at_10": ndcg, "mrr_at_10": mrr}
-
-
-def bootstrap_ci(values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED,
-                 level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the mean, resampling users with replacement."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) == 0:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(axis=1)
-    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return (float(low), float(high))
 
 
 def history_segment(lengths: np.ndarray) -> np.ndarray:
@@ -142,18 +104,20 @@ def summarize(per_user: dict[str, dict[str, np.ndarray]], tops: dict[str, np.nda
 
 
 def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
+    """Recall@10, NDCG@10 and MRR@10 with 95% bootstrap intervals on each user's test item (every
+    movie rated before it filtered) for the evaluation model, the reference recipe and
+    popularity; coverage and history-length segments; writes metrics.json and report.md."""
     started = time.perf_counter()
-    directory = runs.run_dir(settings, run_id)
-    ratings, parts = read_inputs(settings, run_id)
-    factors = model.Factors.read(runs.require_file(directory / "model_eval.npz", "train"))
+    directory = artifacts.run_dir(settings.artifacts, run_id)
+    ratings, parts = artifacts.read_ratings(directory), artifacts.read_parts(directory)
+    fitted, factors = model.Fitted.read(directory, artifacts.EVAL, settings)
     user_ids, movie_ids = factors.user_ids, factors.movie_ids
     before_test = evaluation_data(ratings, parts, user_ids, movie_ids, settings)
     test = parts == TEST
     test_rows = model.index(ratings["user_id"][test], user_ids)
     test_items = model.index(ratings["movie_id"][test], movie_ids)
 
-    fitted = model.Fitted.read(directory, "eval", settings)
-    tops = {"model": model.recommend_for(fitted, test_rows, before_test, CUTOFF, settings)[0]}
+    tops = {"model": fitted.recommend(test_rows, before_test, CUTOFF, settings)[0]}
     tops["reference"] = reference_top(ratings, parts, user_ids, movie_ids, test_rows, settings)
     positive_counts = np.asarray(before_test.positives.sum(axis=0)).ravel().astype(np.float32)
     popularity = popularity_model(positive_counts, len(user_ids), settings)
@@ -165,23 +129,14 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
     metric_rows = summarize(per_user, tops, history_segment(history_lengths), rated_counts)
     values = {metric: value for metric, segment, value in metric_rows if segment == "all"}
 
-    metrics_path = directory / "metrics.json"
-    metrics_path.write_text(json.dumps({
+    metrics_path = artifacts.write_json(directory / artifacts.METRICS, {
         "n_users_evaluated": len(test_rows),
         "all": values,
         "segments": [{"metric": m, "segment": s, "value": v} for m, s, v in metric_rows if s != "all"],
         "params": settings.model_params(),
         "reference_recipe": REFERENCE,
-    }, indent=2))
-    from .report import write_report
-
+    })
     report_path = write_report(directory, run_id, metric_rows, settings)
-    with db.transaction(settings.db) as conn:
-        runs.update(conn, run_id, **{name: values[name] for name in (
-            "recall_at_10", "ndcg_at_10", "popularity_recall_at_10", "popularity_ndcg_at_10")})
-        for metric, segment, value in metric_rows:
-            conn.execute(db.query("runs.upsert_metric"),
-                         {"run_id": run_id, "metric": metric, "segment": segment, "value": value})
 
     def ci(name):
         return (round(values[name + "_ci_low"], 4), round(values[name + "_ci_high"], 4))
@@ -203,7 +158,11 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
         coverage_at_10=values["coverage_at_10"],
         seconds=round(time.perf_counter() - started, 3),
     )
-    runs.record_seconds(settings, run_id, "evaluate", result.seconds)
+    with db.transaction(settings.db) as conn:
+        runs.update(conn, run_id, **{name: values[name] for name in (
+            "recall_at_10", "ndcg_at_10", "popularity_recall_at_10", "popularity_ndcg_at_10")})
+        runs.upsert_metrics(conn, run_id, metric_rows)
+        runs.record_seconds(conn, run_id, "evaluate", result.seconds)
     log.info("evaluate %s: %d users, Recall@10 %.4f [%.4f, %.4f] NDCG@10 %.4f [%.4f, %.4f]; "
              "reference %.4f / %.4f, popularity %.4f / %.4f in %.1fs",
              run_id, len(test_rows), result.recall_at_10, *result.recall_at_10_ci, result.ndcg_at_10,

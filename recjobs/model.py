@@ -12,11 +12,10 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from . import runs
+from . import artifacts, scoring
 from .settings import Settings
 
 BATCH_USERS = 1024
-FILTERED = -float(np.finfo(np.float32).max)  # the score implicit gives filtered items
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class Factors:
     item_factors: np.ndarray
 
     def save(self, path: Path) -> None:
-        runs.write_atomically(path, lambda temp: np.savez(
+        artifacts.write_atomically(path, lambda temp: np.savez(
             temp, user_ids=self.user_ids, movie_ids=self.movie_ids,
             user_factors=self.user_factors, item_factors=self.item_factors))
 
@@ -229,33 +228,13 @@ def sequence_similarity(data: Interactions, n_items: int, settings: Settings) ->
 
 def save_similarity(path: Path, similarity: sp.csr_matrix | None) -> None:
     if similarity is not None:
-        runs.write_atomically(path, lambda temp: sp.save_npz(temp, similarity))
+        artifacts.write_atomically(path, lambda temp: sp.save_npz(temp, similarity))
     elif Path(path).exists():
         Path(path).unlink()
 
 
 def read_similarity(path: Path) -> sp.csr_matrix | None:
     return sp.load_npz(path).tocsr() if Path(path).is_file() else None
-
-
-def standardized(scores: np.ndarray) -> np.ndarray:
-    """Each row to mean 0, standard deviation 1 (a constant row becomes 0)."""
-    spread = scores.std(axis=1, keepdims=True)
-    return (scores - scores.mean(axis=1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
-
-
-def top_of(scores: np.ndarray, exclude: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-n columns per row of a dense score matrix, the nonzeros of `exclude` left out
-    (they come last, with score FILTERED as in implicit, only when a user has fewer than n
-    unseen movies)."""
-    scores = scores.copy()
-    r, c = exclude.nonzero()
-    scores[r, c] = FILTERED
-    n = min(n, scores.shape[1])
-    top = np.argpartition(-scores, n - 1, axis=1)[:, :n]
-    top_scores = np.take_along_axis(scores, top, axis=1)
-    order = np.lexsort((top, -top_scores), axis=1)
-    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
 
 
 @dataclass(frozen=True)
@@ -270,12 +249,11 @@ class Fitted:
         """standardized ALS scores + blend_weight * standardized cosine item-item scores of the
         user's recency-weighted positives + sequence_weight * standardized sequence scores of
         the user's last few ratings; users x items."""
-        total = standardized(np.asarray(self.als.user_factors[rows] @ self.als.item_factors.T, np.float64))
-        for weight, similarity, profile in ((settings.blend_weight, self.similarity, data.profile),
-                                            (settings.sequence_weight, self.sequence, data.recent)):
-            if similarity is not None and weight > 0:
-                total += weight * standardized(np.asarray((profile[rows] @ similarity).toarray(), np.float64))
-        return total
+        als = np.asarray(self.als.user_factors[rows] @ self.als.item_factors.T, np.float64)
+        parts = ((settings.blend_weight, self.similarity, data.profile),
+                 (settings.sequence_weight, self.sequence, data.recent))
+        return scoring.blend(als, ((weight, (profile[rows] @ similarity).toarray())
+                                   for weight, similarity, profile in parts if similarity is not None and weight > 0))
 
     def recommend(self, rows: np.ndarray, data: Interactions, n: int, settings: Settings):
         """Top-n item rows and scores per user row, every movie in data.seen left out. Batched."""
@@ -287,29 +265,27 @@ class Fitted:
         with threadpool_limits(limits=1, user_api="blas"):
             for start in range(0, len(rows), batch_size):
                 batch = rows[start:start + batch_size]
-                ids, scores = top_of(self.scores(batch, data, settings), data.seen[batch], n)
+                ids, scores = scoring.top_n(self.scores(batch, data, settings), *data.seen[batch].nonzero(), n)
                 ids_out.append(ids)
                 scores_out.append(scores)
         return np.vstack(ids_out), np.vstack(scores_out)
 
     def save(self, directory: Path, name: str, user_ids, movie_ids) -> Path:
-        path = Path(directory) / f"model_{name}.npz"
+        """artifacts/<run_id>/model_<name>.npz and its item-item matrices."""
+        path = Path(directory) / artifacts.model_file(name)
         Factors(user_ids, movie_ids, self.als.user_factors, self.als.item_factors).save(path)
-        save_similarity(Path(directory) / f"item_similarity_{name}.npz", self.similarity)
-        save_similarity(Path(directory) / f"item_sequence_{name}.npz", self.sequence)
+        save_similarity(Path(directory) / artifacts.similarity_file(name), self.similarity)
+        save_similarity(Path(directory) / artifacts.sequence_file(name), self.sequence)
         return path
 
     @classmethod
-    def read(cls, directory: Path, name: str, settings: Settings) -> "Fitted":
-        factors = Factors.read(Path(directory) / f"model_{name}.npz")
-        return cls(from_factors(factors.user_factors, factors.item_factors, settings),
-                   read_similarity(Path(directory) / f"item_similarity_{name}.npz"),
-                   read_similarity(Path(directory) / f"item_sequence_{name}.npz"))
-
-
-def recommend_for(fitted: Fitted, rows: np.ndarray, data: Interactions, n: int, settings: Settings):
-    """The one recommendation function evaluate and precompute share."""
-    return fitted.recommend(rows, data, n, settings)
+    def read(cls, directory: Path, name: str, settings: Settings) -> tuple["Fitted", Factors]:
+        """The `name` model of a run and its factors (with the id maps)."""
+        factors = Factors.read(artifacts.require(directory, artifacts.model_file(name)))
+        fitted = cls(from_factors(factors.user_factors, factors.item_factors, settings),
+                     read_similarity(Path(directory) / artifacts.similarity_file(name)),
+                     read_similarity(Path(directory) / artifacts.sequence_file(name)))
+        return fitted, factors
 
 
 def fit_method(data: Interactions, settings: Settings, show_progress: bool = False) -> Fitted:

@@ -1,11 +1,12 @@
-"""run: load -> split -> train -> evaluate -> precompute in one process."""
+"""run: the nightly jobs in order, in one process, as the DAG runs them as tasks."""
+
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
 
-from . import db, runs
+from . import runs
 from .cold_start_eval import ColdStartEvalResult, evaluate_cold_start
 from .evaluate import EvaluateResult, evaluate
 from .load import LoadResult, load
@@ -16,7 +17,9 @@ from .train import TrainResult, train
 
 log = logging.getLogger(__name__)
 
-STEPS = ("load", "split", "train", "evaluate", "precompute")
+# The jobs that make and publish a run (runs.RUN_STEPS); each is also a command and a DAG task.
+JOBS = {"load": load, "split": split, "train": train, "evaluate": evaluate, "precompute": precompute}
+assert tuple(JOBS) == runs.RUN_STEPS
 
 
 @dataclass(frozen=True)
@@ -28,32 +31,24 @@ class RunResult:
     evaluate: EvaluateResult
     precompute: PrecomputeResult
     seconds: float
-    cold_start: ColdStartEvalResult | None = None   # after publishing: it does not gate the run
+    cold_start: ColdStartEvalResult | None = None  # after publishing: it does not gate the run
 
 
 def run(settings: Settings, run_id: str | None = None) -> RunResult:
+    """Run load, split, train, evaluate and precompute in order, publish the result if it passes
+    the quality gate, then measure cold start (evaluate-cold-start)."""
     run_id = runs.check_run_id(run_id or runs.new_run_id())
     started = time.perf_counter()
     log.info("run %s: starting on %s", run_id, settings.data_dir)
-    loaded = load(settings, run_id)  # a failed load writes nothing, not even the run record
-    try:
-        results = [loaded]
-        for step in (split, train, evaluate, precompute):
-            results.append(step(settings, run_id))
-    except Exception as e:
-        runs.mark_failed(settings, run_id, f"{type(e).__name__}: {e}")
-        raise
+    results = {}
+    for name, job in JOBS.items():
+        with runs.failure_recorded(settings, run_id, name):
+            results[name] = job(settings, run_id)
     try:
         cold_start = evaluate_cold_start(settings, run_id)
     except Exception:  # measured after publishing; it gates nothing, so it fails nothing
-        log.exception("run %s: the cold-start evaluation failed; the run stays %s",
-                      run_id, results[-1].status)
+        log.exception("run %s: the cold-start evaluation failed; the run stays %s", run_id, results["precompute"].status)
         cold_start = None
-    result = RunResult(run_id, *results, seconds=round(time.perf_counter() - started, 3), cold_start=cold_start)
+    result = RunResult(run_id, **results, seconds=round(time.perf_counter() - started, 3), cold_start=cold_start)
     log.info("run %s: %s in %.1fs", run_id, result.precompute.status, result.seconds)
     return result
-
-
-def latest_run_id(settings: Settings) -> str | None:
-    with db.reading(settings.db) as conn:
-        return conn.execute(db.query("runs.latest_id")).scalar()

@@ -1,17 +1,23 @@
-"""Publishing: the quality gate, the pointer flip, pruning and rollback.
+"""Publishing: everything that writes what readers see. The quality gate, a run's rows, the
+catalog published with it, the pointer flip, pruning and rollback.
 
-Readers only ever see rows through `published_run`, so writing a run's rows and
-flipping the pointer in one transaction means they see the old complete set or the
-new complete set. The database file is never replaced.
+Readers only ever see rows through `published_run`, so writing a run's rows and flipping
+the pointer in one transaction (`publish`) means they see the old complete set or the new
+complete set. The database file is never replaced.
 """
+
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from . import db, runs
+from .artifacts import Catalog
 from .errors import StateError
+from .scoring import is_filtered
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,46 @@ def gate(run: dict, current: dict | None, tolerance: float) -> GateDecision:
             return GateDecision(False, f"Recall@10 {recall:.4f} is more than {tolerance:.0%} below the "
                                        f"published run {current['run_id']} ({current['recall_at_10']:.4f})")
     return GateDecision(True, "passed the quality gate")
+
+
+def ranked_rows(run_id: str, owner_ids, movie_ids, top_rows, top_scores):
+    """(run_id, owner id, rank, movie id, score) per kept entry of top lists (one list per row of
+    `top_rows`, movie rows into `movie_ids`); padding (filtered movies) is never stored."""
+    for owner, (rows, scores) in enumerate(zip(top_rows, top_scores)):
+        keep = (rows >= 0) & ~is_filtered(scores)
+        for rank, (item, score) in enumerate(zip(rows[keep], scores[keep]), start=1):
+            yield run_id, int(owner_ids[owner]), rank, int(movie_ids[item]), float(score)
+
+
+def store_run_rows(conn, run_id: str, recommendations, similar_movies) -> tuple[int, int]:
+    """Replace the run's recommendations and similar_movies rows with these ranked_rows."""
+    conn.exec_driver_sql(db.sql("publish.delete_run_recommendations"), (run_id,))
+    conn.exec_driver_sql(db.sql("publish.delete_run_similar_movies"), (run_id,))
+    return (db.insert_many(conn, "publish.insert_recommendation", recommendations),
+            db.insert_many(conn, "publish.insert_similar_movie", similar_movies))
+
+
+def store_catalog(conn, catalog: Catalog) -> None:
+    """Replace movies, ratings and tags with the run's catalog."""
+    for table in ("tags", "ratings", "movies"):
+        conn.exec_driver_sql(db.sql(f"publish.delete_{table}"))
+    m = catalog.movies
+    db.insert_many(conn, "publish.insert_movie", zip(
+        m["movie_id"].tolist(), m["title"].tolist(), m["genres"].tolist(),
+        _nullable(m["year"]), _nullable(m["imdb_id"]), _nullable(m["tmdb_id"])))
+    r = catalog.ratings
+    db.insert_many(conn, "publish.insert_rating", zip(
+        r["user_id"].tolist(), r["movie_id"].tolist(), r["rating"].tolist(), r["rated_at"].tolist()))
+    t = catalog.tags
+    db.insert_many(conn, "publish.insert_tag", zip(
+        t["user_id"].tolist(), t["movie_id"].tolist(), t["tag"].tolist(), t["tagged_at"].tolist()))
+
+
+def _nullable(column) -> list:
+    import pandas as pd
+
+    return [None if pd.isna(v) else (int(v) if isinstance(v, (float, np.floating, np.integer)) else v)
+            for v in column.tolist()]
 
 
 def flip(conn, run_id: str) -> None:

@@ -1,12 +1,13 @@
-"""The human-readable evaluation report of a run: artifacts/<run_id>/report.md and metrics.png."""
+"""The human-readable evaluation report of a run: report.md and its plot metrics.png."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from . import artifacts
+from .metrics import BOOTSTRAP_SAMPLES, PREFIX
 from .settings import Settings
 
 LABELS = {"model": "chosen model", "reference": "reference recipe", "popularity": "popularity"}
-PREFIX = {"model": "", "reference": "reference_", "popularity": "popularity_"}
 METRICS = ("recall_at_10", "ndcg_at_10", "mrr_at_10")
 TITLES = {"recall_at_10": "Recall@10", "ndcg_at_10": "NDCG@10", "mrr_at_10": "MRR@10"}
 
@@ -48,7 +49,7 @@ def write_report(directory: Path, run_id: str, metric_rows: list[tuple[str, str,
     for metric, segment, value in metric_rows:
         if segment != "all":
             segments.setdefault(segment, {})[metric] = value
-    picture = plot(Path(directory) / "metrics.png", values, segments)
+    picture = plot(Path(directory) / artifacts.PLOT, values, segments)
 
     def cell(name, metric):
         key = PREFIX[name] + metric
@@ -57,7 +58,8 @@ def write_report(directory: Path, run_id: str, metric_rows: list[tuple[str, str,
     lines = [f"# Evaluation of run {run_id}", "",
              f"{int(values['n_users'])} users, each evaluated on their last positive rating (the test item). "
              "Models saw only what each user rated before it; every movie rated before it is filtered. "
-             "Intervals: 95% bootstrap over users (1000 resamples). Coverage@10: share of the catalog in "
+             f"Intervals: 95% bootstrap over users ({BOOTSTRAP_SAMPLES} resamples). "
+             "Coverage@10: share of the catalog in "
              "any top-10 list; mean popularity@10: how many users had rated a recommended movie, on average.", "",
              "| model | Recall@10 | NDCG@10 | MRR@10 | coverage@10 | mean popularity@10 |",
              "|---|---|---|---|---|---|"]
@@ -81,6 +83,5 @@ def write_report(directory: Path, run_id: str, metric_rows: list[tuple[str, str,
                      f"{seg['ndcg_at_10']:.4f} |")
     lines += ["", f"![metrics]({picture.name})", "", "## Settings", "", "```",
               *[f"{k} = {v}" for k, v in settings.model_params().items()], "```", ""]
-    path = Path(directory) / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    text = "\n".join(lines)
+    return artifacts.write_atomically(Path(directory) / artifacts.REPORT, lambda temp: temp.write_text(text))

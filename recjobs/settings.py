@@ -9,6 +9,10 @@ from pathlib import Path
 from .errors import ConfigError
 
 
+# settings that are paths: relative ones are resolved against the project folder by the DAGs
+PATH_SETTINGS = ("data_dir", "db", "artifacts")
+
+
 def setting(default, help: str):
     return field(default=default, metadata={"help": help})
 

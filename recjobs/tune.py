@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from . import model, runs
-from .evaluate import CUTOFF, bootstrap_ci, per_user_metrics
-from .load import read_catalog
+from .holdout import TRAIN, VAL, assign_parts
+from .metrics import CUTOFF, bootstrap_ci, per_user_metrics
+from .movielens import read_catalog
 from .settings import Settings
-from .split import TRAIN, VAL, assign_parts
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class ValidationTask:
             if key not in self._als:
                 self._als[key] = model.fit(data.confidence, settings.replace(random_seed=seed))
             fitted = model.Fitted(self._als[key], self._similarity[cosine_key], self._similarity[sequence_key])
-            top, _ = model.recommend_for(fitted, self.rows, data, CUTOFF, settings)
+            top, _ = fitted.recommend(self.rows, data, CUTOFF, settings)
             per_seed.append(per_user_metrics(top, self.items))
         return {m: np.mean([s[m] for s in per_seed], axis=0) for m in per_seed[0]}
 

@@ -1,5 +1,6 @@
--- Writing a run's rows, the quality gate's inputs, flipping the published pointer,
--- rollback and pruning (recjobs/publish.py, recjobs/precompute.py).
+-- Everything that writes what readers see (recjobs/publish.py): a run's rows, the catalog
+-- published with it, the quality gate's inputs, the pointer flip, rollback and pruning.
+-- Bulk inserts use ? placeholders.
 
 -- name: delete_run_recommendations
 DELETE FROM recommendations WHERE run_id = ?;
@@ -54,3 +55,21 @@ WHERE rows_deleted_at IS NULL
 
 -- name: mark_rows_deleted
 UPDATE model_runs SET rows_deleted_at = :now WHERE run_id = :run_id;
+
+-- name: delete_tags
+DELETE FROM tags;
+
+-- name: delete_ratings
+DELETE FROM ratings;
+
+-- name: delete_movies
+DELETE FROM movies;
+
+-- name: insert_movie
+INSERT INTO movies (movie_id, title, genres, year, imdb_id, tmdb_id) VALUES (?, ?, ?, ?, ?, ?);
+
+-- name: insert_rating
+INSERT INTO ratings (user_id, movie_id, rating, rated_at) VALUES (?, ?, ?, ?);
+
+-- name: insert_tag
+INSERT INTO tags (user_id, movie_id, tag, tagged_at) VALUES (?, ?, ?, ?);

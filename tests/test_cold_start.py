@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from recjobs import bundle as cb
 from recjobs import cold_start as cs
+from recjobs import scoring
 from recjobs import db, evaluate, load, model, precompute, publish, split, train
 from recjobs.cli import cli
 from recjobs.errors import ConfigError, StateError
@@ -40,8 +42,8 @@ def count_rows(db_path: Path) -> tuple[int, int]:
                 conn.execute("SELECT count(*) FROM cold_start_recommendations").fetchone()[0])
 
 
-def served_bundle(settings: Settings) -> cs.Bundle:
-    return cs.read_bundle("first", Path(settings.artifacts) / "first")
+def served_bundle(settings: Settings) -> cb.Bundle:
+    return cb.read_bundle("first", Path(settings.artifacts) / "first")
 
 
 def positives_of(settings: Settings, user_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +90,7 @@ def test_no_seed_even_when_every_other_movie_is_asked_for(tiny_settings):
 
 
 def test_many_known_liked_movies_use_the_plain_fold_in(served):
-    liked = [int(m) for m in served_bundle(served).movie_ids[:cs.BLEND_MAX_KNOWN + 1]]
+    liked = [int(m) for m in served_bundle(served).movie_ids[:cb.BLEND_MAX_KNOWN + 1]]
     assert cs.cold_start(served, liked).method == "als_fold_in"
 
 
@@ -124,14 +126,14 @@ def test_fold_in_equals_implicit_recalculate_user(published_settings):
     for row in (0, 1, 413):
         user_items = data.confidence[row]   # recency-weighted confidences, as trained
         expected = als.recalculate_user(0, user_items)
-        ours = cs.fold_in(bundle.item_factors, bundle.gram, user_items.indices, user_items.data,
+        ours = cb.fold_in(bundle.item_factors, bundle.gram, user_items.indices, user_items.data,
                           bundle.regularization)
         np.testing.assert_allclose(ours, expected, atol=1e-4 * np.abs(expected).max())
         # and a new user's uniform confidence
         uniform = user_items.copy()
         uniform.data[:] = bundle.liked_confidence
         np.testing.assert_allclose(
-            cs.fold_in(bundle.item_factors, bundle.gram, uniform.indices, bundle.liked_confidence,
+            cb.fold_in(bundle.item_factors, bundle.gram, uniform.indices, bundle.liked_confidence,
                        bundle.regularization),
             als.recalculate_user(0, uniform), atol=1e-4 * np.abs(expected).max())
 
@@ -159,8 +161,8 @@ def test_fold_in_of_a_known_users_history_reproduces_their_precomputed_top_10(pu
             confidence = data.confidence[row]
             profiles = [(data.profile[row].indices, data.profile[row].data),     # cosine part
                         (data.recent[row].indices, data.recent[row].data)]       # sequence part
-            scores = cs.method_scores(bundle, confidence.indices, confidence.data, profiles)
-            top = bundle.movie_ids[cs.top_k(scores, data.seen[row].indices, 10)]
+            scores = cb.method_scores(bundle, confidence.indices, confidence.data, profiles)
+            top = bundle.movie_ids[scoring.top_k(scores, data.seen[row].indices, 10)]
             precomputed = {r[0] for r in conn.execute(
                 "SELECT movie_id FROM recommendations WHERE run_id = 'first' AND user_id = ? AND rank <= 10",
                 (int(user_ids[row]),))}
@@ -301,10 +303,10 @@ while not stop.exists():
 
 
 def reference_answer(run_dir: Path) -> list[int]:
-    bundle = cs.read_bundle(run_dir.name, run_dir)
+    bundle = cb.read_bundle(run_dir.name, run_dir)
     rows = np.searchsorted(bundle.movie_ids, SEEDS)
-    _, scores = cs.scores_for(bundle, rows)
-    return bundle.movie_ids[cs.top_k(scores, rows, 10)].tolist()
+    _, scores = cb.scores_for(bundle, rows)
+    return bundle.movie_ids[scoring.top_k(scores, rows, 10)].tolist()
 
 
 def test_requests_during_a_publish_answer_from_one_complete_run(served, tmp_path):
@@ -369,11 +371,11 @@ def test_a_retrained_run_gets_a_fresh_bundle(tiny_settings):
         publish.flip(conn, "tiny")
     run_dir = Path(tiny_settings.artifacts) / "tiny"
     first = cs.cold_start(tiny_settings, [1], k=5)
-    before = np.array(cs.read_bundle("tiny", run_dir).item_factors)
+    before = np.array(cb.read_bundle("tiny", run_dir).item_factors)
     time.sleep(0.01)
     train.train(tiny_settings.replace(random_seed=7), "tiny")
     again = cs.cold_start(tiny_settings, [1], k=5)
-    after = cs.read_bundle("tiny", run_dir)
+    after = cb.read_bundle("tiny", run_dir)
     assert not np.allclose(before, after.item_factors)
     assert np.array_equal(after.item_factors, model.Factors.read(run_dir / "model_full.npz").item_factors)
     assert first.run_id == again.run_id == "tiny"

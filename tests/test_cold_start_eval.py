@@ -10,16 +10,17 @@ import pytest
 
 from recjobs import cold_start_eval as ev
 from recjobs import load
+from recjobs.metrics import recall_ndcg_of_items
 
 
 def test_recall_and_ndcg_of_known_lists():
-    assert ev.recall_ndcg([5, 6, 7], {5}) == (1.0, 1.0)
-    recall, ndcg = ev.recall_ndcg([1, 2, 3, 4], {2, 9})
+    assert recall_ndcg_of_items([5, 6, 7], {5}) == (1.0, 1.0)
+    recall, ndcg = recall_ndcg_of_items([1, 2, 3, 4], {2, 9})
     assert recall == 0.5
     assert ndcg == pytest.approx((1 / np.log2(3)) / (1 + 1 / np.log2(3)))
     # 12 later positives: the ideal is 10 hits, so 10 of them found is recall 1
-    assert ev.recall_ndcg(list(range(10)), set(range(12))) == (1.0, 1.0)
-    assert ev.recall_ndcg([1, 2], set()) == (0.0, 0.0)
+    assert recall_ndcg_of_items(list(range(10)), set(range(12))) == (1.0, 1.0)
+    assert recall_ndcg_of_items([1, 2], set()) == (0.0, 0.0)
 
 
 def test_held_out_users_are_a_seeded_fifth_of_the_users_with_enough_positives():

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from recjobs import evaluate as ev
-from recjobs import load, model, split, train
+from recjobs import artifacts, holdout, load, metrics, model, scoring, split, train
 from recjobs.settings import Settings
-from recjobs.split import AFTER, TEST
+from recjobs.holdout import AFTER, TEST
 
 from conftest import write_dataset
 
@@ -48,13 +48,18 @@ def test_checkerboard_held_out_item_comes_first(tmp_path):
     assert result.popularity_ndcg_at_10 < result.ndcg_at_10
 
 
+def read_inputs(settings, run_id):
+    directory = artifacts.run_dir(settings.artifacts, run_id)
+    return artifacts.read_ratings(directory), artifacts.read_parts(directory)
+
+
 def test_evaluation_data_holds_nothing_from_the_test_item_on(tiny_settings):
     settings = tiny_settings
     load.load(settings, "r1")
     split.split(settings, "r1")
-    ratings, parts = train.read_inputs(settings, "r1")
+    ratings, parts = read_inputs(settings, "r1")
     user_ids, movie_ids = np.unique(ratings["user_id"]), np.unique(ratings["movie_id"])
-    data = train.evaluation_data(ratings, parts, user_ids, movie_ids, settings)
+    data = holdout.evaluation_data(ratings, parts, user_ids, movie_ids, settings)
     rows = model.index(ratings["user_id"], user_ids)
     cols = model.index(ratings["movie_id"], movie_ids)
     held = (parts == TEST) | (parts == AFTER)
@@ -72,7 +77,7 @@ def test_evaluation_model_is_the_model_of_the_ratings_before_each_test_item(tmp_
     settings = Settings(data_dir=tiny_dir, db=tmp_path / "recs.db", artifacts=tmp_path / "artifacts",
                         factors=4, iterations=3, k=3, n_similar=2)
     run_until_evaluate(settings)
-    ratings, parts = train.read_inputs(settings, "r1")
+    ratings, parts = read_inputs(settings, "r1")
     saved = model.Factors.read(tmp_path / "artifacts" / "r1" / "model_eval.npz")
     keep = parts < TEST
     truncated = {name: values[keep] for name, values in ratings.items()}
@@ -80,7 +85,7 @@ def test_evaluation_model_is_the_model_of_the_ratings_before_each_test_item(tmp_
     refit = model.fit_method(data, settings)
     np.testing.assert_array_equal(refit.als.item_factors, saved.item_factors)
     np.testing.assert_array_equal(refit.als.user_factors, saved.user_factors)
-    stored = model.Fitted.read(tmp_path / "artifacts" / "r1", "eval", settings)
+    stored, _ = model.Fitted.read(tmp_path / "artifacts" / "r1", "eval", settings)
     assert (refit.similarity != stored.similarity).nnz == 0
     assert (refit.sequence != stored.sequence).nnz == 0
 
@@ -106,7 +111,7 @@ def test_confidence_decays_with_age_and_a_fold_in_rating_counts_as_newest():
 
 def test_per_user_metrics_known_answers():
     top = np.array([[7, 1, 2], [1, 2, 7], [1, 2, 3]])
-    got = ev.per_user_metrics(top, np.array([7, 7, 7]))
+    got = metrics.per_user_metrics(top, np.array([7, 7, 7]))
     assert got["recall_at_10"].tolist() == [1.0, 1.0, 0.0]
     assert got["ndcg_at_10"].tolist() == pytest.approx([1.0, 0.5, 0.0])
     assert got["mrr_at_10"].tolist() == pytest.approx([1.0, 1 / 3, 0.0])
@@ -116,11 +121,11 @@ def test_bootstrap_interval_holds_the_mean_and_narrows_with_more_users():
     rng = np.random.default_rng(1)
     small = (rng.random(100) < 0.1).astype(float)
     large = (rng.random(10_000) < 0.1).astype(float)
-    lo_s, hi_s = ev.bootstrap_ci(small)
-    lo_l, hi_l = ev.bootstrap_ci(large)
+    lo_s, hi_s = metrics.bootstrap_ci(small)
+    lo_l, hi_l = metrics.bootstrap_ci(large)
     assert lo_s <= small.mean() <= hi_s and lo_l <= large.mean() <= hi_l
     assert (hi_l - lo_l) < (hi_s - lo_s) / 5
-    assert ev.bootstrap_ci(np.ones(50)) == (1.0, 1.0)
+    assert metrics.bootstrap_ci(np.ones(50)) == (1.0, 1.0)
 
 
 def test_history_segments():
@@ -135,9 +140,9 @@ def test_top_of_leaves_seen_out_and_orders_by_score():
 
     scores = np.array([[0.1, 0.9, 0.5, 0.7], [0.3, 0.2, 0.1, 0.0]])
     seen = sp.csr_matrix(np.array([[0, 1, 0, 0], [1, 1, 1, 0]], dtype=np.float32))
-    ids, top = model.top_of(scores, seen, 2)
+    ids, top = scoring.top_n(scores, *seen.nonzero(), 2)
     assert ids[0].tolist() == [3, 2]
-    assert ids[1, 0] == 3 and top[1, 1] == model.FILTERED  # one unseen movie only
+    assert ids[1, 0] == 3 and top[1, 1] == scoring.FILTERED  # one unseen movie only
 
 
 def test_published_run_metrics_on_movielens(published_settings):

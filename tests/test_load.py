@@ -8,7 +8,10 @@ import pytest
 
 from recjobs.errors import DataError
 from recjobs import db
-from recjobs.load import load, read_catalog, read_stored_catalog, store_catalog
+from recjobs.artifacts import read_stored_catalog
+from recjobs.load import load
+from recjobs.movielens import read_catalog
+from recjobs.publish import store_catalog
 from tests.conftest import write_dataset, tiny_ratings
 
 HEADER = "userId,movieId,rating,timestamp\n"

@@ -91,7 +91,7 @@ def test_a_user_who_rated_almost_everything_gets_only_unrated_movies():
     import numpy as np
 
     from recjobs import model
-    from recjobs.precompute import recommendation_rows
+    from recjobs.publish import ranked_rows
     from recjobs.settings import Settings
 
     users = np.array([0, 0, 0, 0, 0, 1, 1, 2, 2, 2])
@@ -100,7 +100,7 @@ def test_a_user_who_rated_almost_everything_gets_only_unrated_movies():
     als = model.fit(rated * 21, Settings(factors=2, iterations=3))
     ids, scores = model.top_n(als, np.array([0, 1]), rated, 3)
     assert (scores[0] < -1e30).sum() == 2  # implicit pads with filtered items
-    rows = list(recommendation_rows("r", np.array([10, 11, 12]), np.arange(100, 106), ids, scores))
+    rows = list(ranked_rows("r", np.array([10, 11, 12]), np.arange(100, 106), ids, scores))
     assert [(user, rank, movie) for _, user, rank, movie, _ in rows if user == 10] == [(10, 1, 105)]
     assert [rank for _, user, rank, _, _ in rows if user == 11] == [1, 2, 3]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from recjobs import evaluate as ev
+from recjobs import metrics
 from recjobs.report import write_report
 from recjobs.settings import Settings
 
@@ -12,9 +13,9 @@ def test_report_has_every_model_interval_and_segment(tmp_path):
     rng = np.random.default_rng(3)
     n = 200
     targets = rng.integers(0, 50, n)
-    tops = {name: rng.integers(0, 50, (n, 10)) for name in ev.MODELS}
+    tops = {name: rng.integers(0, 50, (n, 10)) for name in metrics.MODELS}
     tops["model"][: n // 2, 0] = targets[: n // 2]  # half the users get their item first
-    per_user = {name: ev.per_user_metrics(top, targets) for name, top in tops.items()}
+    per_user = {name: metrics.per_user_metrics(top, targets) for name, top in tops.items()}
     segments = ev.history_segment(rng.integers(1, 400, n))
     rows = ev.summarize(per_user, tops, segments, rng.integers(1, 100, 50).astype(float))
     path = write_report(tmp_path, "r1", rows, Settings())

@@ -1,7 +1,7 @@
 """split: the time-based leave-last-out split on hand-made timestamps."""
 import numpy as np
 
-from recjobs.split import AFTER, BETWEEN, TEST, TRAIN, VAL, assign_parts
+from recjobs.holdout import AFTER, BETWEEN, TEST, TRAIN, VAL, assign_parts
 
 
 def test_parts_follow_time_not_file_order():

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from recjobs import model, tune
 from recjobs.cli import cli
 from recjobs.settings import Settings
-from recjobs.split import TRAIN, VAL
+from recjobs.holdout import TRAIN, VAL
 
 from test_evaluate import checkerboard_dir
 

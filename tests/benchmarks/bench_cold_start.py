@@ -68,7 +68,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     args = parser.parse_args()
 
+    from recjobs import bundle as cb
     from recjobs import cold_start as cs
+    from recjobs import scoring
     from recjobs.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="bench-cold-start-") as scratch:
@@ -107,13 +109,13 @@ def main() -> None:
         run_id = cs.cold_start(settings, liked).run_id
         with sqlite3.connect(settings.db) as conn:
             artifacts_dir = conn.execute("SELECT artifacts_dir FROM model_runs WHERE run_id = ?", (run_id,)).fetchone()[0]
-        bundle = cs.read_bundle(run_id, cs.served_run_dir(settings, run_id, artifacts_dir))
+        bundle = cb.read_bundle(run_id, cs.served_run_dir(settings, run_id, artifacts_dir))
         rows = cs.np.searchsorted(bundle.movie_ids, liked)
         scoring = []
         for _ in range(args.calls):
             started = time.perf_counter()
-            _, scores = cs.scores_for(bundle, rows)
-            cs.top_k(scores, rows, 10)
+            _, scores = cb.scores_for(bundle, rows)
+            scoring.top_k(scores, rows, 10)
             scoring.append(time.perf_counter() - started)
         print(describe("scoring alone (fold-in, blend, top 10)", scoring, "ms", 1000))
         if not args.db:

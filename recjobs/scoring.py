@@ -1,0 +1,70 @@
+"""The method's scores and top lists, shared by every path that ranks movies: evaluate and
+precompute (many users at once, recjobs.model.Fitted) and the cold-start job (one folded-in
+user, recjobs.bundle). Numpy only, so the cold-start command stays light.
+
+A movie's score for a user is the blend
+
+    standardized(ALS score) + sum over the item-item parts of weight * standardized(part score)
+
+each part standardized per user (mean 0, standard deviation 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FILTERED = -float(np.finfo(np.float32).max)  # the score implicit gives a filtered (already rated) movie
+
+
+def standardized(scores: np.ndarray) -> np.ndarray:
+    """Each row (the last axis) to mean 0, standard deviation 1; a constant row becomes 0."""
+    scores = np.asarray(scores, dtype=np.float64)
+    spread = scores.std(axis=-1, keepdims=True)
+    return (scores - scores.mean(axis=-1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
+
+
+def blend(als_scores: np.ndarray, parts) -> np.ndarray:
+    """The method's scores from the ALS scores and (weight, scores) of each item-item part.
+    With no part of positive weight the ALS scores are returned as they are (same order)."""
+    parts = [(weight, scores) for weight, scores in parts if weight > 0]
+    if not parts:
+        return als_scores
+    total = standardized(als_scores)
+    for weight, scores in parts:
+        total += weight * standardized(scores)
+    return total
+
+
+def is_filtered(scores: np.ndarray) -> np.ndarray:
+    """True where a top list holds padding (a filtered movie), never to be shown."""
+    return np.asarray(scores) <= FILTERED / 2
+
+
+def top_n(scores: np.ndarray, exclude_rows: np.ndarray, exclude_cols: np.ndarray, n: int):
+    """Top-n columns and scores per row of a dense users x items matrix, best first (ties by
+    column), the (row, column) pairs excluded left out. Like implicit, a row with fewer than
+    n movies left is padded with excluded ones scored FILTERED."""
+    scores = np.array(scores, dtype=np.float64)
+    scores[exclude_rows, exclude_cols] = FILTERED
+    n = min(n, scores.shape[1])
+    top = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.lexsort((top, -top_scores), axis=1)
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+
+
+def top_k(scores: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
+    """The k best columns of one score vector, best first, `exclude` left out (no padding)."""
+    exclude = np.asarray(exclude, dtype=np.int64)
+    ids, top_scores = top_n(np.asarray(scores)[None, :], np.zeros(len(exclude), np.int64), exclude, k)
+    return ids[0][~is_filtered(top_scores[0])]
+
+
+def csr_rows_sum(matrix, n_cols: int, rows: np.ndarray, weights) -> np.ndarray:
+    """sum_i weights[i] * matrix[rows[i]] for a CSR matrix given as (indptr, indices, data)."""
+    indptr, indices, data = matrix
+    total = np.zeros(n_cols, dtype=np.float64)
+    for row, weight in zip(rows, np.broadcast_to(np.asarray(weights, dtype=np.float64), (len(rows),))):
+        start, end = indptr[row], indptr[row + 1]
+        total[indices[start:end]] += weight * data[start:end]
+    return total
