@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SHARED_DATA ?= ../shared/data/ml-latest-small
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: setup data run test test-slow clean
+.PHONY: setup data run test test-slow lint format clean
 
 setup: $(VENV)/.installed
 
@@ -27,11 +27,22 @@ run: nightly
 	@echo "Serving artifacts/recs.db with datasette (Ctrl-C stops it); \`make airflow\` starts the Airflow UI."
 	$(BIN)/recjobs serve
 
-test: setup
-	$(BIN)/pytest -m "not slow"
+# The default suite: ruff, then pytest over both cores (one worker per test file, so a file's
+# module fixtures are built once).
+test: setup lint
+	$(BIN)/pytest -m "not slow" -n auto --dist loadfile
 
 test-slow: setup
 	$(BIN)/pytest -m slow
+
+# ruff: the rules and the format are in pyproject.toml ([tool.ruff]); `make format` applies them.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # Median whole-process time of `recjobs cold-start` (20 runs) and of the in-process function (1000 calls).
 .PHONY: bench-cold-start

@@ -9,35 +9,42 @@ request id, the method and the recommended movies.
 Trigger it with params, e.g. `{"liked": [296, 318, 593], "k": 10}`. Bad params fail the task
 at once (no retry); a missing published run or a busy database is retried.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 
 from airflow.sdk import Param, dag, get_current_context, task
+
 from movie_recs_common import configured_settings
 
 
 @dag(
     dag_id="movie_recs_cold_start",
     schedule=None,
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 2, "execution_timeout": dt.timedelta(minutes=10)},
     params={
-        "liked": Param(type="array", items={"type": "integer", "minimum": 1}, minItems=1,
-                       description="MovieLens ids of movies the new user likes, e.g. [296, 318, 593]."),
+        "liked": Param(
+            type="array",
+            items={"type": "integer", "minimum": 1},
+            minItems=1,
+            description="MovieLens ids of movies the new user likes, e.g. [296, 318, 593].",
+        ),
         "k": Param(10, type="integer", minimum=1, description="How many movies to recommend."),
     },
     tags=["movie-recs", "on-demand"],
     doc_md=__doc__,
 )
 def movie_recs_cold_start():
-    @task
+    @task(multiple_outputs=False)
     def cold_start() -> dict:
         import dataclasses
 
         from airflow.sdk.exceptions import AirflowFailException
+
         from recjobs import cold_start as job
         from recjobs.errors import ConfigError
 

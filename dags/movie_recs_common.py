@@ -3,6 +3,7 @@
 Light on purpose (no numpy, pandas or implicit at import time): the DAG files import it
 while Airflow parses them. Listed in .airflowignore, as it defines no DAG.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,8 +29,13 @@ FAULT_ENV = "MOVIE_RECS_FAULT"
 def configured_settings(**overrides) -> recjobs_settings.Settings:
     """The RECJOBS_* settings with run params on top; relative paths are in the project folder."""
     settings = recjobs_settings.from_env(**overrides)
-    return settings.replace(**{name: PROJECT / getattr(settings, name) for name in recjobs_settings.PATH_SETTINGS
-                               if not getattr(settings, name).is_absolute()})
+    return settings.replace(
+        **{
+            name: PROJECT / getattr(settings, name)
+            for name in recjobs_settings.PATH_SETTINGS
+            if not getattr(settings, name).is_absolute()
+        }
+    )
 
 
 def recs_db_asset() -> Asset:

@@ -22,18 +22,20 @@ Params (defaults from the `RECJOBS_*` settings): `factors`, `regularization`, `i
 `RECJOBS_ARTIFACTS`; relative paths are taken from the project folder. The retry delay is
 Airflow's `[core] default_task_retry_delay` (the project's `airflow.env` sets it).
 """
+
 from __future__ import annotations
 
 import datetime as dt
 
 from airflow.sdk import dag, task
+
 from movie_recs_common import recs_db_asset, run_step, setting_params
 
 
 @dag(
     dag_id="movie_recs_nightly",
     schedule="30 2 * * *",  # 02:30 UTC every night
-    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=dt.timedelta(hours=6),
@@ -43,23 +45,23 @@ from movie_recs_common import recs_db_asset, run_step, setting_params
     doc_md=__doc__,
 )
 def movie_recs_nightly():
-    @task
+    @task(multiple_outputs=False)
     def load() -> dict:
         return run_step("load")
 
-    @task
+    @task(multiple_outputs=False)
     def split(loaded: dict) -> dict:
         return run_step("split", loaded)
 
-    @task(execution_timeout=dt.timedelta(hours=3))
+    @task(multiple_outputs=False, execution_timeout=dt.timedelta(hours=3))
     def train(split_done: dict) -> dict:
         return run_step("train", split_done)
 
-    @task
+    @task(multiple_outputs=False)
     def evaluate(trained: dict) -> dict:
         return run_step("evaluate", trained)
 
-    @task(outlets=[recs_db_asset()])
+    @task(multiple_outputs=False, outlets=[recs_db_asset()])
     def precompute(evaluated: dict) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -68,7 +70,7 @@ def movie_recs_nightly():
             raise AirflowSkipException(f"run {result['run_id']} not published: {result['reason']}")
         return result
 
-    @task(trigger_rule="none_failed")
+    @task(multiple_outputs=False, trigger_rule="none_failed")
     def evaluate_cold_start(published: dict | None) -> dict:
         # after a rejected run `published` is None (precompute skipped): the run id is derived again
         return run_step("cold_start_eval", published, "evaluate_cold_start")

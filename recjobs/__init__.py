@@ -1,4 +1,5 @@
 """recjobs: the batch movie recommender's jobs, as plain functions."""
+
 from .errors import ConfigError, DataError, RecJobsError, StateError
 from .settings import Settings
 

@@ -85,8 +85,13 @@ def make_bundle(run_id: str, movie_ids, item_factors, popularity, params: dict, 
             parts.append((weight, matrix))
     y = np.ascontiguousarray(item_factors, dtype=np.float32)
     return Bundle(
-        run_id, np.asarray(movie_ids), y, y.astype(np.float64).T @ y.astype(np.float64),
-        np.asarray(popularity, dtype=np.float64), float(params["alpha"]), float(params["regularization"]),
+        run_id,
+        np.asarray(movie_ids),
+        y,
+        y.astype(np.float64).T @ y.astype(np.float64),
+        np.asarray(popularity, dtype=np.float64),
+        float(params["alpha"]),
+        float(params["regularization"]),
         tuple(parts),
     )
 
@@ -110,8 +115,10 @@ def write_bundle(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     for name in (artifacts.model_file(artifacts.FULL), artifacts.PARAMS, artifacts.RATINGS):
         if not (run_dir / name).is_file():
-            raise StateError(f"{run_dir / name}: not found; the served run's artifacts are incomplete "
-                             "(run `recjobs train` for it, or roll back)")
+            raise StateError(
+                f"{run_dir / name}: not found; the served run's artifacts are incomplete "
+                "(run `recjobs train` for it, or roll back)"
+            )
     params = artifacts.read_params(run_dir)
     with np.load(run_dir / artifacts.model_file(artifacts.FULL)) as f:
         movie_ids, item_factors = f["movie_ids"], f["item_factors"]
@@ -124,10 +131,12 @@ def write_bundle(run_dir: Path) -> Path:
 
     target = run_dir / artifacts.COLD_START_BUNDLE
     partial = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{artifacts.COLD_START_BUNDLE}.new."))
-    arrays = dict(zip(BUNDLE_ARRAYS, (bundle.movie_ids, bundle.item_factors, bundle.gram, bundle.popularity)))
+    arrays = dict(
+        zip(BUNDLE_ARRAYS, (bundle.movie_ids, bundle.item_factors, bundle.gram, bundle.popularity), strict=True)
+    )
     weights = []
     for number, (weight, matrix) in enumerate(bundle.item_parts):
-        arrays.update({f"part{number}_{name}": array for name, array in zip(CSR_ARRAYS, matrix)})
+        arrays.update({f"part{number}_{name}": array for name, array in zip(CSR_ARRAYS, matrix, strict=True)})
         weights.append(weight)
     for name, array in arrays.items():
         np.save(partial / f"{name}.npy", array)
@@ -176,8 +185,14 @@ def read_bundle(run_id: str, run_dir: Path) -> Bundle:
         for number, weight in enumerate(params["item_part_weights"])
     )
     bundle = Bundle(
-        run_id, arrays["movie_ids"], arrays["item_factors"], arrays["gram"], arrays["popularity"],
-        float(params["alpha"]), float(params["regularization"]), parts,
+        run_id,
+        arrays["movie_ids"],
+        arrays["item_factors"],
+        arrays["gram"],
+        arrays["popularity"],
+        float(params["alpha"]),
+        float(params["regularization"]),
+        parts,
     )
     with _cache_lock:
         if len(_cache) >= 4:
@@ -189,7 +204,9 @@ def read_bundle(run_id: str, run_dir: Path) -> Bundle:
 # ---- scoring a new user ---------------------------------------------------------------
 
 
-def fold_in(item_factors: np.ndarray, gram: np.ndarray, rows: np.ndarray, confidence, regularization: float) -> np.ndarray:
+def fold_in(
+    item_factors: np.ndarray, gram: np.ndarray, rows: np.ndarray, confidence, regularization: float
+) -> np.ndarray:
     """ALS user factors for a user whose positives are `rows` with `confidence` (one value or one
     per row): x = (YᵀY + Yᵀ(Cu − I)Y + λI)⁻¹ Yᵀ Cu p(u)."""
     y = np.asarray(item_factors[rows], dtype=np.float64)
@@ -203,8 +220,13 @@ def method_scores(bundle: Bundle, rows: np.ndarray, confidence=None, profiles=No
     """The run's method (recjobs.scoring.blend) for a folded-in user. A new user's liked movies
     have confidence 1 + alpha and weight 1 in every part; a known user's own values can be
     given (profiles: one (rows, weights) per item-item part)."""
-    x = fold_in(bundle.item_factors, bundle.gram, rows,
-                bundle.liked_confidence if confidence is None else confidence, bundle.regularization)
+    x = fold_in(
+        bundle.item_factors,
+        bundle.gram,
+        rows,
+        bundle.liked_confidence if confidence is None else confidence,
+        bundle.regularization,
+    )
     als = bundle.item_factors @ x.astype(np.float32)
     parts = []
     for number, (weight, matrix) in enumerate(bundle.item_parts):
@@ -217,8 +239,9 @@ def popularity_share(n_known: int, prior: float = BLEND_PRIOR) -> float:
     return prior / (prior + n_known)
 
 
-def scores_for(bundle: Bundle, rows: np.ndarray, blend_max_known: int = BLEND_MAX_KNOWN,
-               blend_prior: float = BLEND_PRIOR) -> tuple[str, np.ndarray]:
+def scores_for(
+    bundle: Bundle, rows: np.ndarray, blend_max_known: int = BLEND_MAX_KNOWN, blend_prior: float = BLEND_PRIOR
+) -> tuple[str, np.ndarray]:
     """(method, a score per movie) for a new user whose known liked movies are `rows`."""
     if len(rows) == 0:
         return "popularity", bundle.popularity
@@ -226,4 +249,6 @@ def scores_for(bundle: Bundle, rows: np.ndarray, blend_max_known: int = BLEND_MA
     if len(rows) > blend_max_known:
         return "als_fold_in", method
     share = popularity_share(len(rows), blend_prior)
-    return "blend", (1.0 - share) * scoring.standardized(method) + share * scoring.standardized(np.log1p(bundle.popularity))
+    return "blend", (1.0 - share) * scoring.standardized(method) + share * scoring.standardized(
+        np.log1p(bundle.popularity)
+    )

@@ -1,4 +1,5 @@
 """The `recjobs` command: a thin face over the jobs. Every RecJobsError becomes one line."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,25 +21,28 @@ from .errors import RecJobsError
 log = logging.getLogger("recjobs")
 
 
-
 def settings_options(names=None):
     """click options for the named settings (all by default), with the settings' help."""
+
     def decorate(command):
         for name, (default, help_text) in reversed(settings_module.setting_help().items()):
             if names is not None and name not in names:
                 continue
             kind = click.Path(path_type=Path) if isinstance(default, Path) else type(default)
             command = click.option(
-                f"--{name.replace('_', '-')}", name, type=kind, default=None,
+                f"--{name.replace('_', '-')}",
+                name,
+                type=kind,
+                default=None,
                 help=f"{help_text} [default: {default}; env RECJOBS_{name.upper()}]",
             )(command)
         return command
+
     return decorate
 
 
 def build_settings(values: dict):
-    return settings_module.from_env(**{k: v for k, v in values.items()
-                                       if k in settings_module.setting_help()})
+    return settings_module.from_env(**{k: v for k, v in values.items() if k in settings_module.setting_help()})
 
 
 def one_line_errors(command):
@@ -52,6 +56,7 @@ def one_line_errors(command):
             # an unwritable folder, a file that is not a recjobs database, a locked database
             detail = getattr(e, "orig", None) or e
             raise click.ClickException(f"{type(detail).__name__}: {detail}".splitlines()[0]) from None
+
     return wrapper
 
 
@@ -70,8 +75,7 @@ def echo_result(result, as_json: bool):
 def cli(verbose, quiet):
     """Batch movie recommendations: implicit ALS on MovieLens, published to SQLite."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
@@ -117,8 +121,9 @@ def run(run_id, as_json, **values):
     click.echo(f"run {result.run_id}: {p.status} ({p.reason}) in {result.seconds:.1f}s")
     click.echo(f"  {e.n_users_evaluated} test users; Recall@10 and NDCG@10 with 95% bootstrap intervals:")
     for label, prefix in (("model", ""), ("reference", "reference_"), ("popularity", "popularity_")):
-        (r, (r_lo, r_hi)), (n, (n_lo, n_hi)) = ((getattr(e, f"{prefix}{m}"), getattr(e, f"{prefix}{m}_ci"))
-                                                for m in ("recall_at_10", "ndcg_at_10"))
+        (r, (r_lo, r_hi)), (n, (n_lo, n_hi)) = (
+            (getattr(e, f"{prefix}{m}"), getattr(e, f"{prefix}{m}_ci")) for m in ("recall_at_10", "ndcg_at_10")
+        )
         click.echo(f"  {label:<10} {r:.4f} [{r_lo:.4f}, {r_hi:.4f}]  {n:.4f} [{n_lo:.4f}, {n_hi:.4f}]")
     click.echo(f"  report     {e.report_path}")
     for step in RUN_STEPS:
@@ -142,8 +147,11 @@ def step_command(name: str, module: str, function: str):
 
     @cli.command(name=name, cls=JobCommand, job=(module, function))
     @settings_options()
-    @click.option("--run-id", default=None, help="The run to work on [default: "
-                  + ("a new id from the UTC time]" if starts_a_run else "the newest run]"))
+    @click.option(
+        "--run-id",
+        default=None,
+        help="The run to work on [default: " + ("a new id from the UTC time]" if starts_a_run else "the newest run]"),
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
     @one_line_errors
     def command(run_id, as_json, **values):
@@ -189,21 +197,29 @@ def status(as_json, **values):
     run = published_run(build_settings(values))
     if as_json:
         return click.echo(json.dumps(run, indent=2, default=str))
-    click.echo(f"published run {run['run_id']} (served since {run['served_since']}): {run['n_recommendations']} "
-               f"recommendations for {run['n_users']} users, {run['n_items']} movies; "
-               f"Recall@10 {run['recall_at_10']:.4f}, NDCG@10 {run['ndcg_at_10']:.4f} "
-               f"(popularity {run['popularity_recall_at_10']:.4f})")
+    click.echo(
+        f"published run {run['run_id']} (served since {run['served_since']}): {run['n_recommendations']} "
+        f"recommendations for {run['n_users']} users, {run['n_items']} movies; "
+        f"Recall@10 {run['recall_at_10']:.4f}, NDCG@10 {run['ndcg_at_10']:.4f} "
+        f"(popularity {run['popularity_recall_at_10']:.4f})"
+    )
 
 
 @cli.command("fetch-data")
 @settings_options(["data_dir"])
 @click.option("--url", default=None, help="Where to download ml-latest-small.zip from [default: GroupLens].")
-@click.option("--from", "source_dir", type=click.Path(path_type=Path), default=None,
-              help="Copy from a local ml-latest-small folder instead of downloading.")
+@click.option(
+    "--from",
+    "source_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Copy from a local ml-latest-small folder instead of downloading.",
+)
 @one_line_errors
 def fetch_data(url, source_dir, **values):
     """Download MovieLens ml-latest-small into --data-dir and check its SHA-256 sums."""
-    from .fetch import ML_LATEST_SMALL_URL, fetch_data as do_fetch
+    from .fetch import ML_LATEST_SMALL_URL
+    from .fetch import fetch_data as do_fetch
 
     settings = build_settings(values)
     result = do_fetch(settings.data_dir, url or ML_LATEST_SMALL_URL, source_dir)
@@ -212,8 +228,11 @@ def fetch_data(url, source_dir, **values):
 
 @cli.command("cold-start")
 @settings_options(["db", "artifacts"])
-@click.option("--liked", required=True,
-              help="Comma-separated MovieLens ids of movies the new user likes, e.g. 296,318,593 (1-100 ids).")
+@click.option(
+    "--liked",
+    required=True,
+    help="Comma-separated MovieLens ids of movies the new user likes, e.g. 296,318,593 (1-100 ids).",
+)
 @click.option("--k", "k", default="10", show_default=True, help="How many movies to recommend (1-100).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @one_line_errors
@@ -225,8 +244,10 @@ def cold_start_command(liked, k, as_json, **values):
     result = cold_start(build_settings(values), liked_ids, k)
     if as_json:
         return echo_result(result, True)
-    click.echo(f"request {result.request_id}: {len(result.recommendations)} movies by {result.method} "
-               f"from run {result.run_id} in {result.seconds * 1000:.1f} ms")
+    click.echo(
+        f"request {result.request_id}: {len(result.recommendations)} movies by {result.method} "
+        f"from run {result.run_id} in {result.seconds * 1000:.1f} ms"
+    )
     if result.unknown_ids:
         click.echo(f"  not known to the model (ignored): {', '.join(map(str, result.unknown_ids))}")
     for rank, (movie_id, title, score) in enumerate(result.recommendations, start=1):
@@ -237,8 +258,11 @@ def cold_start_command(liked, k, as_json, **values):
 @settings_options(["db"])
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8001, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
-@click.option("--reporting", is_flag=True,
-              help="Analysts' profile: arbitrary read-only SQL (time-limited), facets, the metrics dashboard.")
+@click.option(
+    "--reporting",
+    is_flag=True,
+    help="Analysts' profile: arbitrary read-only SQL (time-limited), facets, the metrics dashboard.",
+)
 @one_line_errors
 def serve(host, port, reporting, **values):
     """Serve the published database read-only with datasette (JSON API, reports, dashboard)."""
@@ -249,10 +273,15 @@ def serve(host, port, reporting, **values):
 
 @cli.command()
 @settings_options()
-@click.option("--output", type=click.Path(path_type=Path), default=None,
-              help="Folder for tune.json and tune.md [default: <artifacts>/tune-<UTC time>].")
-@click.option("--passes", type=click.IntRange(1, 10), default=2, show_default=True,
-              help="Rounds of one-setting-at-a-time search.")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for tune.json and tune.md [default: <artifacts>/tune-<UTC time>].",
+)
+@click.option(
+    "--passes", type=click.IntRange(1, 10), default=2, show_default=True, help="Rounds of one-setting-at-a-time search."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @one_line_errors
 def tune(output, passes, as_json, **values):

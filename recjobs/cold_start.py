@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from . import artifacts, db
-from .db import MAX_ID
 from .bundle import read_bundle, scores_for
+from .db import MAX_ID
 from .errors import ConfigError, StateError
 from .scoring import top_k
 from .settings import Settings
@@ -38,11 +38,11 @@ LIKED_EXAMPLE = "e.g. --liked 296,318,593"
 class ColdStartResult:
     request_id: int
     run_id: str
-    method: str                     # 'als_fold_in', 'blend' or 'popularity'
-    liked: tuple[int, ...]          # as given, duplicates collapsed
-    unknown_ids: tuple[int, ...]    # liked ids the served model does not know
+    method: str  # 'als_fold_in', 'blend' or 'popularity'
+    liked: tuple[int, ...]  # as given, duplicates collapsed
+    unknown_ids: tuple[int, ...]  # liked ids the served model does not know
     k: int
-    recommendations: tuple[tuple[int, str | None, float], ...]   # (movie_id, title, score), best first
+    recommendations: tuple[tuple[int, str | None, float], ...]  # (movie_id, title, score), best first
     seconds: float
 
 
@@ -122,23 +122,48 @@ def cold_start(settings: Settings, liked, k: int = 10) -> ColdStartResult:
         best_scores = [round(float(s), 6) for s in scores[best]]
         titles = dict(conn.execute(db.query("cold_start_job.titles"), {"ids": json.dumps(movie_ids)}).all())
         answer_seconds = time.perf_counter() - started
-        request_id = conn.execute(db.query("cold_start_job.insert_request"), {
-            "requested_at": _now(), "run_id": run_id, "liked_json": json.dumps(liked),
-            "unknown_json": json.dumps(unknown), "k": k, "method": method,
-            "answer_seconds": round(answer_seconds, 6),
-        }).scalar_one()
+        request_id = conn.execute(
+            db.query("cold_start_job.insert_request"),
+            {
+                "requested_at": _now(),
+                "run_id": run_id,
+                "liked_json": json.dumps(liked),
+                "unknown_json": json.dumps(unknown),
+                "k": k,
+                "method": method,
+                "answer_seconds": round(answer_seconds, 6),
+            },
+        ).scalar_one()
         if movie_ids:
-            conn.exec_driver_sql(db.sql("cold_start_job.insert_recommendation"), [
-                (request_id, rank, movie_id, score)
-                for rank, (movie_id, score) in enumerate(zip(movie_ids, best_scores), start=1)])
+            conn.exec_driver_sql(
+                db.sql("cold_start_job.insert_recommendation"),
+                [
+                    (request_id, rank, movie_id, score)
+                    for rank, (movie_id, score) in enumerate(zip(movie_ids, best_scores, strict=True), start=1)
+                ],
+            )
     result = ColdStartResult(
-        request_id=request_id, run_id=run_id, method=method, liked=liked, unknown_ids=unknown, k=k,
-        recommendations=tuple((m, titles.get(m), s) for m, s in zip(movie_ids, best_scores)),
-        seconds=round(time.perf_counter() - started, 6))
-    log.info("cold start %d: %d liked (%d unknown) -> %d movies by %s from run %s in %.1f ms",
-             request_id, len(liked), len(unknown), len(movie_ids), method, run_id, result.seconds * 1000)
+        request_id=request_id,
+        run_id=run_id,
+        method=method,
+        liked=liked,
+        unknown_ids=unknown,
+        k=k,
+        recommendations=tuple((m, titles.get(m), s) for m, s in zip(movie_ids, best_scores, strict=True)),
+        seconds=round(time.perf_counter() - started, 6),
+    )
+    log.info(
+        "cold start %d: %d liked (%d unknown) -> %d movies by %s from run %s in %.1f ms",
+        request_id,
+        len(liked),
+        len(unknown),
+        len(movie_ids),
+        method,
+        run_id,
+        result.seconds * 1000,
+    )
     return result
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")

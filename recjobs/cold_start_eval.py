@@ -16,6 +16,7 @@ seeds are filtered from the lists (a new user has told us nothing else). The fig
 go to run_metrics (metric cold_start_recall_at_10 / cold_start_ndcg_at_10, segment
 '<method>_n<N>') and artifacts/<run_id>/cold_start_metrics.json.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,15 +45,19 @@ class ColdStartEvalResult:
     run_id: str
     metrics_path: str | None
     n_users_held_out: int
-    sql_source: str | None            # the SQL file the item-similarity path ran
-    recall_at_10: dict                # '<method>_n<N>' -> value
+    sql_source: str | None  # the SQL file the item-similarity path ran
+    recall_at_10: dict  # '<method>_n<N>' -> value
     ndcg_at_10: dict
     seconds: float
 
 
-def held_out_users(user_id: np.ndarray, positive: np.ndarray, seed: int,
-                   min_positives: int = max(SEED_COUNTS) + MIN_LATER_POSITIVES,
-                   share: float = HOLD_OUT_SHARE) -> np.ndarray:
+def held_out_users(
+    user_id: np.ndarray,
+    positive: np.ndarray,
+    seed: int,
+    min_positives: int = max(SEED_COUNTS) + MIN_LATER_POSITIVES,
+    share: float = HOLD_OUT_SHARE,
+) -> np.ndarray:
     """A seeded random `share` of the users with at least `min_positives` positives (sorted)."""
     users, counts = np.unique(user_id[positive], return_counts=True)
     eligible = users[counts >= min_positives]
@@ -69,7 +74,7 @@ def positives_in_time_order(ratings: dict, positive: np.ndarray, users: np.ndarr
     order = np.lexsort((m, t, u))
     u, m = u[order], m[order]
     starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
-    return {int(u[s]): m[s:e] for s, e in zip(starts, np.r_[starts[1:], len(u)])}
+    return {int(u[s]): m[s:e] for s, e in zip(starts, np.r_[starts[1:], len(u)], strict=True)}
 
 
 def fit_without(ratings: dict, held: np.ndarray, settings: Settings, run_id: str):
@@ -81,8 +86,9 @@ def fit_without(ratings: dict, held: np.ndarray, settings: Settings, run_id: str
     fitted = model.fit_method(data, settings)
     popularity = np.asarray(data.positives.sum(axis=0)).ravel()
     matrices = {name: getattr(fitted, name, None) for name, _, _ in bundle.ITEM_PARTS}
-    held_out_bundle = bundle.make_bundle(run_id, movie_ids, fitted.als.item_factors, popularity,
-                                         settings.model_params(), **matrices)
+    held_out_bundle = bundle.make_bundle(
+        run_id, movie_ids, fitted.als.item_factors, popularity, settings.model_params(), **matrices
+    )
     return fitted.als, held_out_bundle
 
 
@@ -95,10 +101,15 @@ def write_similarity_db(path: Path, run_id: str, als, movie_ids: np.ndarray, set
     """A scratch database from sql/schema.sql holding the held-out model's similar_movies, published."""
     similar_ids, similar_scores = model.similar(als, settings.n_similar)
     with db.transaction(path) as conn:
-        conn.execute(db.query("runs.start"), {"run_id": run_id, "now": runs.now(), "params_json": "{}",
-                                              "data_sha256": None, "artifacts_dir": None})
-        db.insert_many(conn, "publish.insert_similar_movie",
-                       publish.ranked_rows(run_id, movie_ids, movie_ids, similar_ids, similar_scores))
+        conn.execute(
+            db.query("runs.start"),
+            {"run_id": run_id, "now": runs.now(), "params_json": "{}", "data_sha256": None, "artifacts_dir": None},
+        )
+        db.insert_many(
+            conn,
+            "publish.insert_similar_movie",
+            publish.ranked_rows(run_id, movie_ids, movie_ids, similar_ids, similar_scores),
+        )
         conn.execute(db.query("publish.point_to"), {"run_id": run_id, "now": runs.now()})
 
 
@@ -113,8 +124,11 @@ def evaluate_cold_start(settings: Settings, run_id: str) -> ColdStartEvalResult:
     positive = ratings["rating"] >= settings.positive_threshold
     held = held_out_users(ratings["user_id"], positive, settings.random_seed)
     if len(held) == 0:
-        log.info("evaluate_cold_start %s: no user has %d positives; nothing to measure", run_id,
-                 max(SEED_COUNTS) + MIN_LATER_POSITIVES)
+        log.info(
+            "evaluate_cold_start %s: no user has %d positives; nothing to measure",
+            run_id,
+            max(SEED_COUNTS) + MIN_LATER_POSITIVES,
+        )
         return ColdStartEvalResult(run_id, None, 0, None, {}, {}, round(time.perf_counter() - started, 3))
     als, held_out_bundle = fit_without(ratings, held, settings, run_id)
     histories = positives_in_time_order(ratings, positive, held)
@@ -126,7 +140,7 @@ def evaluate_cold_start(settings: Settings, run_id: str) -> ColdStartEvalResult:
         write_similarity_db(scratch_db, run_id, als, held_out_bundle.movie_ids, settings)
         try:
             with db.reading(scratch_db) as conn:
-                for user, history in histories.items():
+                for history in histories.values():
                     for n in SEED_COUNTS:
                         seeds, targets = history[:n], {int(m) for m in history[n:]}
                         for method, top in ranked_lists(held_out_bundle, seeds, conn, statement).items():
@@ -136,21 +150,39 @@ def evaluate_cold_start(settings: Settings, run_id: str) -> ColdStartEvalResult:
 
     recall = {key: round(float(total[0] / len(histories)), 6) for key, total in sums.items()}
     ndcg = {key: round(float(total[1] / len(histories)), 6) for key, total in sums.items()}
-    metrics_path = artifacts.write_json(directory / artifacts.COLD_START_METRICS, {
-        "n_users_held_out": len(histories), "sql_source": sql_source,
-        "blend_prior": bundle.BLEND_PRIOR, "blend_max_known": bundle.BLEND_MAX_KNOWN,
-        "recall_at_10": recall, "ndcg_at_10": ndcg})
-    result = ColdStartEvalResult(run_id, str(metrics_path), len(histories), sql_source, recall, ndcg,
-                                 round(time.perf_counter() - started, 3))
+    metrics_path = artifacts.write_json(
+        directory / artifacts.COLD_START_METRICS,
+        {
+            "n_users_held_out": len(histories),
+            "sql_source": sql_source,
+            "blend_prior": bundle.BLEND_PRIOR,
+            "blend_max_known": bundle.BLEND_MAX_KNOWN,
+            "recall_at_10": recall,
+            "ndcg_at_10": ndcg,
+        },
+    )
+    result = ColdStartEvalResult(
+        run_id, str(metrics_path), len(histories), sql_source, recall, ndcg, round(time.perf_counter() - started, 3)
+    )
     with db.transaction(settings.db) as conn:
-        runs.upsert_metrics(conn, run_id, [
-            *(("cold_start_recall_at_10", segment, value) for segment, value in recall.items()),
-            *(("cold_start_ndcg_at_10", segment, value) for segment, value in ndcg.items()),
-            ("cold_start_users", "all", len(histories))])
+        runs.upsert_metrics(
+            conn,
+            run_id,
+            [
+                *(("cold_start_recall_at_10", segment, value) for segment, value in recall.items()),
+                *(("cold_start_ndcg_at_10", segment, value) for segment, value in ndcg.items()),
+                ("cold_start_users", "all", len(histories)),
+            ],
+        )
         runs.record_seconds(conn, run_id, "evaluate_cold_start", result.seconds)
-    log.info("evaluate_cold_start %s: %d held-out users; Recall@10 N=1/3/5/10 als %s, popularity %s in %.1fs",
-             run_id, len(histories), "/".join(f"{recall[f'als_n{n}']:.3f}" for n in SEED_COUNTS),
-             "/".join(f"{recall[f'popularity_n{n}']:.3f}" for n in SEED_COUNTS), result.seconds)
+    log.info(
+        "evaluate_cold_start %s: %d held-out users; Recall@10 N=1/3/5/10 als %s, popularity %s in %.1fs",
+        run_id,
+        len(histories),
+        "/".join(f"{recall[f'als_n{n}']:.3f}" for n in SEED_COUNTS),
+        "/".join(f"{recall[f'popularity_n{n}']:.3f}" for n in SEED_COUNTS),
+        result.seconds,
+    )
     return result
 
 

@@ -4,6 +4,7 @@
 - Connections to the recommendations database are `PRAGMA query_only`, on top of
   datasette's `mode=ro`, and may not ATTACH other files.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -33,13 +34,21 @@ def asgi_wrapper(datasette):
         async def read_only(scope, receive, send):
             if scope["type"] == "http" and scope["method"] not in READ_METHODS:
                 body = b"405 Method Not Allowed: this server is read-only (GET and HEAD only)\n"
-                await send({"type": "http.response.start", "status": 405, "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"allow", b"GET, HEAD"),
-                    (b"content-length", str(len(body)).encode()),
-                ]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 405,
+                        "headers": [
+                            (b"content-type", b"text/plain; charset=utf-8"),
+                            (b"allow", b"GET, HEAD"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
             await app(scope, receive, send)
+
         return read_only
+
     return wrap

@@ -3,6 +3,7 @@
 Functions that write take a connection; `transaction(path)` opens the file and owns
 the transaction. The SQL itself lives in sql/*.sql.
 """
+
 from __future__ import annotations
 
 import contextlib

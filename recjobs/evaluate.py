@@ -5,6 +5,7 @@ The evaluation model was fitted on every rating each user made before their test
 every movie rated before the test item is filtered, whatever its rating. Figures go to
 metrics.json, model_runs, the long-format run_metrics table and report.md.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,9 @@ log = logging.getLogger(__name__)
 
 HISTORY_BUCKETS = (1, 20, 50, 100, 250)  # lower bounds of the history-length segments
 # The issue's reference recipe: plain ALS on the train part, only train positives filtered.
-REFERENCE = dict(factors=64, regularization=0.02, iterations=20, alpha=20.0, negative_weight=0.0,
-                 recency_decay=0.0, blend_weight=0.0)
+REFERENCE = dict(
+    factors=64, regularization=0.02, iterations=20, alpha=20.0, negative_weight=0.0, recency_decay=0.0, blend_weight=0.0
+)
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class EvaluateResult:
 def history_segment(lengths: np.ndarray) -> np.ndarray:
     """'history:20-49'-style labels from the number of ratings before the test item."""
     bounds = list(HISTORY_BUCKETS) + [None]
-    labels = [f"history:{lo}-{hi - 1}" if hi else f"history:{lo}+" for lo, hi in zip(bounds, bounds[1:])]
+    labels = [f"history:{lo}-{hi - 1}" if hi else f"history:{lo}+" for lo, hi in zip(bounds, bounds[1:], strict=False)]
     return np.array(labels, dtype=object)[np.searchsorted(HISTORY_BUCKETS, lengths, side="right") - 1]
 
 
@@ -62,8 +64,9 @@ def popularity_model(item_counts: np.ndarray, n_users: int, settings: Settings):
     return model.from_factors(np.ones((n_users, 1)), item_counts.reshape(-1, 1), settings)
 
 
-def reference_top(ratings: dict, parts: np.ndarray, user_ids, movie_ids, rows: np.ndarray,
-                  settings: Settings) -> np.ndarray:
+def reference_top(
+    ratings: dict, parts: np.ndarray, user_ids, movie_ids, rows: np.ndarray, settings: Settings
+) -> np.ndarray:
     """The reference recipe's top-10: ALS fitted on the train part, train positives filtered."""
     reference = settings.replace(**REFERENCE)
     train = model.interactions(ratings, parts == TRAIN, user_ids, movie_ids, reference)
@@ -72,8 +75,12 @@ def reference_top(ratings: dict, parts: np.ndarray, user_ids, movie_ids, rows: n
     return top
 
 
-def summarize(per_user: dict[str, dict[str, np.ndarray]], tops: dict[str, np.ndarray],
-              segments: np.ndarray, item_counts: np.ndarray) -> list[tuple[str, str, float]]:
+def summarize(
+    per_user: dict[str, dict[str, np.ndarray]],
+    tops: dict[str, np.ndarray],
+    segments: np.ndarray,
+    item_counts: np.ndarray,
+) -> list[tuple[str, str, float]]:
     """(metric, segment, value) rows: means, 95% intervals, gains over the baselines,
     coverage and mean popularity of the top-10 lists, and every metric per segment."""
     rows = []
@@ -82,8 +89,11 @@ def summarize(per_user: dict[str, dict[str, np.ndarray]], tops: dict[str, np.nda
         prefix = PREFIX[name]
         for metric, values in per_user[name].items():
             low, high = bootstrap_ci(values)
-            rows += [(prefix + metric, "all", float(values.mean())),
-                     (prefix + metric + "_ci_low", "all", low), (prefix + metric + "_ci_high", "all", high)]
+            rows += [
+                (prefix + metric, "all", float(values.mean())),
+                (prefix + metric + "_ci_low", "all", low),
+                (prefix + metric + "_ci_high", "all", high),
+            ]
             for segment in sorted(set(segments)):
                 rows.append((prefix + metric, segment, float(values[segments == segment].mean())))
         top = tops[name][:, :CUTOFF]
@@ -94,9 +104,11 @@ def summarize(per_user: dict[str, dict[str, np.ndarray]], tops: dict[str, np.nda
         for metric in ("recall_at_10", "ndcg_at_10"):
             gain = per_user["model"][metric] - per_user[baseline][metric]  # paired: same users resampled
             low, high = bootstrap_ci(gain)
-            rows += [(f"{metric}_gain_over_{baseline}", "all", float(gain.mean())),
-                     (f"{metric}_gain_over_{baseline}_ci_low", "all", low),
-                     (f"{metric}_gain_over_{baseline}_ci_high", "all", high)]
+            rows += [
+                (f"{metric}_gain_over_{baseline}", "all", float(gain.mean())),
+                (f"{metric}_gain_over_{baseline}_ci_low", "all", low),
+                (f"{metric}_gain_over_{baseline}_ci_high", "all", high),
+            ]
     rows.append(("n_users", "all", float(len(segments))))
     for segment in sorted(set(segments)):
         rows.append(("n_users", segment, float((segments == segment).sum())))
@@ -129,23 +141,30 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
     metric_rows = summarize(per_user, tops, history_segment(history_lengths), rated_counts)
     values = {metric: value for metric, segment, value in metric_rows if segment == "all"}
 
-    metrics_path = artifacts.write_json(directory / artifacts.METRICS, {
-        "n_users_evaluated": len(test_rows),
-        "all": values,
-        "segments": [{"metric": m, "segment": s, "value": v} for m, s, v in metric_rows if s != "all"],
-        "params": settings.model_params(),
-        "reference_recipe": REFERENCE,
-    })
+    metrics_path = artifacts.write_json(
+        directory / artifacts.METRICS,
+        {
+            "n_users_evaluated": len(test_rows),
+            "all": values,
+            "segments": [{"metric": m, "segment": s, "value": v} for m, s, v in metric_rows if s != "all"],
+            "params": settings.model_params(),
+            "reference_recipe": REFERENCE,
+        },
+    )
     report_path = write_report(directory, run_id, metric_rows, settings)
 
     def ci(name):
         return (round(values[name + "_ci_low"], 4), round(values[name + "_ci_high"], 4))
 
     result = EvaluateResult(
-        run_id=run_id, metrics_path=str(metrics_path), report_path=str(report_path),
+        run_id=run_id,
+        metrics_path=str(metrics_path),
+        report_path=str(report_path),
         n_users_evaluated=len(test_rows),
-        recall_at_10=values["recall_at_10"], recall_at_10_ci=ci("recall_at_10"),
-        ndcg_at_10=values["ndcg_at_10"], ndcg_at_10_ci=ci("ndcg_at_10"),
+        recall_at_10=values["recall_at_10"],
+        recall_at_10_ci=ci("recall_at_10"),
+        ndcg_at_10=values["ndcg_at_10"],
+        ndcg_at_10_ci=ci("ndcg_at_10"),
         mrr_at_10=values["mrr_at_10"],
         popularity_recall_at_10=values["popularity_recall_at_10"],
         popularity_recall_at_10_ci=ci("popularity_recall_at_10"),
@@ -159,13 +178,29 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
         seconds=round(time.perf_counter() - started, 3),
     )
     with db.transaction(settings.db) as conn:
-        runs.update(conn, run_id, **{name: values[name] for name in (
-            "recall_at_10", "ndcg_at_10", "popularity_recall_at_10", "popularity_ndcg_at_10")})
+        runs.update(
+            conn,
+            run_id,
+            **{
+                name: values[name]
+                for name in ("recall_at_10", "ndcg_at_10", "popularity_recall_at_10", "popularity_ndcg_at_10")
+            },
+        )
         runs.upsert_metrics(conn, run_id, metric_rows)
         runs.record_seconds(conn, run_id, "evaluate", result.seconds)
-    log.info("evaluate %s: %d users, Recall@10 %.4f [%.4f, %.4f] NDCG@10 %.4f [%.4f, %.4f]; "
-             "reference %.4f / %.4f, popularity %.4f / %.4f in %.1fs",
-             run_id, len(test_rows), result.recall_at_10, *result.recall_at_10_ci, result.ndcg_at_10,
-             *result.ndcg_at_10_ci, result.reference_recall_at_10, result.reference_ndcg_at_10,
-             result.popularity_recall_at_10, result.popularity_ndcg_at_10, result.seconds)
+    log.info(
+        "evaluate %s: %d users, Recall@10 %.4f [%.4f, %.4f] NDCG@10 %.4f [%.4f, %.4f]; "
+        "reference %.4f / %.4f, popularity %.4f / %.4f in %.1fs",
+        run_id,
+        len(test_rows),
+        result.recall_at_10,
+        *result.recall_at_10_ci,
+        result.ndcg_at_10,
+        *result.ndcg_at_10_ci,
+        result.reference_recall_at_10,
+        result.reference_ndcg_at_10,
+        result.popularity_recall_at_10,
+        result.popularity_ndcg_at_10,
+        result.seconds,
+    )
     return result

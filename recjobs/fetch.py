@@ -1,4 +1,5 @@
 """fetch-data: download MovieLens ml-latest-small (or copy a local copy) and check it."""
+
 from __future__ import annotations
 
 import hashlib
@@ -34,8 +35,9 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def fetch_data(data_dir: Path, url: str = ML_LATEST_SMALL_URL, source_dir: Path | None = None,
-               timeout: float = 60) -> FetchResult:
+def fetch_data(
+    data_dir: Path, url: str = ML_LATEST_SMALL_URL, source_dir: Path | None = None, timeout: float = 60
+) -> FetchResult:
     """Put checked ml-latest-small CSVs into data_dir: from `source_dir` if given, else from `url`."""
     files = {}
     if source_dir is not None:
@@ -55,8 +57,9 @@ def fetch_data(data_dir: Path, url: str = ML_LATEST_SMALL_URL, source_dir: Path 
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 archive = response.read()
         except OSError as e:
-            raise DataError(f"{url}: download failed ({e}); expected the MovieLens zip "
-                            "(or use --from with a local copy)") from None
+            raise DataError(
+                f"{url}: download failed ({e}); expected the MovieLens zip (or use --from with a local copy)"
+            ) from None
         try:
             with zipfile.ZipFile(io.BytesIO(archive)) as z:
                 for member in z.namelist():

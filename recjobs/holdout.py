@@ -13,6 +13,7 @@ item. Every rating gets a part code:
 Users with fewer than two positives are all TRAIN: they are not evaluated, but the
 published model (fitted on every rating) still recommends to them.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,7 @@ from .settings import Settings
 TRAIN, VAL, BETWEEN, TEST, AFTER = range(5)
 
 
-def assign_parts(user_id: np.ndarray, rated_at: np.ndarray, movie_id: np.ndarray,
-                 positive: np.ndarray) -> np.ndarray:
+def assign_parts(user_id: np.ndarray, rated_at: np.ndarray, movie_id: np.ndarray, positive: np.ndarray) -> np.ndarray:
     """Part code per rating (any input order); ties in time are broken by movie_id."""
     order = np.lexsort((movie_id, rated_at, user_id))
     users, pos = user_id[order], positive[order].astype(np.int64)

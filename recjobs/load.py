@@ -58,6 +58,11 @@ def load(settings: Settings, run_id: str) -> LoadResult:
     )
     log.info(
         "load %s: %d ratings, %d users, %d movies, %d dropped in %.1fs",
-        run_id, result.n_ratings, result.n_users, result.n_movies, result.n_dropped_ratings, seconds,
+        run_id,
+        result.n_ratings,
+        result.n_users,
+        result.n_movies,
+        result.n_dropped_ratings,
+        seconds,
     )
     return result

@@ -3,6 +3,7 @@
 implicit >= 0.5 fits on a users x items matrix (no transpose), and `recommend`
 returns (ids, scores) arrays, one row per user.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,18 +22,26 @@ BATCH_USERS = 1024
 @dataclass(frozen=True)
 class Factors:
     """A fitted model as saved under artifacts/<run_id>/: ids map rows back to MovieLens ids."""
+
     user_ids: np.ndarray
     movie_ids: np.ndarray
     user_factors: np.ndarray
     item_factors: np.ndarray
 
     def save(self, path: Path) -> None:
-        artifacts.write_atomically(path, lambda temp: np.savez(
-            temp, user_ids=self.user_ids, movie_ids=self.movie_ids,
-            user_factors=self.user_factors, item_factors=self.item_factors))
+        artifacts.write_atomically(
+            path,
+            lambda temp: np.savez(
+                temp,
+                user_ids=self.user_ids,
+                movie_ids=self.movie_ids,
+                user_factors=self.user_factors,
+                item_factors=self.item_factors,
+            ),
+        )
 
     @classmethod
-    def read(cls, path: Path) -> "Factors":
+    def read(cls, path: Path) -> Factors:
         with np.load(path) as f:
             return cls(f["user_ids"], f["movie_ids"], f["user_factors"], f["item_factors"])
 
@@ -76,17 +85,19 @@ def recency_age(user_rows: np.ndarray, rated_at: np.ndarray, movie_ids: np.ndarr
 @dataclass(frozen=True)
 class Interactions:
     """One set of ratings as users x items matrices: what a model is fitted on and filters."""
-    confidence: sp.csr_matrix   # ALS input, 1 + alpha * weight
-    profile: sp.csr_matrix      # interaction weights, the user's side of the item-item scores
-    positives: sp.csr_matrix    # 1 per positive rating, the input of the item-item similarity
-    seen: sp.csr_matrix         # 1 per rated movie, whatever the rating: filtered from top lists
-    recent: sp.csr_matrix       # every rating weighted exp(-age / sequence_decay): the last few movies
+
+    confidence: sp.csr_matrix  # ALS input, 1 + alpha * weight
+    profile: sp.csr_matrix  # interaction weights, the user's side of the item-item scores
+    positives: sp.csr_matrix  # 1 per positive rating, the input of the item-item similarity
+    seen: sp.csr_matrix  # 1 per rated movie, whatever the rating: filtered from top lists
+    recent: sp.csr_matrix  # every rating weighted exp(-age / sequence_decay): the last few movies
     sequence_users: np.ndarray  # user row of each rating, in (user, rated_at, movie_id) order
     sequence_items: np.ndarray  # item column of each rating, same order
 
 
-def interactions(ratings: dict, keep: np.ndarray, user_ids: np.ndarray, movie_ids: np.ndarray,
-                 settings: Settings) -> Interactions:
+def interactions(
+    ratings: dict, keep: np.ndarray, user_ids: np.ndarray, movie_ids: np.ndarray, settings: Settings
+) -> Interactions:
     """Matrices of the ratings where `keep` is true; recency ages count only those ratings."""
     rows = index(ratings["user_id"][keep], user_ids)
     cols = index(ratings["movie_id"][keep], movie_ids)
@@ -149,7 +160,7 @@ def top_n(model, rows: np.ndarray, exclude: sp.csr_matrix, n: int) -> tuple[np.n
     n = min(n, model.item_factors.shape[0])
     with threadpool_limits(limits=1, user_api="blas"):
         for start in range(0, len(rows), BATCH_USERS):
-            batch = rows[start:start + BATCH_USERS]
+            batch = rows[start : start + BATCH_USERS]
             ids, scores = model.recommend(batch, exclude[batch], N=n, filter_already_liked_items=True)
             ids_out.append(ids)
             scores_out.append(scores)
@@ -199,8 +210,7 @@ def item_similarity(positives: sp.csr_matrix, settings: Settings) -> sp.csr_matr
 
     norms = np.sqrt(np.asarray(positives.power(2).sum(axis=0)).ravel())
     normalized = (positives @ sp.diags(1.0 / np.maximum(norms, 1e-12))).tocsr().astype(np.float64)
-    similarity = all_pairs_knn(normalized, settings.item_neighbours + 1, show_progress=False,
-                               num_threads=1).tocsr()
+    similarity = all_pairs_knn(normalized, settings.item_neighbours + 1, show_progress=False, num_threads=1).tocsr()
     similarity.setdiag(0)
     similarity.eliminate_zeros()
     return similarity.astype(np.float32)
@@ -220,10 +230,8 @@ def sequence_similarity(data: Interactions, n_items: int, settings: Settings) ->
         same = users[offset:] == users[:-offset]
         first, second = items[:-offset][same], items[offset:][same]
         ones = np.ones(2 * len(first))
-        counts = counts + sp.csr_matrix((ones, (np.r_[first, second], np.r_[second, first])),
-                                        shape=(n_items, n_items))
-    return normalized_top(counts, np.bincount(items, minlength=n_items).astype(np.float64),
-                          settings.item_neighbours)
+        counts = counts + sp.csr_matrix((ones, (np.r_[first, second], np.r_[second, first])), shape=(n_items, n_items))
+    return normalized_top(counts, np.bincount(items, minlength=n_items).astype(np.float64), settings.item_neighbours)
 
 
 def save_similarity(path: Path, similarity: sp.csr_matrix | None) -> None:
@@ -241,8 +249,9 @@ def read_similarity(path: Path) -> sp.csr_matrix | None:
 class Fitted:
     """The evaluated and published method: ALS factors, the cosine item-item similarity of
     positives and the sequence similarity (each None when its blend weight is 0)."""
+
     als: object
-    similarity: sp.csr_matrix | None = None   # cosine item-item of positives
+    similarity: sp.csr_matrix | None = None  # cosine item-item of positives
     sequence: sp.csr_matrix | None = None
 
     def scores(self, rows: np.ndarray, data: Interactions, settings: Settings) -> np.ndarray:
@@ -250,10 +259,18 @@ class Fitted:
         user's recency-weighted positives + sequence_weight * standardized sequence scores of
         the user's last few ratings; users x items."""
         als = np.asarray(self.als.user_factors[rows] @ self.als.item_factors.T, np.float64)
-        parts = ((settings.blend_weight, self.similarity, data.profile),
-                 (settings.sequence_weight, self.sequence, data.recent))
-        return scoring.blend(als, ((weight, (profile[rows] @ similarity).toarray())
-                                   for weight, similarity, profile in parts if similarity is not None and weight > 0))
+        parts = (
+            (settings.blend_weight, self.similarity, data.profile),
+            (settings.sequence_weight, self.sequence, data.recent),
+        )
+        return scoring.blend(
+            als,
+            (
+                (weight, (profile[rows] @ similarity).toarray())
+                for weight, similarity, profile in parts
+                if similarity is not None and weight > 0
+            ),
+        )
 
     def recommend(self, rows: np.ndarray, data: Interactions, n: int, settings: Settings):
         """Top-n item rows and scores per user row, every movie in data.seen left out. Batched."""
@@ -261,10 +278,12 @@ class Fitted:
             return top_n(self.als, rows, data.seen, n)  # ALS alone: implicit's own top-N
         n = min(n, self.als.item_factors.shape[0])
         ids_out, scores_out = [np.empty((0, n), np.int64)], [np.empty((0, n))]
-        batch_size = max(16, min(BATCH_USERS, 2**22 // max(1, self.als.item_factors.shape[0])))  # ~32 MB per score array
+        batch_size = max(
+            16, min(BATCH_USERS, 2**22 // max(1, self.als.item_factors.shape[0]))
+        )  # ~32 MB per score array
         with threadpool_limits(limits=1, user_api="blas"):
             for start in range(0, len(rows), batch_size):
-                batch = rows[start:start + batch_size]
+                batch = rows[start : start + batch_size]
                 ids, scores = scoring.top_n(self.scores(batch, data, settings), *data.seen[batch].nonzero(), n)
                 ids_out.append(ids)
                 scores_out.append(scores)
@@ -279,16 +298,21 @@ class Fitted:
         return path
 
     @classmethod
-    def read(cls, directory: Path, name: str, settings: Settings) -> tuple["Fitted", Factors]:
+    def read(cls, directory: Path, name: str, settings: Settings) -> tuple[Fitted, Factors]:
         """The `name` model of a run and its factors (with the id maps)."""
         factors = Factors.read(artifacts.require(directory, artifacts.model_file(name)))
-        fitted = cls(from_factors(factors.user_factors, factors.item_factors, settings),
-                     read_similarity(Path(directory) / artifacts.similarity_file(name)),
-                     read_similarity(Path(directory) / artifacts.sequence_file(name)))
+        fitted = cls(
+            from_factors(factors.user_factors, factors.item_factors, settings),
+            read_similarity(Path(directory) / artifacts.similarity_file(name)),
+            read_similarity(Path(directory) / artifacts.sequence_file(name)),
+        )
         return fitted, factors
 
 
 def fit_method(data: Interactions, settings: Settings, show_progress: bool = False) -> Fitted:
     n_items = data.seen.shape[1]
-    return Fitted(fit(data.confidence, settings, show_progress), item_similarity(data.positives, settings),
-                  sequence_similarity(data, n_items, settings))
+    return Fitted(
+        fit(data.confidence, settings, show_progress),
+        item_similarity(data.positives, settings),
+        sequence_similarity(data, n_items, settings),
+    )

@@ -29,34 +29,42 @@ def read_catalog(data_dir: Path, positive_threshold: float = 4.0) -> Catalog:
     """Read and check every input file; raise DataError on the first problem."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise DataError(f"{data_dir}: data folder not found; expected a folder with movies.csv and ratings.csv "
-                        "(run `recjobs fetch-data`)")
+        raise DataError(
+            f"{data_dir}: data folder not found; expected a folder with movies.csv and ratings.csv "
+            "(run `recjobs fetch-data`)"
+        )
     hasher = hashlib.sha256()
 
     movies = _read(data_dir, "movies.csv", MOVIE_COLUMNS, hasher)
-    movies = pd.DataFrame({
-        "movie_id": _ids(movies, "movieId", data_dir / "movies.csv"),
-        "title": movies["title"].astype(str),
-        "genres": movies["genres"].astype(str),
-    })
+    movies = pd.DataFrame(
+        {
+            "movie_id": _ids(movies, "movieId", data_dir / "movies.csv"),
+            "title": movies["title"].astype(str),
+            "genres": movies["genres"].astype(str),
+        }
+    )
     _no_duplicates(movies, ["movie_id"], data_dir / "movies.csv", "movie {movie_id} is listed twice")
     movies["year"] = pd.to_numeric(movies["title"].str.extract(YEAR_IN_TITLE, expand=False)).astype("Int64")
 
     links = _read(data_dir, "links.csv", LINK_COLUMNS, hasher, dtype={"imdbId": str}, allow_empty=True)
-    links = pd.DataFrame({
-        "movie_id": _ids(links, "movieId", data_dir / "links.csv"),
-        "imdb_id": links["imdbId"].where(links["imdbId"].notna(), None),
-        "tmdb_id": _ids(links, "tmdbId", data_dir / "links.csv", optional=True),
-    }).drop_duplicates("movie_id")
+    links = pd.DataFrame(
+        {
+            "movie_id": _ids(links, "movieId", data_dir / "links.csv"),
+            "imdb_id": links["imdbId"].where(links["imdbId"].notna(), None),
+            "tmdb_id": _ids(links, "tmdbId", data_dir / "links.csv", optional=True),
+        }
+    ).drop_duplicates("movie_id")
     movies = movies.merge(links, on="movie_id", how="left")
 
     tags = _read(data_dir, "tags.csv", TAG_COLUMNS, hasher, dtype={"tag": str}, allow_empty=True)
-    tags = pd.DataFrame({
-        "user_id": _ids(tags, "userId", data_dir / "tags.csv"),
-        "movie_id": _ids(tags, "movieId", data_dir / "tags.csv"),
-        "tag": tags["tag"].fillna("").astype(str),
-        "tagged_at": _timestamps(tags, data_dir / "tags.csv"),
-    })
+    tags = pd.DataFrame(
+        {
+            "user_id": _ids(tags, "userId", data_dir / "tags.csv"),
+            "movie_id": _ids(tags, "movieId", data_dir / "tags.csv"),
+            "tag": tags["tag"].fillna("").astype(str),
+            "tagged_at": _timestamps(tags, data_dir / "tags.csv"),
+        }
+    )
     tags = tags[tags["movie_id"].isin(movies["movie_id"])]
 
     frames = [_ratings(data_dir, "ratings.csv", hasher)]
@@ -67,14 +75,16 @@ def read_catalog(data_dir: Path, positive_threshold: float = 4.0) -> Catalog:
         frame["file_order"] = order
     ratings = pd.concat(frames, ignore_index=True)
     # A later rating (by time, then by file) of the same user and movie replaces the earlier.
-    ratings = (ratings.sort_values(["user_id", "movie_id", "rated_at", "file_order"], kind="stable")
-               .drop_duplicates(["user_id", "movie_id"], keep="last"))
+    ratings = ratings.sort_values(["user_id", "movie_id", "rated_at", "file_order"], kind="stable").drop_duplicates(
+        ["user_id", "movie_id"], keep="last"
+    )
 
     known = ratings["movie_id"].isin(movies["movie_id"])
     n_dropped = int((~known).sum())
     if n_dropped:
-        log.warning("dropped %d ratings of %d movies not in movies.csv",
-                    n_dropped, ratings.loc[~known, "movie_id"].nunique())
+        log.warning(
+            "dropped %d ratings of %d movies not in movies.csv", n_dropped, ratings.loc[~known, "movie_id"].nunique()
+        )
     ratings = ratings[known].drop(columns="file_order")
     ratings = ratings.sort_values(["user_id", "rated_at", "movie_id"], kind="stable").reset_index(drop=True)
     if ratings.empty:
@@ -82,11 +92,18 @@ def read_catalog(data_dir: Path, positive_threshold: float = 4.0) -> Catalog:
 
     positives = ratings.loc[ratings["rating"] >= positive_threshold, "user_id"].value_counts()
     if not (positives >= 2).any():
-        raise DataError(f"ratings: no user has 2 ratings >= {positive_threshold}; "
-                        "expected at least one user to evaluate the model on")
-    return Catalog(movies=movies, ratings=ratings, tags=tags.reset_index(drop=True),
-                   n_incoming_files=len(incoming), n_dropped_ratings=n_dropped,
-                   data_sha256=hasher.hexdigest())
+        raise DataError(
+            f"ratings: no user has 2 ratings >= {positive_threshold}; "
+            "expected at least one user to evaluate the model on"
+        )
+    return Catalog(
+        movies=movies,
+        ratings=ratings,
+        tags=tags.reset_index(drop=True),
+        n_incoming_files=len(incoming),
+        n_dropped_ratings=n_dropped,
+        data_sha256=hasher.hexdigest(),
+    )
 
 
 def _read(data_dir: Path, name: str, columns, hasher, dtype=None, allow_empty=False) -> pd.DataFrame:
@@ -107,8 +124,10 @@ def _read(data_dir: Path, name: str, columns, hasher, dtype=None, allow_empty=Fa
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataError(f"{name}: missing column {', '.join(repr(c) for c in missing)} "
-                        f"(found {','.join(frame.columns)}); expected {expected}")
+        raise DataError(
+            f"{name}: missing column {', '.join(repr(c) for c in missing)} "
+            f"(found {','.join(frame.columns)}); expected {expected}"
+        )
     if frame.empty and not allow_empty:
         raise DataError(f"{name}: no data rows after the header; expected at least one row")
     frame.attrs["file"] = name
@@ -133,12 +152,18 @@ def _ids(frame: pd.DataFrame, column: str, path: Path, optional: bool = False) -
     else:
         numbers = pd.to_numeric(values, errors="coerce")
         missing = values.isna() | (values.astype(str).str.strip() == "")
-        bad = ((numbers.isna() & ~(missing & optional)) | (numbers < 0) | (numbers > MAX_ID)
-               | ((numbers % 1).fillna(0) != 0))
+        bad = (
+            (numbers.isna() & ~(missing & optional))
+            | (numbers < 0)
+            | (numbers > MAX_ID)
+            | ((numbers % 1).fillna(0) != 0)
+        )
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{_line(frame, i)}: {column} {_show(values.iloc[i])} is not an id; "
-                        f"expected a whole number from 0 to {MAX_ID}")
+        raise DataError(
+            f"{_line(frame, i)}: {column} {_show(values.iloc[i])} is not an id; "
+            f"expected a whole number from 0 to {MAX_ID}"
+        )
     return numbers.astype("Int64" if optional else np.int64)
 
 
@@ -152,8 +177,10 @@ def _timestamps(frame: pd.DataFrame, path: Path) -> pd.Series:
     bad = seconds.isna() | (seconds < 0)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{_line(frame, i)}: timestamp {_show(values.iloc[i])} is not a time; "
-                        "expected seconds since 1970-01-01 UTC or an ISO 8601 date-time")
+        raise DataError(
+            f"{_line(frame, i)}: timestamp {_show(values.iloc[i])} is not a time; "
+            "expected seconds since 1970-01-01 UTC or an ISO 8601 date-time"
+        )
     return seconds.astype(np.int64)
 
 
@@ -166,10 +193,13 @@ def _ratings(data_dir: Path, name: str, hasher) -> pd.DataFrame:
     bad = rating.isna() | (rating < 0.5) | (rating > 5.0) | ((rating * 2) % 1 != 0)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{_line(frame, i)}: rating {_show(frame['rating'].iloc[i])} is not one of 0.5, 1.0, ... 5.0; "
-                        "expected a multiple of 0.5 from 0.5 to 5.0")
-    out = pd.DataFrame({"user_id": user_id, "movie_id": movie_id, "rating": rating.astype(float),
-                        "rated_at": _timestamps(frame, path)})
+        raise DataError(
+            f"{_line(frame, i)}: rating {_show(frame['rating'].iloc[i])} is not one of 0.5, 1.0, ... 5.0; "
+            "expected a multiple of 0.5 from 0.5 to 5.0"
+        )
+    out = pd.DataFrame(
+        {"user_id": user_id, "movie_id": movie_id, "rating": rating.astype(float), "rated_at": _timestamps(frame, path)}
+    )
     out.attrs["file"] = name
     _no_duplicates(out, ["user_id", "movie_id"], path, "user {user_id} rated movie {movie_id} twice")
     return out
@@ -182,5 +212,6 @@ def _no_duplicates(frame: pd.DataFrame, keys: list[str], path: Path, what: str) 
         first = {k: frame[k].iloc[rows[0]] for k in keys}
         twin = next(r for r in rows[1:] if all(frame[k].iloc[r] == first[k] for k in keys))
         name = frame.attrs.get("file", path.name)
-        raise DataError(f"{name} lines {rows[0] + 2} and {twin + 2}: "
-                        f"{what.format(**first)}; expected each once per file")
+        raise DataError(
+            f"{name} lines {rows[0] + 2} and {twin + 2}: {what.format(**first)}; expected each once per file"
+        )

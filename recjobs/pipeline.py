@@ -47,7 +47,9 @@ def run(settings: Settings, run_id: str | None = None) -> RunResult:
     try:
         cold_start = evaluate_cold_start(settings, run_id)
     except Exception:  # measured after publishing; it gates nothing, so it fails nothing
-        log.exception("run %s: the cold-start evaluation failed; the run stays %s", run_id, results["precompute"].status)
+        log.exception(
+            "run %s: the cold-start evaluation failed; the run stays %s", run_id, results["precompute"].status
+        )
         cold_start = None
     result = RunResult(run_id, **results, seconds=round(time.perf_counter() - started, 3), cold_start=cold_start)
     log.info("run %s: %s in %.1fs", run_id, result.precompute.status, result.seconds)

@@ -43,8 +43,9 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
     n_users = n_recs = n_similar = 0
     if decision.publish:
         ratings = artifacts.read_ratings(directory)
-        everything = model.interactions(ratings, np.ones(len(ratings["rating"]), bool),
-                                        factors.user_ids, factors.movie_ids, settings)
+        everything = model.interactions(
+            ratings, np.ones(len(ratings["rating"]), bool), factors.user_ids, factors.movie_ids, settings
+        )
         all_users = np.arange(len(factors.user_ids))
         top_ids, top_scores = fitted.recommend(all_users, everything, settings.k, settings)
         similar_ids, similar_scores = model.similar(fitted.als, settings.n_similar)
@@ -55,9 +56,11 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
             decision = publish.gate(runs.get(conn, run_id), publish.current_run(conn), settings.gate_tolerance)
         if decision.publish:
             n_recs, n_similar = publish.store_run_rows(
-                conn, run_id,
+                conn,
+                run_id,
                 publish.ranked_rows(run_id, factors.user_ids, factors.movie_ids, top_ids, top_scores),
-                publish.ranked_rows(run_id, factors.movie_ids, factors.movie_ids, similar_ids, similar_scores))
+                publish.ranked_rows(run_id, factors.movie_ids, factors.movie_ids, similar_ids, similar_scores),
+            )
             publish.store_catalog(conn, catalog)
             publish.flip(conn, run_id)
             n_users = len(all_users)
@@ -67,11 +70,18 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
         seconds = time.perf_counter() - started
         runs.record_seconds(conn, run_id, "precompute", seconds)
     status = "published" if decision.publish else "rejected"
-    result = PrecomputeResult(run_id, status, decision.reason, n_users, n_recs, n_similar, tuple(pruned),
-                              str(settings.db), round(seconds, 3))
+    result = PrecomputeResult(
+        run_id, status, decision.reason, n_users, n_recs, n_similar, tuple(pruned), str(settings.db), round(seconds, 3)
+    )
     if decision.publish:
-        log.info("precompute %s: published; %d recommendations for %d users, %d similar-movie rows in %.1fs",
-                 run_id, n_recs, n_users, n_similar, result.seconds)
+        log.info(
+            "precompute %s: published; %d recommendations for %d users, %d similar-movie rows in %.1fs",
+            run_id,
+            n_recs,
+            n_users,
+            n_similar,
+            result.seconds,
+        )
     else:
         log.warning("precompute %s: rejected, %s; the published run is unchanged", run_id, decision.reason)
     return result

@@ -47,22 +47,26 @@ def gate(run: dict, current: dict | None, tolerance: float) -> GateDecision:
     if recall is None:
         return GateDecision(False, "not evaluated; run `recjobs evaluate` first")
     if recall <= popularity:
-        return GateDecision(False, f"Recall@10 {recall:.4f} does not beat the popularity baseline "
-                                   f"{popularity:.4f} of the same run")
+        return GateDecision(
+            False, f"Recall@10 {recall:.4f} does not beat the popularity baseline {popularity:.4f} of the same run"
+        )
     if current and current["run_id"] != run["run_id"] and current["recall_at_10"] is not None:
         floor = current["recall_at_10"] * (1 - tolerance)
         if recall < floor:
-            return GateDecision(False, f"Recall@10 {recall:.4f} is more than {tolerance:.0%} below the "
-                                       f"published run {current['run_id']} ({current['recall_at_10']:.4f})")
+            return GateDecision(
+                False,
+                f"Recall@10 {recall:.4f} is more than {tolerance:.0%} below the "
+                f"published run {current['run_id']} ({current['recall_at_10']:.4f})",
+            )
     return GateDecision(True, "passed the quality gate")
 
 
 def ranked_rows(run_id: str, owner_ids, movie_ids, top_rows, top_scores):
     """(run_id, owner id, rank, movie id, score) per kept entry of top lists (one list per row of
     `top_rows`, movie rows into `movie_ids`); padding (filtered movies) is never stored."""
-    for owner, (rows, scores) in enumerate(zip(top_rows, top_scores)):
+    for owner, (rows, scores) in enumerate(zip(top_rows, top_scores, strict=True)):
         keep = (rows >= 0) & ~is_filtered(scores)
-        for rank, (item, score) in enumerate(zip(rows[keep], scores[keep]), start=1):
+        for rank, (item, score) in enumerate(zip(rows[keep], scores[keep], strict=True), start=1):
             yield run_id, int(owner_ids[owner]), rank, int(movie_ids[item]), float(score)
 
 
@@ -70,8 +74,10 @@ def store_run_rows(conn, run_id: str, recommendations, similar_movies) -> tuple[
     """Replace the run's recommendations and similar_movies rows with these ranked_rows."""
     conn.exec_driver_sql(db.sql("publish.delete_run_recommendations"), (run_id,))
     conn.exec_driver_sql(db.sql("publish.delete_run_similar_movies"), (run_id,))
-    return (db.insert_many(conn, "publish.insert_recommendation", recommendations),
-            db.insert_many(conn, "publish.insert_similar_movie", similar_movies))
+    return (
+        db.insert_many(conn, "publish.insert_recommendation", recommendations),
+        db.insert_many(conn, "publish.insert_similar_movie", similar_movies),
+    )
 
 
 def store_catalog(conn, catalog: Catalog) -> None:
@@ -79,22 +85,40 @@ def store_catalog(conn, catalog: Catalog) -> None:
     for table in ("tags", "ratings", "movies"):
         conn.exec_driver_sql(db.sql(f"publish.delete_{table}"))
     m = catalog.movies
-    db.insert_many(conn, "publish.insert_movie", zip(
-        m["movie_id"].tolist(), m["title"].tolist(), m["genres"].tolist(),
-        _nullable(m["year"]), _nullable(m["imdb_id"]), _nullable(m["tmdb_id"])))
+    db.insert_many(
+        conn,
+        "publish.insert_movie",
+        zip(
+            m["movie_id"].tolist(),
+            m["title"].tolist(),
+            m["genres"].tolist(),
+            _nullable(m["year"]),
+            _nullable(m["imdb_id"]),
+            _nullable(m["tmdb_id"]),
+            strict=True,
+        ),
+    )
     r = catalog.ratings
-    db.insert_many(conn, "publish.insert_rating", zip(
-        r["user_id"].tolist(), r["movie_id"].tolist(), r["rating"].tolist(), r["rated_at"].tolist()))
+    db.insert_many(
+        conn,
+        "publish.insert_rating",
+        zip(r["user_id"].tolist(), r["movie_id"].tolist(), r["rating"].tolist(), r["rated_at"].tolist(), strict=True),
+    )
     t = catalog.tags
-    db.insert_many(conn, "publish.insert_tag", zip(
-        t["user_id"].tolist(), t["movie_id"].tolist(), t["tag"].tolist(), t["tagged_at"].tolist()))
+    db.insert_many(
+        conn,
+        "publish.insert_tag",
+        zip(t["user_id"].tolist(), t["movie_id"].tolist(), t["tag"].tolist(), t["tagged_at"].tolist(), strict=True),
+    )
 
 
 def _nullable(column) -> list:
     import pandas as pd
 
-    return [None if pd.isna(v) else (int(v) if isinstance(v, (float, np.floating, np.integer)) else v)
-            for v in column.tolist()]
+    return [
+        None if pd.isna(v) else (int(v) if isinstance(v, (float, np.floating, np.integer)) else v)
+        for v in column.tolist()
+    ]
 
 
 def flip(conn, run_id: str) -> None:
@@ -122,13 +146,17 @@ def rollback(settings: Settings, to_run_id: str | None = None) -> RollbackResult
         if to_run_id is None:
             to_run_id = conn.execute(db.query("publish.rollback_target")).scalar()
             if to_run_id is None:
-                raise StateError("no earlier published run to roll back to; "
-                                 f"the last {settings.keep_published} published runs are kept")
+                raise StateError(
+                    "no earlier published run to roll back to; "
+                    f"the last {settings.keep_published} published runs are kept"
+                )
         target = runs.get(conn, to_run_id)
         if target["status"] != "published" or target["rows_deleted_at"] is not None:
-            raise StateError(f"run {to_run_id!r} cannot be served (status {target['status']}"
-                             f"{', rows deleted' if target['rows_deleted_at'] else ''}); "
-                             "expected one of the kept published runs (see model_runs)")
+            raise StateError(
+                f"run {to_run_id!r} cannot be served (status {target['status']}"
+                f"{', rows deleted' if target['rows_deleted_at'] else ''}); "
+                "expected one of the kept published runs (see model_runs)"
+            )
         conn.execute(db.query("publish.point_to"), {"run_id": to_run_id, "now": runs.now()})
     log.info("rollback: now serving %s (was %s)", to_run_id, current and current["run_id"])
     return RollbackResult(from_run_id=current and current["run_id"], to_run_id=to_run_id)

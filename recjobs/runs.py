@@ -15,16 +15,28 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RUN_STEPS", "check_run_id", "failure_recorded", "finish", "get", "latest_id", "new_run_id",
-           "now", "record_seconds", "start", "update", "upsert_metrics"]
+__all__ = [
+    "RUN_STEPS",
+    "check_run_id",
+    "failure_recorded",
+    "finish",
+    "get",
+    "latest_id",
+    "new_run_id",
+    "now",
+    "record_seconds",
+    "start",
+    "update",
+    "upsert_metrics",
+]
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def new_run_id() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def start(conn, run_id: str, settings: Settings, directory: Path, data_sha256: str) -> None:
@@ -68,7 +80,9 @@ def record_seconds(conn, run_id: str, step: str, seconds: float) -> None:
 def upsert_metrics(conn, run_id: str, rows) -> None:
     """(metric, segment, value) rows into run_metrics."""
     for metric, segment, value in rows:
-        conn.execute(db.query("runs.upsert_metric"), {"run_id": run_id, "metric": metric, "segment": segment, "value": value})
+        conn.execute(
+            db.query("runs.upsert_metric"), {"run_id": run_id, "metric": metric, "segment": segment, "value": value}
+        )
 
 
 def finish(conn, run_id: str, status: str, reason: str | None = None) -> None:

@@ -64,7 +64,7 @@ def csr_rows_sum(matrix, n_cols: int, rows: np.ndarray, weights) -> np.ndarray:
     """sum_i weights[i] * matrix[rows[i]] for a CSR matrix given as (indptr, indices, data)."""
     indptr, indices, data = matrix
     total = np.zeros(n_cols, dtype=np.float64)
-    for row, weight in zip(rows, np.broadcast_to(np.asarray(weights, dtype=np.float64), (len(rows),))):
+    for row, weight in zip(rows, np.broadcast_to(np.asarray(weights, dtype=np.float64), (len(rows),)), strict=True):
         start, end = indptr[row], indptr[row + 1]
         total[indices[start:end]] += weight * data[start:end]
     return total

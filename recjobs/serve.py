@@ -5,6 +5,7 @@ query's SQL is sql/<query name>.sql. The database is opened in datasette's norma
 read-only mode (`mode=ro`, not immutable): every request reads the current
 `published_run` pointer, so a newly published run is served without a restart.
 """
+
 from __future__ import annotations
 
 import copy
@@ -80,8 +81,10 @@ def check_database(path: Path) -> None:
         finally:
             conn.close()
     except sqlite3.DatabaseError as e:
-        raise StateError(f"{path}: cannot read it as a recjobs database ({e}); the folder must be "
-                         "writable for SQLite's -wal/-shm files, or run `recjobs run` to build it") from None
+        raise StateError(
+            f"{path}: cannot read it as a recjobs database ({e}); the folder must be "
+            "writable for SQLite's -wal/-shm files, or run `recjobs run` to build it"
+        ) from None
     if published is None:
         log.warning("%s has no published run yet: model_info reports it until a run is published", path)
 
@@ -102,8 +105,7 @@ def build_datasette(db_path: Path, profile: str = "default"):
 
     datasette.handle_exception.rich = None
     config = datasette_config(profile)
-    ds = Datasette(files=[str(db_path)], metadata=config.metadata, settings=config.settings,
-                   cors=False, crossdb=False)
+    ds = Datasette(files=[str(db_path)], metadata=config.metadata, settings=config.settings, cors=False, crossdb=False)
     name = next(n for n, d in ds.databases.items() if d.path and Path(d.path) == Path(db_path))
     if name != DATABASE:
         database = ds.databases[name]
@@ -125,5 +127,11 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8001, reporti
     ds = build_datasette(db_path, profile)
     asyncio.run(ds.invoke_startup())
     log.info("serving %s read-only at http://%s:%d/%s (profile %s)", db_path, host, port, DATABASE, profile)
-    uvicorn.run(ds.app(), host=host, port=port, workers=1, lifespan="on",
-                log_level="info" if log.isEnabledFor(logging.DEBUG) else "warning")
+    uvicorn.run(
+        ds.app(),
+        host=host,
+        port=port,
+        workers=1,
+        lifespan="on",
+        log_level="info" if log.isEnabledFor(logging.DEBUG) else "warning",
+    )

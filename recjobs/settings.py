@@ -1,4 +1,5 @@
 """The one settings object: every job, the CLI, the DAG params and the README read it."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
-
 
 # settings that are paths: relative ones are resolved against the project folder by the DAGs
 PATH_SETTINGS = ("data_dir", "db", "artifacts")
@@ -19,7 +19,9 @@ def setting(default, help: str):
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path = setting(Path("data_small"), "Folder with movies.csv, ratings.csv, links.csv, tags.csv and optional incoming/*.csv.")
+    data_dir: Path = setting(
+        Path("data_small"), "Folder with movies.csv, ratings.csv, links.csv, tags.csv and optional incoming/*.csv."
+    )
     db: Path = setting(Path("artifacts/recs.db"), "SQLite database the recommendations are published to.")
     artifacts: Path = setting(Path("artifacts"), "Folder for per-run model files (artifacts/<run_id>/).")
     k: int = setting(50, "Recommendations stored per user.")
@@ -30,15 +32,27 @@ class Settings:
     alpha: float = setting(80.0, "Confidence of a positive rating: 1 + alpha * weight.")
     negative_weight: float = setting(0.0, "Weight of ratings below the positive threshold (0 = ignore them).")
     positive_threshold: float = setting(4.0, "Ratings at or above this are positives.")
-    recency_decay: float = setting(10.0, "A rating's weight is multiplied by exp(-age / this), age = how many of the user's ratings came after it (0 = no recency weighting).")
-    blend_weight: float = setting(0.5, "Weight of item-item cosine scores blended with ALS scores, both standardized per user (0 = ALS alone).")
+    recency_decay: float = setting(
+        10.0,
+        "A rating's weight is multiplied by exp(-age / this), age = how many of the user's ratings "
+        "came after it (0 = no recency weighting).",
+    )
+    blend_weight: float = setting(
+        0.5, "Weight of item-item cosine scores blended with ALS scores, both standardized per user (0 = ALS alone)."
+    )
     item_neighbours: int = setting(200, "Most similar movies kept per movie for the item-item blends.")
-    sequence_weight: float = setting(1.0, "Weight of sequence scores (movies rated near the user's last few, by other users) blended in (0 = off).")
+    sequence_weight: float = setting(
+        1.0, "Weight of sequence scores (movies rated near the user's last few, by other users) blended in (0 = off)."
+    )
     sequence_window: int = setting(10, "Two ratings of a user count as near when at most this many ratings apart.")
-    sequence_decay: float = setting(3.0, "The user's last few ratings for the sequence scores: weight exp(-age / this).")
+    sequence_decay: float = setting(
+        3.0, "The user's last few ratings for the sequence scores: weight exp(-age / this)."
+    )
     random_seed: int = setting(42, "Seed for ALS initialisation.")
     keep_published: int = setting(3, "Published runs kept for rollback; older runs' rows are deleted.")
-    gate_tolerance: float = setting(0.10, "A run is rejected if its Recall@10 is this much (relative) below the published run's.")
+    gate_tolerance: float = setting(
+        0.10, "A run is rejected if its Recall@10 is this much (relative) below the published run's."
+    )
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -67,15 +81,28 @@ class Settings:
             if not ok:
                 raise ConfigError(f"setting {name}={getattr(self, name)!r} is out of range; see `recjobs run --help`")
 
-    def replace(self, **changes) -> "Settings":
+    def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def model_params(self) -> dict:
         """The settings that decide the model: stored with every run."""
-        names = ("factors", "regularization", "iterations", "alpha", "negative_weight",
-                 "positive_threshold", "recency_decay", "blend_weight", "item_neighbours",
-                 "sequence_weight", "sequence_window", "sequence_decay",
-                 "random_seed", "k", "n_similar")
+        names = (
+            "factors",
+            "regularization",
+            "iterations",
+            "alpha",
+            "negative_weight",
+            "positive_threshold",
+            "recency_decay",
+            "blend_weight",
+            "item_neighbours",
+            "sequence_weight",
+            "sequence_window",
+            "sequence_decay",
+            "random_seed",
+            "k",
+            "n_similar",
+        )
         return {name: getattr(self, name) for name in names}
 
 

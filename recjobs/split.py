@@ -60,6 +60,11 @@ def split(settings: Settings, run_id: str) -> SplitResult:
         runs.record_seconds(conn, run_id, "split", result.seconds)
     log.info(
         "split %s: %d train positives, %d validation, %d test users, %d users not evaluated in %.2fs",
-        run_id, result.n_train_positives, result.n_validation, n_test, result.n_users_not_evaluated, result.seconds,
+        run_id,
+        result.n_train_positives,
+        result.n_validation,
+        n_test,
+        result.n_users_not_evaluated,
+        result.seconds,
     )
     return result

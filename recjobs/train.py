@@ -76,7 +76,12 @@ def train(settings: Settings, run_id: str) -> TrainResult:
         runs.record_seconds(conn, run_id, "train", result.seconds)
     log.info(
         "train %s: %d users x %d items; eval model %d interactions in %.1fs, published model %d interactions in %.1fs",
-        run_id, result.n_users, result.n_items, result.n_eval_interactions, eval_seconds,
-        result.n_full_interactions, full_seconds,
+        run_id,
+        result.n_users,
+        result.n_items,
+        result.n_eval_interactions,
+        eval_seconds,
+        result.n_full_interactions,
+        full_seconds,
     )
     return result

@@ -6,6 +6,7 @@ items are never read. The search is coordinate descent over a small grid: one se
 time, keeping the best value, for a few passes; each candidate is the mean over a few ALS
 seeds, to be less at the mercy of one initialisation.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,15 @@ GRID = {
     "sequence_window": (5, 10, 20),
     "sequence_decay": (2.0, 3.0, 5.0, 10.0),
 }
-ALS_SETTINGS = ("factors", "regularization", "iterations", "alpha", "negative_weight",
-                "positive_threshold", "recency_decay")
+ALS_SETTINGS = (
+    "factors",
+    "regularization",
+    "iterations",
+    "alpha",
+    "negative_weight",
+    "positive_threshold",
+    "recency_decay",
+)
 
 
 @dataclass(frozen=True)
@@ -72,8 +80,7 @@ class ValidationTask:
         """Per-user validation metrics, averaged over the seeds."""
         data = self.data(settings)
         cosine_key = ("cosine", settings.item_neighbours, settings.positive_threshold, settings.blend_weight > 0)
-        sequence_key = ("sequence", settings.item_neighbours, settings.sequence_window,
-                        settings.sequence_weight > 0)
+        sequence_key = ("sequence", settings.item_neighbours, settings.sequence_window, settings.sequence_weight > 0)
         if cosine_key not in self._similarity:
             self._similarity[cosine_key] = model.item_similarity(data.positives, settings)
         if sequence_key not in self._similarity:
@@ -92,10 +99,15 @@ class ValidationTask:
 def validation_task(settings: Settings, seeds: tuple[int, ...]) -> ValidationTask:
     catalog = read_catalog(settings.data_dir, settings.positive_threshold)
     r = catalog.ratings
-    ratings = {"user_id": r["user_id"].to_numpy(np.int64), "movie_id": r["movie_id"].to_numpy(np.int64),
-               "rating": r["rating"].to_numpy(np.float32), "rated_at": r["rated_at"].to_numpy(np.int64)}
-    parts = assign_parts(ratings["user_id"], ratings["rated_at"], ratings["movie_id"],
-                         ratings["rating"] >= settings.positive_threshold)
+    ratings = {
+        "user_id": r["user_id"].to_numpy(np.int64),
+        "movie_id": r["movie_id"].to_numpy(np.int64),
+        "rating": r["rating"].to_numpy(np.float32),
+        "rated_at": r["rated_at"].to_numpy(np.int64),
+    }
+    parts = assign_parts(
+        ratings["user_id"], ratings["rated_at"], ratings["movie_id"], ratings["rating"] >= settings.positive_threshold
+    )
     return ValidationTask(ratings, parts, seeds)
 
 
@@ -108,8 +120,7 @@ def search(task: ValidationTask, start: Settings, grid: dict, passes: int):
         if key not in tried:
             metrics = task.score(settings)
             tried[key] = (float(metrics["recall_at_10"].mean()), float(metrics["ndcg_at_10"].mean()))
-            log.info("tune: %s -> Recall@10 %.4f NDCG@10 %.4f",
-                     " ".join(f"{k}={v}" for k, v in key), *tried[key])
+            log.info("tune: %s -> Recall@10 %.4f NDCG@10 %.4f", " ".join(f"{k}={v}" for k, v in key), *tried[key])
         return tried[key]
 
     best = start
@@ -127,8 +138,13 @@ def search(task: ValidationTask, start: Settings, grid: dict, passes: int):
     return best, tried
 
 
-def tune(settings: Settings, output_dir: Path | None = None, passes: int = 2,
-         seeds: tuple[int, ...] = (42, 43), grid: dict | None = None) -> TuneResult:
+def tune(
+    settings: Settings,
+    output_dir: Path | None = None,
+    passes: int = 2,
+    seeds: tuple[int, ...] = (42, 43),
+    grid: dict | None = None,
+) -> TuneResult:
     """Search the grid on the validation items of settings.data_dir; write tune.json and tune.md."""
     started = time.perf_counter()
     grid = grid or GRID
@@ -142,27 +158,54 @@ def tune(settings: Settings, output_dir: Path | None = None, passes: int = 2,
     recall, ndcg = metrics["recall_at_10"], metrics["ndcg_at_10"]
     chosen = {name: getattr(best, name) for name in grid}
     result = TuneResult(
-        output_dir=str(output_dir), best=chosen,
-        validation_recall_at_10=float(recall.mean()), validation_recall_at_10_ci=bootstrap_ci(recall),
-        validation_ndcg_at_10=float(ndcg.mean()), validation_ndcg_at_10_ci=bootstrap_ci(ndcg),
-        start_recall_at_10=float(start_metrics["recall_at_10"].mean()), n_candidates=len(tried),
+        output_dir=str(output_dir),
+        best=chosen,
+        validation_recall_at_10=float(recall.mean()),
+        validation_recall_at_10_ci=bootstrap_ci(recall),
+        validation_ndcg_at_10=float(ndcg.mean()),
+        validation_ndcg_at_10_ci=bootstrap_ci(ndcg),
+        start_recall_at_10=float(start_metrics["recall_at_10"].mean()),
+        n_candidates=len(tried),
         seconds=round(time.perf_counter() - started, 3),
     )
     trials = [{**dict(key), "recall_at_10": r, "ndcg_at_10": n} for key, (r, n) in tried.items()]
-    (output_dir / "tune.json").write_text(json.dumps({
-        "data_dir": str(settings.data_dir), "n_validation_users": len(task.rows), "seeds": list(seeds),
-        "best": chosen, "result": {k: v for k, v in result.__dict__.items() if k != "best"},
-        "trials": trials}, indent=2, default=str))
+    (output_dir / "tune.json").write_text(
+        json.dumps(
+            {
+                "data_dir": str(settings.data_dir),
+                "n_validation_users": len(task.rows),
+                "seeds": list(seeds),
+                "best": chosen,
+                "result": {k: v for k, v in result.__dict__.items() if k != "best"},
+                "trials": trials,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     names = list(grid)
-    lines = [f"# Validation search on {settings.data_dir}", "",
-             f"{len(task.rows)} validation users; mean over ALS seeds {list(seeds)}. "
-             f"Chosen: {', '.join(f'{k}={v}' for k, v in chosen.items())}; Recall@10 "
-             f"{result.validation_recall_at_10:.4f} {tuple(round(x, 4) for x in result.validation_recall_at_10_ci)}, "
-             f"NDCG@10 {result.validation_ndcg_at_10:.4f}.", "",
-             "| " + " | ".join(names) + " | Recall@10 | NDCG@10 |", "|" + "---|" * (len(names) + 2)]
+    lines = [
+        f"# Validation search on {settings.data_dir}",
+        "",
+        f"{len(task.rows)} validation users; mean over ALS seeds {list(seeds)}. "
+        f"Chosen: {', '.join(f'{k}={v}' for k, v in chosen.items())}; Recall@10 "
+        f"{result.validation_recall_at_10:.4f} {tuple(round(x, 4) for x in result.validation_recall_at_10_ci)}, "
+        f"NDCG@10 {result.validation_ndcg_at_10:.4f}.",
+        "",
+        "| " + " | ".join(names) + " | Recall@10 | NDCG@10 |",
+        "|" + "---|" * (len(names) + 2),
+    ]
     for t in sorted(trials, key=lambda t: (-t["recall_at_10"], -t["ndcg_at_10"])):
-        lines.append("| " + " | ".join(str(t[n]) for n in names) + f" | {t['recall_at_10']:.4f} | {t['ndcg_at_10']:.4f} |")
+        lines.append(
+            "| " + " | ".join(str(t[n]) for n in names) + f" | {t['recall_at_10']:.4f} | {t['ndcg_at_10']:.4f} |"
+        )
     (output_dir / "tune.md").write_text("\n".join(lines) + "\n")
-    log.info("tune: chose %s, validation Recall@10 %.4f (start %.4f) after %d candidates in %.0fs",
-             chosen, result.validation_recall_at_10, result.start_recall_at_10, len(tried), result.seconds)
+    log.info(
+        "tune: chose %s, validation Recall@10 %.4f (start %.4f) after %d candidates in %.0fs",
+        chosen,
+        result.validation_recall_at_10,
+        result.start_recall_at_10,
+        len(tried),
+        result.seconds,
+    )
     return result

@@ -1,6 +1,7 @@
 """docker-compose.yaml, checked by structure: Docker cannot run where the tests run, so the
 file is never started here. It must name files that exist, run the project's DAGs with the
 project's airflow.env, and share one database between Airflow and datasette."""
+
 from __future__ import annotations
 
 import re
@@ -8,9 +9,7 @@ import shlex
 
 import pytest
 import yaml
-
-from conftest import REPO
-from test_dags import read_env_file
+from support import REPO, read_env_file
 
 COMPOSE = REPO / "docker-compose.yaml"
 
@@ -33,7 +32,7 @@ def test_two_services_share_the_artifacts_volume(compose):
     artifacts = environment(services["airflow"])["RECJOBS_ARTIFACTS"]
     assert db.startswith(artifacts + "/")
     for name in services:
-        assert mounts[name][artifacts] == "artifacts", name   # the same named volume in both
+        assert mounts[name][artifacts] == "artifacts", name  # the same named volume in both
         assert environment(services[name])["RECJOBS_DB"] == db
     assert mounts["airflow"][environment(services["airflow"])["RECJOBS_DATA_DIR"]] == "./data_small"
     assert mounts["airflow"]["/opt/airflow"] == "airflow-home"
@@ -47,8 +46,13 @@ def test_the_files_it_names_exist(compose):
         if source.startswith("./"):
             assert (REPO / source).is_dir(), volume
     dockerfile = airflow["build"]["dockerfile_inline"]
-    copied = [part for line in dockerfile.splitlines() if line.startswith("COPY")
-              for part in shlex.split(line)[1:-1] if not part.startswith("--")]
+    copied = [
+        part
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY")
+        for part in shlex.split(line)[1:-1]
+        if not part.startswith("--")
+    ]
     assert {"recjobs", "sql", "dags", "pyproject.toml", "constraints.txt"} <= set(copied)
     for name in copied:
         assert (REPO / name).exists(), name
@@ -76,7 +80,7 @@ def test_datasette_serves_the_database_with_recjobs_serve(compose):
     datasette = compose["services"]["datasette"]
     command = datasette["entrypoint"]
     assert command[:2] == ["recjobs", "serve"] and "serve" in cli.commands
-    options = dict(zip(command[2::2], command[3::2]))
+    options = dict(zip(command[2::2], command[3::2], strict=False))
     assert options["--db"] == environment(datasette)["RECJOBS_DB"]
     port = options["--port"]
     assert datasette["ports"] == [f"127.0.0.1:{port}:{port}"]

@@ -4,11 +4,11 @@ through the REST API succeeds and publishes a new run (an event of the database'
 cleared and run again, it gives the same tables.
 Every process the test starts is stopped by pid.
 """
+
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -17,18 +17,11 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-
-from test_dags import AIRFLOW_BIN, SMALL_RUN, airflow_env, migrate, movielens_slice, query
+from support import AIRFLOW_BIN, SMALL_RUN, airflow_env, free_port, migrate, movielens_slice, query
 
 DAG_ID = "movie_recs_nightly"
-RUN_TIMEOUT = 300   # seconds from trigger to a finished run
+RUN_TIMEOUT = 300  # seconds from trigger to a finished run
 START_TIMEOUT = 120  # seconds for the api-server to answer and the DAG to be parsed
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Processes:
@@ -40,8 +33,14 @@ class Processes:
 
     def start(self, *args: str) -> None:
         log = open(self.logs / f"{args[0]}.log", "w")
-        process = subprocess.Popen([str(AIRFLOW_BIN), *args], env=self.env, cwd=self.env["AIRFLOW_HOME"],
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [str(AIRFLOW_BIN), *args],
+            env=self.env,
+            cwd=self.env["AIRFLOW_HOME"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.started.append((process, log))
 
     def tails(self) -> str:
@@ -93,7 +92,9 @@ def airflow_server(tmp_path):
     """The api-server, scheduler and dag-processor on a free loopback port; (api url, env)."""
     port = free_port()
     env = airflow_env(
-        tmp_path / "airflow", tmp_path, movielens_slice(tmp_path / "ml-slice"),
+        tmp_path / "airflow",
+        tmp_path,
+        movielens_slice(tmp_path / "ml-slice"),
         AIRFLOW__API__PORT=str(port),
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
         # only the triggered run: unpausing would otherwise also start last night's run
@@ -137,15 +138,17 @@ def test_the_scheduler_runs_a_triggered_nightly_run(airflow_server):
 
     db = root / "recs.db"
     with sqlite3.connect(db) as conn:
-        run_id, status = conn.execute("SELECT r.run_id, r.status FROM published_run AS p "
-                                      "JOIN model_runs AS r ON r.run_id = p.run_id").fetchone()
+        run_id, status = conn.execute(
+            "SELECT r.run_id, r.status FROM published_run AS p JOIN model_runs AS r ON r.run_id = p.run_id"
+        ).fetchone()
     assert status == "published" and run_id.startswith("manual__")
     first = tables(db)
     assert first["recommendations"] and first["model_runs"] == [(run_id, "published")]
 
     def asset_events():
-        return http.get(f"{api}/assets/events", params={"source_dag_id": DAG_ID, "source_run_id": dag_run_id},
-                        timeout=10).json()["asset_events"]
+        return http.get(
+            f"{api}/assets/events", params={"source_dag_id": DAG_ID, "source_run_id": dag_run_id}, timeout=10
+        ).json()["asset_events"]
 
     assert [(e["source_task_id"], e["uri"]) for e in asset_events()] == [("precompute", f"file://{db}")]
 
@@ -163,10 +166,15 @@ def tables(db: Path) -> dict[str, list]:
         "model_runs": query(db, "SELECT run_id, status FROM model_runs ORDER BY run_id"),
         "ratings": query(db, "SELECT COUNT(*), SUM(user_id), SUM(movie_id) FROM ratings"),
         "movies": query(db, "SELECT COUNT(*), SUM(movie_id) FROM movies"),
-        "recommendations": query(db, "SELECT run_id, user_id, rank, movie_id, ROUND(score, 4) FROM recommendations "
-                                     "ORDER BY run_id, user_id, rank"),
-        "similar_movies": query(db, "SELECT COUNT(*), COUNT(DISTINCT run_id || ':' || movie_id || ':' || rank) "
-                                    "FROM similar_movies"),
-        "run_metrics": query(db, "SELECT run_id, metric, segment, ROUND(value, 6) FROM run_metrics "
-                                 "ORDER BY run_id, metric, segment"),
+        "recommendations": query(
+            db,
+            "SELECT run_id, user_id, rank, movie_id, ROUND(score, 4) FROM recommendations "
+            "ORDER BY run_id, user_id, rank",
+        ),
+        "similar_movies": query(
+            db, "SELECT COUNT(*), COUNT(DISTINCT run_id || ':' || movie_id || ':' || rank) FROM similar_movies"
+        ),
+        "run_metrics": query(
+            db, "SELECT run_id, metric, segment, ROUND(value, 6) FROM run_metrics ORDER BY run_id, metric, segment"
+        ),
     }

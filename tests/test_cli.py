@@ -1,4 +1,5 @@
 """The recjobs command: one-line errors, non-zero exit, the published run untouched."""
+
 from __future__ import annotations
 
 import os
@@ -9,23 +10,31 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from support import REPO
 
 from recjobs.cli import cli
-from tests.conftest import REPO
 
 HEADER = "userId,movieId,rating,timestamp\n"
 
 
 def recjobs(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "recjobs", *map(str, args)], capture_output=True, text=True,
-                          cwd=REPO, env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "recjobs", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 def served(db):
     con = sqlite3.connect(db)
     try:
-        return (con.execute("SELECT * FROM published_run").fetchall(),
-                con.execute("SELECT count(*), sum(movie_id * rank) FROM current_recommendations").fetchone())
+        return (
+            con.execute("SELECT * FROM published_run").fetchall(),
+            con.execute("SELECT count(*), sum(movie_id * rank) FROM current_recommendations").fetchone(),
+        )
     finally:
         con.close()
 
@@ -39,8 +48,8 @@ def test_every_command_has_help():
         assert len(result.output.splitlines()) > 3
 
 
-def test_run_prints_a_summary(published_copy, tmp_path):
-    s = published_copy
+def test_run_prints_a_summary(small_published):
+    s = small_published
     out = recjobs("run", "--data-dir", s.data_dir, "--db", s.db, "--artifacts", s.artifacts, "--run-id", "cli")
     assert out.returncode == 0, out.stderr
     assert "run cli: published" in out.stdout
@@ -99,8 +108,18 @@ def test_unknown_movie_ratings_are_dropped_not_fatal(published_copy, tmp_path):
     shutil.copytree(published_copy.data_dir, data)
     (data / "incoming").mkdir(exist_ok=True)
     (data / "incoming" / "late.csv").write_text(HEADER + "1,999999,4.0,2000000000\n")
-    out = recjobs("load", "--data-dir", data, "--db", published_copy.db, "--artifacts", published_copy.artifacts,
-                  "--run-id", "extra", "--json")
+    out = recjobs(
+        "load",
+        "--data-dir",
+        data,
+        "--db",
+        published_copy.db,
+        "--artifacts",
+        published_copy.artifacts,
+        "--run-id",
+        "extra",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     assert '"n_dropped_ratings": 1' in out.stdout
     assert "dropped 1 ratings" in out.stderr

@@ -1,4 +1,5 @@
 """The on-demand cold-start job: answers, input checks, storage, lightness, consistency."""
+
 from __future__ import annotations
 
 import json
@@ -16,15 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from support import copy_db
 
 from recjobs import bundle as cb
 from recjobs import cold_start as cs
-from recjobs import scoring
-from recjobs import db, evaluate, load, model, precompute, publish, split, train
+from recjobs import db, evaluate, load, model, precompute, publish, scoring, split, train
 from recjobs.cli import cli
 from recjobs.errors import ConfigError, StateError
 from recjobs.settings import Settings
-from tests.conftest import copy_db
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = [296, 318, 593]
@@ -38,8 +38,10 @@ def served(published_settings, tmp_path) -> Settings:
 
 def count_rows(db_path: Path) -> tuple[int, int]:
     with sqlite3.connect(db_path) as conn:
-        return (conn.execute("SELECT count(*) FROM cold_start_requests").fetchone()[0],
-                conn.execute("SELECT count(*) FROM cold_start_recommendations").fetchone()[0])
+        return (
+            conn.execute("SELECT count(*) FROM cold_start_requests").fetchone()[0],
+            conn.execute("SELECT count(*) FROM cold_start_recommendations").fetchone()[0],
+        )
 
 
 def served_bundle(settings: Settings) -> cb.Bundle:
@@ -54,12 +56,16 @@ def positives_of(settings: Settings, user_id: int) -> tuple[np.ndarray, np.ndarr
 
 # ---- answers ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("liked, method", [
-    ([296], "blend"),
-    (SEEDS, "blend"),
-    ([318, 356, 296, 593, 2571, 260, 2959, 527, 1196, 110], "blend"),   # the 10 most popular
-    ([999_999_999], "popularity"),
-])
+
+@pytest.mark.parametrize(
+    "liked, method",
+    [
+        ([296], "blend"),
+        (SEEDS, "blend"),
+        ([318, 356, 296, 593, 2571, 260, 2959, 527, 1196, 110], "blend"),  # the 10 most popular
+        ([999_999_999], "popularity"),
+    ],
+)
 def test_answer_never_contains_a_seed_and_is_stored(served, liked, method):
     result = cs.cold_start(served, liked, k=20)
     ids = [movie_id for movie_id, _, _ in result.recommendations]
@@ -70,10 +76,14 @@ def test_answer_never_contains_a_seed_and_is_stored(served, liked, method):
     scores = [score for _, _, score in result.recommendations]
     assert scores == sorted(scores, reverse=True)
     with sqlite3.connect(served.db) as conn:
-        row = conn.execute("SELECT run_id, liked_json, unknown_json, k, method, answer_seconds "
-                           "FROM cold_start_requests WHERE request_id = ?", (result.request_id,)).fetchone()
-        stored = conn.execute("SELECT movie_id FROM cold_start_recommendations WHERE request_id = ? "
-                              "ORDER BY rank", (result.request_id,)).fetchall()
+        row = conn.execute(
+            "SELECT run_id, liked_json, unknown_json, k, method, answer_seconds "
+            "FROM cold_start_requests WHERE request_id = ?",
+            (result.request_id,),
+        ).fetchone()
+        stored = conn.execute(
+            "SELECT movie_id FROM cold_start_recommendations WHERE request_id = ? ORDER BY rank", (result.request_id,)
+        ).fetchall()
     assert row[:5] == ("first", json.dumps(liked), json.dumps(list(result.unknown_ids)), 20, method)
     assert 0 < row[5] < 5
     assert [r[0] for r in stored] == ids
@@ -86,11 +96,11 @@ def test_no_seed_even_when_every_other_movie_is_asked_for(tiny_settings):
         publish.flip(conn, "tiny")
     result = cs.cold_start(tiny_settings, [1, 2], k=100)
     ids = [movie_id for movie_id, _, _ in result.recommendations]
-    assert sorted(ids) == [3, 4, 5, 6]   # the six movies minus the two seeds; k is capped by what is left
+    assert sorted(ids) == [3, 4, 5, 6]  # the six movies minus the two seeds; k is capped by what is left
 
 
 def test_many_known_liked_movies_use_the_plain_fold_in(served):
-    liked = [int(m) for m in served_bundle(served).movie_ids[:cb.BLEND_MAX_KNOWN + 1]]
+    liked = [int(m) for m in served_bundle(served).movie_ids[: cb.BLEND_MAX_KNOWN + 1]]
     assert cs.cold_start(served, liked).method == "als_fold_in"
 
 
@@ -100,8 +110,9 @@ def test_unknown_ids_are_reported_and_duplicates_collapse(served):
     assert result.unknown_ids == (999_999_999, 888_888_888)
     assert result.method == "blend"
     with sqlite3.connect(served.db) as conn:
-        liked_json, unknown_json = conn.execute("SELECT liked_json, unknown_json FROM cold_start_requests "
-                                                "WHERE request_id = ?", (result.request_id,)).fetchone()
+        liked_json, unknown_json = conn.execute(
+            "SELECT liked_json, unknown_json FROM cold_start_requests WHERE request_id = ?", (result.request_id,)
+        ).fetchone()
     assert json.loads(liked_json) == [296, 999_999_999, 318, 888_888_888]
     assert json.loads(unknown_json) == [999_999_999, 888_888_888]
 
@@ -110,8 +121,9 @@ def known_users(settings: Settings):
     """The published run's users as the pipeline weighted them (recency, confidence, profile)."""
     ratings = dict(np.load(Path(settings.artifacts) / "first" / "ratings.npz"))
     factors = model.Factors.read(Path(settings.artifacts) / "first" / "model_full.npz")
-    everything = model.interactions(ratings, np.ones(len(ratings["rating"]), bool),
-                                    factors.user_ids, factors.movie_ids, settings)
+    everything = model.interactions(
+        ratings, np.ones(len(ratings["rating"]), bool), factors.user_ids, factors.movie_ids, settings
+    )
     return factors.user_ids, everything
 
 
@@ -119,23 +131,24 @@ def test_fold_in_equals_implicit_recalculate_user(published_settings):
     from implicit.cpu.als import AlternatingLeastSquares
 
     bundle = served_bundle(published_settings)
-    als = AlternatingLeastSquares(factors=bundle.item_factors.shape[1], regularization=bundle.regularization,
-                                  alpha=1.0)
+    als = AlternatingLeastSquares(factors=bundle.item_factors.shape[1], regularization=bundle.regularization, alpha=1.0)
     als.item_factors = np.array(bundle.item_factors)  # a writable copy of the memory map
     _, data = known_users(published_settings)
     for row in (0, 1, 413):
-        user_items = data.confidence[row]   # recency-weighted confidences, as trained
+        user_items = data.confidence[row]  # recency-weighted confidences, as trained
         expected = als.recalculate_user(0, user_items)
-        ours = cb.fold_in(bundle.item_factors, bundle.gram, user_items.indices, user_items.data,
-                          bundle.regularization)
+        ours = cb.fold_in(bundle.item_factors, bundle.gram, user_items.indices, user_items.data, bundle.regularization)
         np.testing.assert_allclose(ours, expected, atol=1e-4 * np.abs(expected).max())
         # and a new user's uniform confidence
         uniform = user_items.copy()
         uniform.data[:] = bundle.liked_confidence
         np.testing.assert_allclose(
-            cb.fold_in(bundle.item_factors, bundle.gram, uniform.indices, bundle.liked_confidence,
-                       bundle.regularization),
-            als.recalculate_user(0, uniform), atol=1e-4 * np.abs(expected).max())
+            cb.fold_in(
+                bundle.item_factors, bundle.gram, uniform.indices, bundle.liked_confidence, bundle.regularization
+            ),
+            als.recalculate_user(0, uniform),
+            atol=1e-4 * np.abs(expected).max(),
+        )
 
 
 def test_liked_confidence_is_the_trained_confidence_of_a_newest_positive(published_settings):
@@ -159,13 +172,19 @@ def test_fold_in_of_a_known_users_history_reproduces_their_precomputed_top_10(pu
     with sqlite3.connect(published_settings.db) as conn:
         for row in range(200):
             confidence = data.confidence[row]
-            profiles = [(data.profile[row].indices, data.profile[row].data),     # cosine part
-                        (data.recent[row].indices, data.recent[row].data)]       # sequence part
+            profiles = [
+                (data.profile[row].indices, data.profile[row].data),  # cosine part
+                (data.recent[row].indices, data.recent[row].data),
+            ]  # sequence part
             scores = cb.method_scores(bundle, confidence.indices, confidence.data, profiles)
             top = bundle.movie_ids[scoring.top_k(scores, data.seen[row].indices, 10)]
-            precomputed = {r[0] for r in conn.execute(
-                "SELECT movie_id FROM recommendations WHERE run_id = 'first' AND user_id = ? AND rank <= 10",
-                (int(user_ids[row]),))}
+            precomputed = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT movie_id FROM recommendations WHERE run_id = 'first' AND user_id = ? AND rank <= 10",
+                    (int(user_ids[row]),),
+                )
+            }
             overlaps.append(len(set(top.tolist()) & precomputed) / 10)
     print(f"top-10 overlap with the precomputed lists: mean {np.mean(overlaps):.3f}, min {np.min(overlaps):.1f}")
     assert np.mean(overlaps) >= 0.9 and np.min(overlaps) >= 0.5
@@ -173,24 +192,28 @@ def test_fold_in_of_a_known_users_history_reproduces_their_precomputed_top_10(pu
 
 # ---- bad input ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("liked, message", [
-    ("", "no movie ids given"),
-    ("   ", "no movie ids given"),
-    ([], "no movie ids given"),
-    (None, "no movie ids given"),
-    ("296,abc", "'abc' is not an integer movie id"),
-    ("296,3.5", "'3.5' is not an integer movie id"),
-    ("296,,318", "empty entry"),
-    ("296,318,", "empty entry"),
-    ([296, 3.0], "3.0 is not an integer movie id"),
-    ([True], "True is not an integer movie id"),
-    ("0", "0 is not a valid movie id"),
-    ("-5", "-5 is not a valid movie id"),
-    ("99999999999", "99999999999 is not a valid movie id"),
-    (",".join(str(i) for i in range(1, 102)), "101 distinct movie ids given; at most 100"),
-    ("١٢٣", "is not an integer movie id"),   # non-ASCII digits
-    ("--5", "'--5' is not an integer movie id"),
-])
+
+@pytest.mark.parametrize(
+    "liked, message",
+    [
+        ("", "no movie ids given"),
+        ("   ", "no movie ids given"),
+        ([], "no movie ids given"),
+        (None, "no movie ids given"),
+        ("296,abc", "'abc' is not an integer movie id"),
+        ("296,3.5", "'3.5' is not an integer movie id"),
+        ("296,,318", "empty entry"),
+        ("296,318,", "empty entry"),
+        ([296, 3.0], "3.0 is not an integer movie id"),
+        ([True], "True is not an integer movie id"),
+        ("0", "0 is not a valid movie id"),
+        ("-5", "-5 is not a valid movie id"),
+        ("99999999999", "99999999999 is not a valid movie id"),
+        (",".join(str(i) for i in range(1, 102)), "101 distinct movie ids given; at most 100"),
+        ("١٢٣", "is not an integer movie id"),  # non-ASCII digits
+        ("--5", "'--5' is not an integer movie id"),
+    ],
+)
 def test_bad_liked_ids_are_rejected_and_nothing_is_written(served, liked, message):
     before = count_rows(served.db)
     with pytest.raises(ConfigError, match=message):
@@ -209,7 +232,7 @@ def test_bad_k_is_rejected_and_nothing_is_written(served, k):
 def test_accepted_shapes_of_input():
     assert cs.parse_liked(" 296, 318 ,593,296") == (296, 318, 593)
     assert cs.parse_liked(["296", 318, np.int64(593)]) == (296, 318, 593)
-    assert cs.parse_liked(",".join(["7"] * 150)) == (7,)       # the limit counts distinct ids
+    assert cs.parse_liked(",".join(["7"] * 150)) == (7,)  # the limit counts distinct ids
     assert cs.parse_liked(range(1, 101)) == tuple(range(1, 101))
     assert cs.check_k("1") == 1 and cs.check_k(100) == 100
 
@@ -227,26 +250,44 @@ def test_no_published_run_is_a_clear_error_and_writes_nothing(tmp_path):
 
 
 def test_cli_prints_titles_and_reports_unknown_ids(served):
-    out = CliRunner().invoke(cli, ["-q", "cold-start", "--db", str(served.db), "--artifacts", str(served.artifacts),
-                                   "--liked", "296,318,593,999999999", "--k", "3"])
+    out = CliRunner().invoke(
+        cli,
+        [
+            "-q",
+            "cold-start",
+            "--db",
+            str(served.db),
+            "--artifacts",
+            str(served.artifacts),
+            "--liked",
+            "296,318,593,999999999",
+            "--k",
+            "3",
+        ],
+    )
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()
     assert "by blend from run first" in lines[0]
     assert lines[1].strip() == "not known to the model (ignored): 999999999"
-    assert len(lines) == 5 and re.search(r"\(\d{4}\)$", lines[2])   # the title, with its year
+    assert len(lines) == 5 and re.search(r"\(\d{4}\)$", lines[2])  # the title, with its year
 
-    as_json = CliRunner().invoke(cli, ["-q", "cold-start", "--db", str(served.db), "--artifacts",
-                                       str(served.artifacts), "--liked", "296", "--json"])
+    as_json = CliRunner().invoke(
+        cli,
+        ["-q", "cold-start", "--db", str(served.db), "--artifacts", str(served.artifacts), "--liked", "296", "--json"],
+    )
     data = json.loads(as_json.output)
     assert data["run_id"] == "first" and data["k"] == 10 and len(data["recommendations"]) == 10
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--liked", "296,x"], "Error: liked: 'x' is not an integer movie id"),
-    (["--liked", "296", "--k", "0"], "Error: k: 0 is out of range"),
-    (["--liked", "296", "--k", "ten"], "Error: k: 'ten' is out of range"),
-    (["--liked", ",".join(map(str, range(1, 200)))], "Error: liked: 199 distinct movie ids given"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--liked", "296,x"], "Error: liked: 'x' is not an integer movie id"),
+        (["--liked", "296", "--k", "0"], "Error: k: 0 is out of range"),
+        (["--liked", "296", "--k", "ten"], "Error: k: 'ten' is out of range"),
+        (["--liked", ",".join(map(str, range(1, 200)))], "Error: liked: 199 distinct movie ids given"),
+    ],
+)
 def test_cli_bad_input_is_one_line_and_exit_1(served, args, message):
     before = count_rows(served.db)
     out = CliRunner().invoke(cli, ["cold-start", "--db", str(served.db), *args])
@@ -256,6 +297,7 @@ def test_cli_bad_input_is_one_line_and_exit_1(served, args, message):
 
 
 # ---- lightness ---------------------------------------------------------------------------
+
 
 def test_the_command_imports_no_pandas_airflow_scipy_or_training_code(served, tmp_path):
     modules_file = tmp_path / "modules.json"
@@ -268,23 +310,44 @@ def test_the_command_imports_no_pandas_airflow_scipy_or_training_code(served, tm
         finally:
             open({str(modules_file)!r}, "w").write(json.dumps(sorted(sys.modules)))
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr
     assert "by blend from run first" in done.stdout
     loaded = set(json.loads(modules_file.read_text()))
     assert "recjobs.cold_start" in loaded and "numpy" in loaded and "sqlalchemy" in loaded
     assert not {"pandas", "airflow", "implicit", "scipy", "threadpoolctl"} & {n.split(".")[0] for n in loaded}
-    assert not {"recjobs.model", "recjobs.train", "recjobs.load", "recjobs.split", "recjobs.evaluate",
-                "recjobs.pipeline", "recjobs.precompute", "recjobs.cold_start_eval"} & loaded
+    assert (
+        not {
+            "recjobs.model",
+            "recjobs.train",
+            "recjobs.load",
+            "recjobs.split",
+            "recjobs.evaluate",
+            "recjobs.pipeline",
+            "recjobs.precompute",
+            "recjobs.cold_start_eval",
+        }
+        & loaded
+    )
 
 
 def test_the_cli_exit_status_is_non_zero_for_bad_input(served):
-    done = subprocess.run([sys.executable, "-m", "recjobs.cli", "cold-start", "--db", str(served.db),
-                           "--liked", "abc"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "recjobs.cli", "cold-start", "--db", str(served.db), "--liked", "abc"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1
-    assert done.stderr.strip() == ("Error: liked: 'abc' is not an integer movie id; "
-                                   "expected integers, e.g. --liked 296,318,593")
+    assert done.stderr.strip() == (
+        "Error: liked: 'abc' is not an integer movie id; expected integers, e.g. --liked 296,318,593"
+    )
 
 
 # ---- one complete run while another is published ----------------------------------------
@@ -312,17 +375,22 @@ def reference_answer(run_dir: Path) -> list[int]:
 def test_requests_during_a_publish_answer_from_one_complete_run(served, tmp_path):
     """A reader process asks again and again while run `second` is published over `first`
     and the pointer is flipped back and forth; every answer must be the one its run gives."""
-    second = served.replace(artifacts=tmp_path / "artifacts", random_seed=7, factors=16, iterations=5,
-                            gate_tolerance=0.5)  # a quicker, different model that still passes the gate
+    second = served.replace(
+        artifacts=tmp_path / "artifacts", random_seed=7, factors=16, iterations=5, gate_tolerance=0.5
+    )  # a quicker, different model that still passes the gate
     for step in (load.load, split.split, train.train, evaluate.evaluate):
         step(second, "second")
     stop = tmp_path / "stop"
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(served.db), str(served.artifacts), str(stop)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                              env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(served.db), str(served.artifacts), str(stop)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+    )
     answers: list = []
-    collector = threading.Thread(target=lambda: answers.extend(json.loads(line) for line in reader.stdout),
-                                 daemon=True)
+    collector = threading.Thread(target=lambda: answers.extend(json.loads(line) for line in reader.stdout), daemon=True)
     collector.start()
 
     def wait_for_answer_from(run_id: str) -> None:
@@ -334,7 +402,7 @@ def test_requests_during_a_publish_answer_from_one_complete_run(served, tmp_path
 
     try:
         wait_for_answer_from("first")
-        assert precompute.precompute(second, "second").status == "published"   # readers keep asking meanwhile
+        assert precompute.precompute(second, "second").status == "published"  # readers keep asking meanwhile
         wait_for_answer_from("second")
         for target in ("first", "second", "first"):
             publish.rollback(served, target)
@@ -351,16 +419,23 @@ def test_requests_during_a_publish_answer_from_one_complete_run(served, tmp_path
                 os.killpg(reader.pid, signal.SIGKILL)
                 reader.wait()
     assert reader.returncode == 0, reader.stderr.read()
-    expected = {"first": reference_answer(Path(served.artifacts) / "first"),
-                "second": reference_answer(Path(second.artifacts) / "second")}
+    expected = {
+        "first": reference_answer(Path(served.artifacts) / "first"),
+        "second": reference_answer(Path(second.artifacts) / "second"),
+    }
     assert expected["first"] != expected["second"]
     with sqlite3.connect(served.db) as conn:
         for request_id, run_id, ids in answers:
             assert ids == expected[run_id], (request_id, run_id)
-            stored_run = conn.execute("SELECT run_id FROM cold_start_requests WHERE request_id = ?",
-                                      (request_id,)).fetchone()[0]
-            stored_ids = [r[0] for r in conn.execute("SELECT movie_id FROM cold_start_recommendations "
-                                                     "WHERE request_id = ? ORDER BY rank", (request_id,))]
+            stored_run = conn.execute(
+                "SELECT run_id FROM cold_start_requests WHERE request_id = ?", (request_id,)
+            ).fetchone()[0]
+            stored_ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT movie_id FROM cold_start_recommendations WHERE request_id = ? ORDER BY rank", (request_id,)
+                )
+            ]
             assert (stored_run, stored_ids) == (run_id, ids)
 
 
@@ -379,7 +454,7 @@ def test_a_retrained_run_gets_a_fresh_bundle(tiny_settings):
     assert not np.allclose(before, after.item_factors)
     assert np.array_equal(after.item_factors, model.Factors.read(run_dir / "model_full.npz").item_factors)
     assert first.run_id == again.run_id == "tiny"
-    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == []   # no leftovers
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == []  # no leftovers
 
 
 def test_missing_artifacts_of_the_served_run_are_a_clear_error(served, tmp_path):

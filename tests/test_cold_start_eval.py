@@ -1,4 +1,5 @@
 """The offline cold-start evaluation: held-out users, metrics, the SQL path, storage."""
+
 from __future__ import annotations
 
 import json
@@ -25,21 +26,26 @@ def test_recall_and_ndcg_of_known_lists():
 
 def test_held_out_users_are_a_seeded_fifth_of_the_users_with_enough_positives():
     users = np.repeat(np.arange(1, 101), 20)
-    positive = np.tile(np.arange(20) < 15, 100)          # everyone has 15 positives
-    positive[users <= 10] = False                         # users 1-10 have none
+    positive = np.tile(np.arange(20) < 15, 100)  # everyone has 15 positives
+    positive[users <= 10] = False  # users 1-10 have none
     first = ev.held_out_users(users, positive, seed=42)
-    assert len(first) == 18 and first.min() > 10         # 20% of the 90 eligible
+    assert len(first) == 18 and first.min() > 10  # 20% of the 90 eligible
     assert np.array_equal(first, ev.held_out_users(users, positive, seed=42))
     assert not np.array_equal(first, ev.held_out_users(users, positive, seed=7))
 
 
 def test_the_pipeline_stores_the_figures_of_every_method_and_seed_count(published_settings):
     with sqlite3.connect(published_settings.db) as conn:
-        rows = conn.execute("SELECT metric, segment, value FROM run_metrics WHERE run_id = 'first' "
-                            "AND metric LIKE 'cold_start_%'").fetchall()
+        rows = conn.execute(
+            "SELECT metric, segment, value FROM run_metrics WHERE run_id = 'first' AND metric LIKE 'cold_start_%'"
+        ).fetchall()
     values = {(metric, segment): value for metric, segment, value in rows}
-    expected = {(metric, f"{method}_n{n}") for metric in ("cold_start_recall_at_10", "cold_start_ndcg_at_10")
-                for method in ev.METHODS for n in ev.SEED_COUNTS}
+    expected = {
+        (metric, f"{method}_n{n}")
+        for metric in ("cold_start_recall_at_10", "cold_start_ndcg_at_10")
+        for method in ev.METHODS
+        for n in ev.SEED_COUNTS
+    }
     assert expected | {("cold_start_users", "all")} == set(values)
     assert values[("cold_start_users", "all")] >= 100
     assert all(0 < values[key] < 1 for key in expected)

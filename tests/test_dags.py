@@ -5,13 +5,12 @@ failed evaluate or precompute leaves the published recommendations as they were.
 Airflow runs in subprocesses with a temporary AIRFLOW_HOME and the project's airflow.env,
 so its configuration never leaks into (or from) the pytest process.
 """
+
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -19,92 +18,26 @@ import time
 from pathlib import Path
 
 import pytest
+from support import (
+    DAGS,
+    NIGHTLY_TASKS,
+    REPO,
+    SLICE_USERS,
+    SMALL_RUN,
+    airflow,
+    airflow_env,
+    copy_db,
+    migrate,
+    movielens_slice,
+    new_airflow_home,
+    query,
+    read_env_file,
+    require_shared_data,
+    served,
+)
 
-from conftest import REPO, copy_db, require_shared_data
 from recjobs import pipeline
 from recjobs.settings import Settings
-
-AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
-DAGS = REPO / "dags"
-NIGHTLY_TASKS = ["load", "split", "train", "evaluate", "precompute", "evaluate_cold_start"]
-# Small model settings keep each run short; the steps and tables are the same as the defaults'.
-SMALL_RUN = {"factors": 16, "iterations": 5, "k": 10}
-SLICE_USERS = 150  # the slice of ml-latest-small for the runs that only need a run to happen
-
-
-# ---- helpers shared with test_airflow_scheduler.py ----------------------------------------
-
-def read_env_file(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines()
-             if line.strip() and not line.lstrip().startswith("#"))
-    return {key.strip(): value.strip() for key, value in pairs}
-
-
-def airflow_env(home: Path, root: Path, data_dir: Path, **extra: str) -> dict[str, str]:
-    """The project's airflow.env with a private AIRFLOW_HOME and database, artifacts and data."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECJOBS_", "MOVIE_RECS_"))}
-    env.update(read_env_file(REPO / "airflow.env"))
-    env.update(
-        PATH=f"{AIRFLOW_BIN.parent}{os.pathsep}{env.get('PATH', '')}",
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
-        AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY="1",  # the project waits 120 s between tries
-        RECJOBS_DB=str(root / "recs.db"),
-        RECJOBS_ARTIFACTS=str(root / "artifacts"),
-        RECJOBS_DATA_DIR=str(data_dir),
-    )
-    env.update(extra)
-    return env
-
-
-def airflow(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the airflow CLI in its own process group; the group is killed by pid if it overruns."""
-    proc = subprocess.Popen([str(AIRFLOW_BIN), *args], env=env, cwd=env["AIRFLOW_HOME"], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
-def migrate(env: dict) -> None:
-    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-    done = airflow(env, "db", "migrate")
-    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
-
-
-def query(db: Path, sql: str, *args):
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql, args).fetchall()
-
-
-def served(db: Path) -> list[tuple]:
-    """What readers are served: the current run and its recommendations."""
-    return query(db, "SELECT p.run_id, r.user_id, r.rank, r.movie_id, r.score FROM published_run AS p "
-                     "JOIN recommendations AS r ON r.run_id = p.run_id ORDER BY r.user_id, r.rank")
-
-
-def movielens_slice(target: Path) -> Path:
-    """ml-latest-small with the ratings of its first SLICE_USERS users only."""
-    source = require_shared_data()
-    target.mkdir(parents=True)
-    for name in ("movies.csv", "links.csv", "tags.csv"):
-        shutil.copy(source / name, target / name)
-    lines = (source / "ratings.csv").read_text().splitlines(keepends=True)
-    (target / "ratings.csv").write_text(lines[0] + "".join(
-        line for line in lines[1:] if int(line.split(",", 1)[0]) <= SLICE_USERS))
-    return target
-
-
-def new_airflow_home(migrated: Path, home: Path) -> Path:
-    """A private AIRFLOW_HOME with a copy of an already migrated metadata database."""
-    home.mkdir(parents=True)
-    shutil.copy(migrated / "airflow.db", home / "airflow.db")
-    return home
-
 
 # ---- parsing ----------------------------------------------------------------------------
 
@@ -137,20 +70,29 @@ for dag_id, dag in bag.dags.items():
 print("PARSED " + json.dumps(out, default=str))
 """
 
-AIRFLOW_RUN_IDS = ["manual__2026-11-27T22:56:36.700692+00:00", "scheduled__2026-11-28T02:30:00+00:00",
-                   "my_run-1", "-odd/id?", "x" * 250]
+AIRFLOW_RUN_IDS = [
+    "manual__2026-11-27T22:56:36.700692+00:00",
+    "scheduled__2026-11-28T02:30:00+00:00",
+    "my_run-1",
+    "-odd/id?",
+    "x" * 250,
+]
 
 
 @pytest.fixture(scope="module")
 def parsed(tmp_path_factory):
     root = tmp_path_factory.mktemp("parse")
     env = airflow_env(root / "airflow", root, root / "data")
-    done = subprocess.run([sys.executable, "-c", PARSE_SCRIPT, str(DAGS), *AIRFLOW_RUN_IDS],
-                          env=env, text=True, capture_output=True, timeout=120)
-    line = next((l for l in done.stdout.splitlines() if l.startswith("PARSED ")), None)
+    done = subprocess.run(
+        [sys.executable, "-c", PARSE_SCRIPT, str(DAGS), *AIRFLOW_RUN_IDS],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    line = next((out for out in done.stdout.splitlines() if out.startswith("PARSED ")), None)
     assert line, done.stderr[-3000:]
-    return {**json.loads(line[len("PARSED "):]), "data_dir_env": env["RECJOBS_DATA_DIR"],
-            "db_env": env["RECJOBS_DB"]}
+    return {**json.loads(line[len("PARSED ") :]), "data_dir_env": env["RECJOBS_DATA_DIR"], "db_env": env["RECJOBS_DB"]}
 
 
 def test_dags_parse_without_errors_fast_and_light(parsed):
@@ -163,7 +105,7 @@ def test_dags_parse_without_errors_fast_and_light(parsed):
 def test_nightly_dag_runs_the_jobs_in_order(parsed):
     dag = parsed["dags"]["movie_recs_nightly"]
     assert dag["order"] == NIGHTLY_TASKS
-    assert dag["edges"] == sorted([a, b] for a, b in zip(NIGHTLY_TASKS, NIGHTLY_TASKS[1:]))
+    assert dag["edges"] == sorted([a, b] for a, b in zip(NIGHTLY_TASKS, NIGHTLY_TASKS[1:], strict=False))
     assert dag["tasks"]["precompute"]["outlets"] == [f"file://{parsed['db_env']}"]
     assert "30 2 * * *" in dag["schedule"]
     assert "nightly" in dag["tags"] and "load" in dag["doc_md"]
@@ -208,7 +150,7 @@ def test_recjobs_run_ids_are_valid_and_stable(parsed):
     from recjobs.runs import check_run_id
 
     ids = parsed["run_ids"]
-    for airflow_id, run_id in ids.items():
+    for run_id in ids.values():
         assert check_run_id(run_id) == run_id
     assert ids["my_run-1"] == "my_run-1"
     assert ids["manual__2026-11-27T22:56:36.700692+00:00"].startswith("manual__2026-11-27T22-56-36.700692")
@@ -216,6 +158,7 @@ def test_recjobs_run_ids_are_valid_and_stable(parsed):
 
 
 # ---- Dag.test runs --------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def migrated(tmp_path_factory):
@@ -230,8 +173,7 @@ def data_slice(tmp_path_factory):
     return movielens_slice(tmp_path_factory.mktemp("slice") / "ml-slice")
 
 
-def dags_test(home: Path, root: Path, conf: dict, data_dir: Path, fault: str = "",
-              dag_id: str = "movie_recs_nightly"):
+def dags_test(home: Path, root: Path, conf: dict, data_dir: Path, fault: str = "", dag_id: str = "movie_recs_nightly"):
     """`airflow dags test` (Dag.test) on the database and artifacts under root; (process, seconds)."""
     env = airflow_env(home, root, data_dir, MOVIE_RECS_FAULT=fault)
     started = time.perf_counter()
@@ -240,13 +182,15 @@ def dags_test(home: Path, root: Path, conf: dict, data_dir: Path, fault: str = "
 
 
 def last_dag_run(home: Path, dag_id: str = "movie_recs_nightly") -> tuple[str, str]:
-    return query(home / "airflow.db", "SELECT run_id, state FROM dag_run WHERE dag_id = ? "
-                                      "ORDER BY id DESC LIMIT 1", dag_id)[0]
+    return query(
+        home / "airflow.db", "SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", dag_id
+    )[0]
 
 
 def tries(home: Path, airflow_run_id: str) -> dict[str, tuple[int, str]]:
-    rows = query(home / "airflow.db", "SELECT task_id, try_number, state FROM task_instance "
-                                      "WHERE run_id = ?", airflow_run_id)
+    rows = query(
+        home / "airflow.db", "SELECT task_id, try_number, state FROM task_instance WHERE run_id = ?", airflow_run_id
+    )
     return {task_id: (n, state) for task_id, n, state in rows}
 
 
@@ -300,18 +244,21 @@ def test_a_retried_task_leaves_no_duplicate_rows(migrated, data_slice, tmp_path)
     assert query(db, "SELECT COUNT(*) FROM ratings")[0][0] == run["n_ratings"]
     n_movies = len((data_slice / "movies.csv").read_text().splitlines()) - 1
     assert query(db, "SELECT COUNT(*), COUNT(DISTINCT movie_id) FROM movies") == [(n_movies, n_movies)]
-    assert query(db, "SELECT COUNT(*), COUNT(DISTINCT user_id) FROM recommendations") == \
-        [(SLICE_USERS * SMALL_RUN["k"], SLICE_USERS)]
+    assert query(db, "SELECT COUNT(*), COUNT(DISTINCT user_id) FROM recommendations") == [
+        (SLICE_USERS * SMALL_RUN["k"], SLICE_USERS)
+    ]
     # the same recommendations as one uninterrupted `recjobs run` of the same data and settings
-    reference = Settings(data_dir=data_slice, db=tmp_path / "reference.db", artifacts=tmp_path / "reference",
-                         **SMALL_RUN)
+    reference = Settings(
+        data_dir=data_slice, db=tmp_path / "reference.db", artifacts=tmp_path / "reference", **SMALL_RUN
+    )
     pipeline.run(reference, "reference")
     assert [row[1:4] for row in served(db)] == [row[1:4] for row in served(reference.db)]
 
 
 @pytest.mark.parametrize("failing_task", ["evaluate", pytest.param("precompute", marks=pytest.mark.slow)])
-def test_a_failed_step_leaves_the_published_recommendations_served(published, migrated, data_slice,
-                                                                   tmp_path, failing_task):
+def test_a_failed_step_leaves_the_published_recommendations_served(
+    published, migrated, data_slice, tmp_path, failing_task
+):
     db, airflow_home = tmp_path / "recs.db", new_airflow_home(migrated, tmp_path / "airflow")
     copy_db(published / "recs.db", db)
     before = served(db)
@@ -351,10 +298,14 @@ def test_cold_start_dag_answers_and_stores_the_answer(published, migrated, tmp_p
     done = airflow(env, "dags", "test", "movie_recs_cold_start", "-c", json.dumps({"liked": [296, 318, 296], "k": 5}))
     assert done.returncode == 0, done.stdout[-5000:]
     assert last_dag_run(airflow_home, "movie_recs_cold_start")[1] == "success"
-    (request_id, run_id, liked), = query(db, "SELECT request_id, run_id, liked_json FROM cold_start_requests")
+    ((request_id, run_id, liked),) = query(db, "SELECT request_id, run_id, liked_json FROM cold_start_requests")
     assert json.loads(liked) == [296, 318] and run_id == query(db, "SELECT run_id FROM published_run")[0][0]
-    movies = [m for (m,) in query(db, "SELECT movie_id FROM cold_start_recommendations WHERE request_id = ? "
-                                      "ORDER BY rank", request_id)]
+    movies = [
+        m
+        for (m,) in query(
+            db, "SELECT movie_id FROM cold_start_recommendations WHERE request_id = ? ORDER BY rank", request_id
+        )
+    ]
     assert len(movies) == 5 and not {296, 318} & set(movies)
 
     # an id no movie can have: the job's ConfigError fails the task at once, without retries

@@ -1,9 +1,11 @@
 """The README kept honest: settings, commands and make targets it names exist."""
+
 import re
+
+from support import REPO
 
 from recjobs.cli import cli
 from recjobs.settings import setting_help
-from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()
 MAKEFILE = (REPO / "Makefile").read_text()
@@ -31,3 +33,15 @@ def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     assert re.search(r"^make test$", ci, re.M)
     assert "make test   # run the tests" in README
+
+
+def test_each_step_command_shows_its_jobs_docstring():
+    import importlib
+    import inspect
+
+    from recjobs.cli import STEP_JOBS
+
+    jobs = {**STEP_JOBS, "run": ("pipeline", "run")}
+    for command, (module, function) in jobs.items():
+        job = getattr(importlib.import_module(f"recjobs.{module}"), function)
+        assert job.__doc__ and cli.commands[command].help == inspect.cleandoc(job.__doc__), command

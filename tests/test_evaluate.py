@@ -1,33 +1,17 @@
 """evaluate and the protocol: what the evaluation model may see, metrics, intervals, report rows."""
+
 from __future__ import annotations
 
 import sqlite3
 
 import numpy as np
 import pytest
+from support import checkerboard_dir
 
-from recjobs import evaluate as ev
 from recjobs import artifacts, holdout, load, metrics, model, scoring, split, train
-from recjobs.settings import Settings
+from recjobs import evaluate as ev
 from recjobs.holdout import AFTER, TEST
-
-from conftest import write_dataset
-
-
-def checkerboard_dir(folder, n_users=40, n_items=20, seed=0):
-    """Users of group 0 rate movies 1-10, of group 1 movies 11-20, each all ten in a random
-    order and all 5.0: the test item is the one group movie a user has not rated before it."""
-    rng = np.random.default_rng(seed)
-    movies = ["movieId,title,genres"] + [f"{m},Movie {m} (2000),Drama" for m in range(1, n_items + 1)]
-    links = ["movieId,imdbId,tmdbId"] + [f"{m},{m:07d},{m}" for m in range(1, n_items + 1)]
-    rows = ["userId,movieId,rating,timestamp"]
-    half = n_items // 2
-    for user in range(1, n_users + 1):
-        group = user % 2
-        for t, movie in enumerate(rng.permutation(half) + 1 + group * half):
-            rows.append(f"{user},{movie},5.0,{1000 + 10 * t}")
-    return write_dataset(folder, "\n".join(rows) + "\n", movies="\n".join(movies) + "\n",
-                         links="\n".join(links) + "\n", tags="userId,movieId,tag,timestamp\n")
+from recjobs.settings import Settings
 
 
 def run_until_evaluate(settings: Settings, run_id: str = "r1") -> ev.EvaluateResult:
@@ -38,8 +22,14 @@ def run_until_evaluate(settings: Settings, run_id: str = "r1") -> ev.EvaluateRes
 
 
 def test_checkerboard_held_out_item_comes_first(tmp_path):
-    settings = Settings(data_dir=checkerboard_dir(tmp_path / "data"), db=tmp_path / "recs.db",
-                        artifacts=tmp_path / "artifacts", factors=4, iterations=10, k=5)
+    settings = Settings(
+        data_dir=checkerboard_dir(tmp_path / "data"),
+        db=tmp_path / "recs.db",
+        artifacts=tmp_path / "artifacts",
+        factors=4,
+        iterations=10,
+        k=5,
+    )
     result = run_until_evaluate(settings)
     assert result.n_users_evaluated == 40
     assert result.recall_at_10 == 1.0 and result.ndcg_at_10 == 1.0 and result.mrr_at_10 == 1.0
@@ -67,15 +57,22 @@ def test_evaluation_data_holds_nothing_from_the_test_item_on(tiny_settings):
     for matrix in (data.confidence, data.seen, data.recent):
         assert np.all(np.asarray(matrix[rows[held], cols[held]]).ravel() == 0)
     assert np.all(np.asarray(data.seen[rows[~held], cols[~held]]).ravel() == 1)
-    before = set(zip(rows[~held], cols[~held]))
-    assert set(zip(*data.sequence_users.reshape(1, -1), *data.sequence_items.reshape(1, -1))) == before
+    before = set(zip(rows[~held], cols[~held], strict=True))
+    assert set(zip(*data.sequence_users.reshape(1, -1), *data.sequence_items.reshape(1, -1), strict=True)) == before
 
 
 def test_evaluation_model_is_the_model_of_the_ratings_before_each_test_item(tmp_path, tiny_dir):
     """Refit on a data set holding only the ratings before each user's test item: same factors,
     same item-item matrices. So no test item or later rating reached the evaluated model."""
-    settings = Settings(data_dir=tiny_dir, db=tmp_path / "recs.db", artifacts=tmp_path / "artifacts",
-                        factors=4, iterations=3, k=3, n_similar=2)
+    settings = Settings(
+        data_dir=tiny_dir,
+        db=tmp_path / "recs.db",
+        artifacts=tmp_path / "artifacts",
+        factors=4,
+        iterations=3,
+        k=3,
+        n_similar=2,
+    )
     run_until_evaluate(settings)
     ratings, parts = read_inputs(settings, "r1")
     saved = model.Factors.read(tmp_path / "artifacts" / "r1" / "model_eval.npz")
@@ -130,9 +127,18 @@ def test_bootstrap_interval_holds_the_mean_and_narrows_with_more_users():
 
 def test_history_segments():
     labels = ev.history_segment(np.array([1, 19, 20, 49, 50, 99, 100, 249, 250, 5000]))
-    assert labels.tolist() == ["history:1-19", "history:1-19", "history:20-49", "history:20-49",
-                               "history:50-99", "history:50-99", "history:100-249", "history:100-249",
-                               "history:250+", "history:250+"]
+    assert labels.tolist() == [
+        "history:1-19",
+        "history:1-19",
+        "history:20-49",
+        "history:20-49",
+        "history:50-99",
+        "history:50-99",
+        "history:100-249",
+        "history:100-249",
+        "history:250+",
+        "history:250+",
+    ]
 
 
 def test_top_of_leaves_seen_out_and_orders_by_score():
@@ -149,15 +155,20 @@ def test_published_run_metrics_on_movielens(published_settings):
     """The figures one `recjobs run` stores: the three models with intervals, segments, the report."""
     con = sqlite3.connect(published_settings.db)
     run_id, recall, pop = con.execute(
-        "SELECT run_id, recall_at_10, popularity_recall_at_10 FROM model_runs WHERE run_id = 'first'").fetchone()
-    metrics = {(m, s): v for m, s, v in con.execute(
-        "SELECT metric, segment, value FROM run_metrics WHERE run_id = ?", (run_id,))}
+        "SELECT run_id, recall_at_10, popularity_recall_at_10 FROM model_runs WHERE run_id = 'first'"
+    ).fetchone()
+    metrics = {
+        (m, s): v
+        for m, s, v in con.execute("SELECT metric, segment, value FROM run_metrics WHERE run_id = ?", (run_id,))
+    }
     assert metrics[("recall_at_10", "all")] == recall and metrics[("popularity_recall_at_10", "all")] == pop
     assert metrics[("n_users", "all")] == 608
     for prefix in ("", "reference_", "popularity_"):
         for metric in ("recall_at_10", "ndcg_at_10", "mrr_at_10"):
             value = metrics[(prefix + metric, "all")]
-            assert metrics[(prefix + metric + "_ci_low", "all")] <= value <= metrics[(prefix + metric + "_ci_high", "all")]
+            assert (
+                metrics[(prefix + metric + "_ci_low", "all")] <= value <= metrics[(prefix + metric + "_ci_high", "all")]
+            )
         assert 0 < metrics[(prefix + "coverage_at_10", "all")] <= 1
     segments = {s for (m, s) in metrics if m == "n_users" and s != "all"}
     assert sum(metrics[("n_users", s)] for s in segments) == 608

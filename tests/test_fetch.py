@@ -1,4 +1,5 @@
 """fetch-data: download (from a loopback server here) or copy, and check SHA-256."""
+
 from __future__ import annotations
 
 import functools
@@ -8,10 +9,10 @@ import threading
 import zipfile
 
 import pytest
+from support import require_shared_data
 
 from recjobs.errors import DataError
 from recjobs.fetch import ML_LATEST_SMALL_SHA256, fetch_data
-from tests.conftest import require_shared_data
 
 
 @pytest.fixture

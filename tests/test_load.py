@@ -1,18 +1,19 @@
 """load: validation of every bad input, and what a good load stores."""
+
 from __future__ import annotations
 
 import re
 import sqlite3
 
 import pytest
+from support import tiny_ratings, write_dataset
 
-from recjobs.errors import DataError
 from recjobs import db
 from recjobs.artifacts import read_stored_catalog
+from recjobs.errors import DataError
 from recjobs.load import load
 from recjobs.movielens import read_catalog
 from recjobs.publish import store_catalog
-from tests.conftest import write_dataset, tiny_ratings
 
 HEADER = "userId,movieId,rating,timestamp\n"
 
@@ -80,9 +81,10 @@ def test_ratings_of_unknown_movies_are_dropped_and_counted(tmp_path, caplog):
 
 def test_year_parsed_from_title(tmp_path):
     movies = "movieId,title,genres\n1,Toy Story (1995),A\n2,Untitled,B\n3,Babylon 5 (1994) ,C\n"
-    folder = write_dataset(tmp_path / "d", HEADER + "1,1,4.0,1\n1,2,4.0,2\n", movies=movies,
-                           links="movieId,imdbId,tmdbId\n")
-    years = dict(zip(*read_catalog(folder).movies[["movie_id", "year"]].T.values))
+    folder = write_dataset(
+        tmp_path / "d", HEADER + "1,1,4.0,1\n1,2,4.0,2\n", movies=movies, links="movieId,imdbId,tmdbId\n"
+    )
+    years = dict(zip(*read_catalog(folder).movies[["movie_id", "year"]].T.values, strict=True))
     assert years[1] == 1995 and years[3] == 1994
     assert years[2] is None or str(years[2]) == "<NA>"
 
@@ -90,7 +92,10 @@ def test_year_parsed_from_title(tmp_path):
 BAD_RATINGS = [
     ("1,1,4.0,1\n1,x,4.0,2\n", "ratings.csv line 3: movieId 'x' is not an id; expected a whole number from 0 to"),
     ("1,1,4.0,1\n-2,1,4.0,2\n", "ratings.csv line 3: userId -2 is not an id"),
-    ("1,1,4.0,1\n1,100000000000000000000000,4.0,2\n", "ratings.csv line 3: movieId 100000000000000000000000 is not an id"),
+    (
+        "1,1,4.0,1\n1,100000000000000000000000,4.0,2\n",
+        "ratings.csv line 3: movieId 100000000000000000000000 is not an id",
+    ),
     ("1,1,4.0,1\n3000000000,1,4.0,2\n", "ratings.csv line 3: userId 3000000000 is not an id"),
     ("1,1,4.0,1\n1,2,,2\n", "ratings.csv line 3: rating (empty) is not one of 0.5"),
     ("1,1,4.0,1\n1,2,7.0,2\n", "ratings.csv line 3: rating 7.0 is not one of 0.5"),
@@ -108,11 +113,14 @@ def test_bad_ratings_rows(tmp_path, rows, message):
         read_catalog(folder)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("", "ratings.csv: file is empty"),
-    (HEADER, "ratings.csv: no data rows after the header"),
-    ("userId,movieId,score,timestamp\n1,1,4.0,1\n", "ratings.csv: missing column 'rating'"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "ratings.csv: file is empty"),
+        (HEADER, "ratings.csv: no data rows after the header"),
+        ("userId,movieId,score,timestamp\n1,1,4.0,1\n", "ratings.csv: missing column 'rating'"),
+    ],
+)
 def test_bad_ratings_files(tmp_path, content, message):
     folder = write_dataset(tmp_path / "d", content)
     with pytest.raises(DataError, match=message):

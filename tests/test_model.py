@@ -1,4 +1,5 @@
 """The model's orientation: users x items into fit, (ids, scores) arrays out."""
+
 import numpy as np
 
 from recjobs import model
@@ -16,8 +17,12 @@ def test_checkerboard_held_out_item_comes_first():
     users, items = checker_board(n_users, n_items)
     held_out = (users == 0) & (items == 4)
     settings = Settings(factors=3, regularization=0.01, iterations=15, alpha=20.0)
-    train = model.matrix(users[~held_out], items[~held_out],
-                         model.confidence(np.full((~held_out).sum(), 5.0), settings), (n_users, n_items))
+    train = model.matrix(
+        users[~held_out],
+        items[~held_out],
+        model.confidence(np.full((~held_out).sum(), 5.0), settings),
+        (n_users, n_items),
+    )
     als = model.fit(train, settings)
     assert als.user_factors.shape[0] == n_users and als.item_factors.shape[0] == n_items
     ids, scores = model.top_n(als, np.array([0, 1]), train, 3)

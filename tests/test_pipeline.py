@@ -1,4 +1,5 @@
 """End to end on ml-latest-small: what a nightly run publishes, a second run, rollback."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,16 @@ from recjobs.errors import StateError
 
 def test_published_run_covers_every_user(published_settings):
     con = sqlite3.connect(published_settings.db)
-    run = dict(zip(("run_id", "status", "n_users", "n_items", "recall", "pop_recall", "ndcg", "steps"),
-                   con.execute("SELECT run_id, status, n_users, n_items, recall_at_10, popularity_recall_at_10, "
-                               "ndcg_at_10, step_seconds_json FROM model_runs").fetchone()))
+    run = dict(
+        zip(
+            ("run_id", "status", "n_users", "n_items", "recall", "pop_recall", "ndcg", "steps"),
+            con.execute(
+                "SELECT run_id, status, n_users, n_items, recall_at_10, popularity_recall_at_10, "
+                "ndcg_at_10, step_seconds_json FROM model_runs"
+            ).fetchone(),
+            strict=True,
+        )
+    )
     assert run["run_id"] == "first" and run["status"] == "published"
     assert run["n_users"] == 610
     assert run["recall"] > run["pop_recall"]
@@ -24,31 +32,34 @@ def test_published_run_covers_every_user(published_settings):
 
     k = published_settings.k
     per_user = con.execute(
-        "SELECT count(*), count(DISTINCT movie_id), min(rank), max(rank) FROM current_recommendations "
-        "GROUP BY user_id").fetchall()
+        "SELECT count(*), count(DISTINCT movie_id), min(rank), max(rank) FROM current_recommendations GROUP BY user_id"
+    ).fetchall()
     assert len(per_user) == 610
     assert set(per_user) == {(k, k, 1, k)}
     already_rated = con.execute(
         "SELECT count(*) FROM current_recommendations c JOIN ratings r "
-        "ON r.user_id = c.user_id AND r.movie_id = c.movie_id").fetchone()[0]
+        "ON r.user_id = c.user_id AND r.movie_id = c.movie_id"
+    ).fetchone()[0]
     assert already_rated == 0
     assert con.execute("SELECT count(*) FROM current_recommendations WHERE title IS NULL").fetchone()[0] == 0
     similar = con.execute("SELECT count(DISTINCT movie_id), count(*) FROM current_similar_movies").fetchone()
     assert similar == (run["n_items"], run["n_items"] * published_settings.n_similar)
-    assert con.execute("SELECT count(*) FROM current_similar_movies WHERE movie_id = similar_movie_id"
-                       ).fetchone()[0] == 0
+    assert (
+        con.execute("SELECT count(*) FROM current_similar_movies WHERE movie_id = similar_movie_id").fetchone()[0] == 0
+    )
 
 
 def test_scores_descend_with_rank(published_settings):
     con = sqlite3.connect(published_settings.db)
     worse = con.execute(
         "SELECT count(*) FROM current_recommendations a JOIN current_recommendations b "
-        "ON a.user_id = b.user_id AND b.rank = a.rank + 1 WHERE b.score > a.score + 1e-6").fetchone()[0]
+        "ON a.user_id = b.user_id AND b.rank = a.rank + 1 WHERE b.score > a.score + 1e-6"
+    ).fetchone()[0]
     assert worse == 0
 
 
-def test_second_run_publishes_and_rollback_restores_the_first(published_copy):
-    settings = published_copy
+def test_second_run_publishes_and_rollback_restores_the_first(small_published):
+    settings = small_published
     con = sqlite3.connect(settings.db)
     first_rows = con.execute("SELECT user_id, rank, movie_id FROM current_recommendations").fetchall()
     second = pipeline.run(settings, "second")
@@ -62,27 +73,25 @@ def test_second_run_publishes_and_rollback_restores_the_first(published_copy):
     assert publish.rollback(settings, "second").to_run_id == "second"
 
 
-def test_only_the_last_published_runs_keep_their_rows(published_copy):
-    settings = published_copy.replace(keep_published=2)
+def test_only_the_last_published_runs_keep_their_rows(small_published):
+    settings = small_published.replace(keep_published=2)
     for run_id in ("second", "third"):
         pipeline.run(settings, run_id)
     con = sqlite3.connect(settings.db)
     kept = {r[0] for r in con.execute("SELECT DISTINCT run_id FROM recommendations")}
     assert kept == {"second", "third"}
-    assert con.execute("SELECT rows_deleted_at IS NOT NULL FROM model_runs WHERE run_id = 'first'"
-                       ).fetchone() == (1,)
+    assert con.execute("SELECT rows_deleted_at IS NOT NULL FROM model_runs WHERE run_id = 'first'").fetchone() == (1,)
     with pytest.raises(StateError, match="'first' cannot be served"):
         publish.rollback(settings, "first")
     assert con.execute("SELECT run_id FROM published_run").fetchone() == ("third",)
 
 
-def test_rerunning_the_same_run_id_gives_no_duplicates(published_copy):
-    settings = published_copy
+def test_rerunning_the_same_run_id_gives_no_duplicates(small_published):
+    settings = small_published
     pipeline.run(settings, "again")
     pipeline.run(settings, "again")
     con = sqlite3.connect(settings.db)
-    assert con.execute("SELECT count(*) FROM recommendations WHERE run_id = 'again'").fetchone()[0] == \
-        610 * settings.k
+    assert con.execute("SELECT count(*) FROM recommendations WHERE run_id = 'again'").fetchone()[0] == 40 * settings.k
     assert con.execute("SELECT count(*) FROM model_runs WHERE run_id = 'again'").fetchone()[0] == 1
 
 
@@ -105,16 +114,16 @@ def test_a_user_who_rated_almost_everything_gets_only_unrated_movies():
     assert [rank for _, user, rank, _, _ in rows if user == 11] == [1, 2, 3]
 
 
-def test_new_data_reaches_readers_only_with_its_published_run(published_copy, tmp_path):
+def test_new_data_reaches_readers_only_with_its_published_run(small_published, tmp_path):
     import shutil
 
     from recjobs.load import load
 
     data = tmp_path / "newer"
-    shutil.copytree(published_copy.data_dir, data)
+    shutil.copytree(small_published.data_dir, data)
     (data / "incoming").mkdir(exist_ok=True)
     (data / "incoming" / "late.csv").write_text("userId,movieId,rating,timestamp\n1,2,5.0,2000000000\n")
-    settings = published_copy.replace(data_dir=data)
+    settings = small_published.replace(data_dir=data)
     con = sqlite3.connect(settings.db)
     history = "SELECT rating FROM ratings WHERE user_id = 1 AND movie_id = 2"
     assert con.execute(history).fetchall() == []

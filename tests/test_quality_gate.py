@@ -1,5 +1,6 @@
 """The quality gate: a run is published only if it beats popularity and is not much worse
 than the published run; a rejected run leaves what readers see exactly as it was."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -48,8 +49,9 @@ def test_rejected_run_leaves_the_published_recommendations(published_copy):
     result = precompute.precompute(weaker, "weaker")
 
     assert result.status == "rejected"
-    status, reason, recall = rows(db, "SELECT status, status_reason, recall_at_10 FROM model_runs "
-                                      "WHERE run_id = 'weaker'")[0]
+    status, reason, recall = rows(
+        db, "SELECT status, status_reason, recall_at_10 FROM model_runs WHERE run_id = 'weaker'"
+    )[0]
     published_recall = rows(db, "SELECT recall_at_10 FROM model_runs WHERE run_id = 'first'")[0][0]
     assert recall < published_recall * 0.9  # measured: the rejection is for the stated reason
     assert status == "rejected" and "below the published run first" in reason

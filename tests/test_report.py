@@ -1,4 +1,5 @@
 """report: the per-run markdown report and its plot."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,8 +25,9 @@ def test_report_has_every_model_interval_and_segment(tmp_path):
     values = {m: v for m, s, v in rows if s == "all"}
     assert values["mrr_at_10"] >= 0.5 and values["ndcg_at_10"] >= 0.5
     model_line = next(line for line in text.splitlines() if line.startswith("| chosen model |"))
-    assert (f"{values['recall_at_10']:.4f} [{values['recall_at_10_ci_low']:.4f}, "
-            f"{values['recall_at_10_ci_high']:.4f}]") in model_line
+    assert (
+        f"{values['recall_at_10']:.4f} [{values['recall_at_10_ci_low']:.4f}, {values['recall_at_10_ci_high']:.4f}]"
+    ) in model_line
     assert "| reference recipe |" in text and "| popularity |" in text
     for segment in set(segments):
         assert f"| {segment.split(':')[1]} | {int((segments == segment).sum())} |" in text

@@ -1,6 +1,7 @@
 """recjobs serve while a new run is published, then the --reporting profile over the
 two-run database: the time limit, SQL that reaches SQLite, and the dashboard in headless
 Chromium (screenshot saved to artifacts/test-screenshots/)."""
+
 from __future__ import annotations
 
 import json
@@ -17,15 +18,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from support import WRITE_SQL, copy_db, database_digest, running_server, stop
 
 from recjobs import serve
 from recjobs.evaluate import evaluate
 from recjobs.load import load
 from recjobs.split import split
 from recjobs.train import train
-from tests.conftest import copy_db
-from serve_support import database_digest, running_server, stop
-from test_serve import WRITE_SQL
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "artifacts" / "test-screenshots"
@@ -40,8 +39,11 @@ def read_recommendations(url: str, user_ids: list[int], stop: threading.Event, o
         user = rng.choice(user_ids)
         started = time.monotonic()
         try:
-            response = session.get(f"{url}/recs/recommendations_for_user.json",
-                                   params={"user_id": user, "k": K, "_shape": "array"}, timeout=30)
+            response = session.get(
+                f"{url}/recs/recommendations_for_user.json",
+                params={"user_id": user, "k": K, "_shape": "array"},
+                timeout=30,
+            )
             rows = response.json() if response.status_code == 200 else None
             out.append((started, time.monotonic(), user, response.status_code, rows))
         except Exception as e:  # noqa: BLE001 - every failure is counted as an error
@@ -81,25 +83,43 @@ def published_under_load(published_settings, tmp_path_factory):
         step(settings, "second")
     flip, results, stop = {}, [], threading.Event()
     with running_server(db, root / "serve.log") as server:
-        threads = [threading.Thread(target=read_recommendations, args=(server.url, user_ids, stop, results, seed),
-                                    daemon=True) for seed in range(READERS)]
+        threads = [
+            threading.Thread(target=read_recommendations, args=(server.url, user_ids, stop, results, seed), daemon=True)
+            for seed in range(READERS)
+        ]
         threads.append(threading.Thread(target=watch_the_flip, args=(db, server, "second", flip, stop), daemon=True))
         try:
             for t in threads:
                 t.start()
             time.sleep(1.0)
-            job = subprocess.run([sys.executable, "-m", "recjobs", "-q", "precompute", "--run-id", "second",
-                                  "--data-dir", str(settings.data_dir), "--db", str(db),
-                                  "--artifacts", str(settings.artifacts), "--json"],
-                                 capture_output=True, text=True, timeout=600)
+            job = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "recjobs",
+                    "-q",
+                    "precompute",
+                    "--run-id",
+                    "second",
+                    "--data-dir",
+                    str(settings.data_dir),
+                    "--db",
+                    str(db),
+                    "--artifacts",
+                    str(settings.artifacts),
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             time.sleep(1.5)
         finally:
             stop.set()
             for t in threads:
                 t.join(timeout=60)
     assert job.returncode == 0, job.stderr
-    return {"db": db, "first": first, "status": json.loads(job.stdout)["status"],
-            "results": results, **flip}
+    return {"db": db, "first": first, "status": json.loads(job.stdout)["status"], "results": results, **flip}
 
 
 def test_publishing_while_8_clients_read_gives_no_errors_and_no_mixed_runs(published_under_load):
@@ -110,7 +130,7 @@ def test_publishing_while_8_clients_read_gives_no_errors_and_no_mixed_runs(publi
     errors = [r for r in results if r[3] != 200]
     assert errors == []
     runs_seen = set()
-    for started, finished, user, status, rows in results:
+    for _started, _finished, user, _status, rows in results:
         assert len(rows) == K, (user, rows[:1])
         run_ids = {row["run_id"] for row in rows}
         assert len(run_ids) == 1, (user, run_ids)  # one response, one run
@@ -132,6 +152,7 @@ def test_the_new_run_is_served_within_1s_after_publishing(published_under_load):
 
 # --- the reporting profile over the two-run database ---------------------------------
 
+
 @pytest.fixture(scope="module")
 def reporting(published_under_load):
     db = published_under_load["db"]
@@ -140,8 +161,9 @@ def reporting(published_under_load):
 
 
 def test_reporting_profile_runs_arbitrary_select_sql(reporting):
-    response = reporting.get("/recs.json", params={"sql": "SELECT run_id, status FROM model_runs ORDER BY run_id",
-                                                    "_shape": "array"})
+    response = reporting.get(
+        "/recs.json", params={"sql": "SELECT run_id, status FROM model_runs ORDER BY run_id", "_shape": "array"}
+    )
     assert response.status_code == 200
     assert [r["run_id"] for r in response.json()] == ["first", "second"]
     assert reporting.get("/-/settings.json").json()["default_allow_sql"] is True
@@ -179,13 +201,30 @@ def chromium(*args: str) -> str:
         pytest.fail("chromium not found: install the Debian packages chromium and chromium-driver (.ci/run does)")
     with tempfile.TemporaryDirectory() as profile:
         proc = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             # loopback only: no proxy, and every host name but 127.0.0.1 unresolvable
-             "--no-proxy-server", "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-             f"--user-data-dir={profile}", "--virtual-time-budget=20000", "--window-size=1280,900",
-             "--hide-scrollbars", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                # loopback only: no proxy, and every host name but 127.0.0.1 unresolvable
+                "--no-proxy-server",
+                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=20000",
+                "--window-size=1280,900",
+                "--hide-scrollbars",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
         try:
             out, _ = proc.communicate(timeout=120)
         finally:

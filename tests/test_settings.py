@@ -1,4 +1,5 @@
 """The one settings object: environment, overrides, range checks."""
+
 import pytest
 
 from recjobs.errors import ConfigError
@@ -15,8 +16,10 @@ def test_bad_environment_value():
         from_env({"RECJOBS_FACTORS": "many"})
 
 
-@pytest.mark.parametrize("name, value", [("k", 0), ("factors", 0), ("iterations", 0), ("alpha", -1),
-                                         ("gate_tolerance", 1.5), ("positive_threshold", 9)])
+@pytest.mark.parametrize(
+    "name, value",
+    [("k", 0), ("factors", 0), ("iterations", 0), ("alpha", -1), ("gate_tolerance", 1.5), ("positive_threshold", 9)],
+)
 def test_out_of_range(name, value):
     with pytest.raises(ConfigError, match=f"setting {name}="):
         Settings(**{name: value})

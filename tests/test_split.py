@@ -1,4 +1,5 @@
 """split: the time-based leave-last-out split on hand-made timestamps."""
+
 import numpy as np
 
 from recjobs.holdout import AFTER, BETWEEN, TEST, TRAIN, VAL, assign_parts

@@ -1,4 +1,5 @@
 """tune: the search sees only the train part and the validation items."""
+
 from __future__ import annotations
 
 import json
@@ -6,20 +7,26 @@ import json
 import numpy as np
 import pandas as pd
 from click.testing import CliRunner
+from support import checkerboard_dir
 
 from recjobs import model, tune
 from recjobs.cli import cli
-from recjobs.settings import Settings
 from recjobs.holdout import TRAIN, VAL
-
-from test_evaluate import checkerboard_dir
+from recjobs.settings import Settings
 
 SMALL_GRID = {"blend_weight": (0.0, 0.5), "sequence_weight": (0.0, 1.0)}
 
 
 def small_settings(data_dir, tmp_path):
-    return Settings(data_dir=data_dir, artifacts=tmp_path / "artifacts", db=tmp_path / "recs.db",
-                    factors=4, iterations=5, blend_weight=0.5, sequence_weight=1.0)
+    return Settings(
+        data_dir=data_dir,
+        artifacts=tmp_path / "artifacts",
+        db=tmp_path / "recs.db",
+        factors=4,
+        iterations=5,
+        blend_weight=0.5,
+        sequence_weight=1.0,
+    )
 
 
 def test_validation_data_is_the_train_part_and_targets_are_the_validation_items(tmp_path):
@@ -33,7 +40,7 @@ def test_validation_data_is_the_train_part_and_targets_are_the_validation_items(
     for matrix in (data.confidence, data.seen, data.profile, data.recent):
         assert np.all(np.asarray(matrix[rows[later], cols[later]]).ravel() == 0)
     val = task.parts == VAL
-    assert sorted(zip(task.rows, task.items)) == sorted(zip(rows[val], cols[val]))
+    assert sorted(zip(task.rows, task.items, strict=True)) == sorted(zip(rows[val], cols[val], strict=True))
 
 
 def test_search_finds_the_known_answer_and_writes_its_tables(tmp_path):
@@ -66,13 +73,28 @@ def test_search_does_not_depend_on_the_test_items(tmp_path):
 
 
 def test_tune_command(tmp_path, tiny_dir):
-    result = CliRunner().invoke(cli, ["-q", "tune", "--data-dir", str(tiny_dir), "--iterations", "2",
-                                      "--passes", "1", "--output", str(tmp_path / "out"), "--json"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "-q",
+            "tune",
+            "--data-dir",
+            str(tiny_dir),
+            "--iterations",
+            "2",
+            "--passes",
+            "1",
+            "--output",
+            str(tmp_path / "out"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     best = json.loads(result.output)["best"]
     assert set(best) == set(tune.GRID)
     assert all(best[name] in values for name, values in tune.GRID.items())
-    bad = CliRunner().invoke(cli, ["tune", "--data-dir", str(tmp_path / "missing"),
-                                   "--artifacts", str(tmp_path / "bad-artifacts")])
+    bad = CliRunner().invoke(
+        cli, ["tune", "--data-dir", str(tmp_path / "missing"), "--artifacts", str(tmp_path / "bad-artifacts")]
+    )
     assert bad.exit_code == 1 and "data folder not found" in bad.output
     assert not (tmp_path / "bad-artifacts").exists()  # nothing written for bad input

@@ -12,6 +12,7 @@ copying the database so the benchmark's requests land in the copy), then reports
 
 Targets (issue 6): whole process under 0.5 s, in-process under 5 ms, on ml-latest-small.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,10 @@ def timed_runs(command: list[str], runs: int) -> tuple[list[float], list[float]]
 def describe(name: str, seconds: list[float], unit: str = "s", scale: float = 1.0) -> str:
     values = sorted(v * scale for v in seconds)
     p95 = values[min(len(values) - 1, int(0.95 * len(values)))]
-    return (f"{name:<44} median {statistics.median(values):8.3f} {unit}   min {values[0]:8.3f}   "
-            f"p95 {p95:8.3f}   (n={len(values)})")
+    return (
+        f"{name:<44} median {statistics.median(values):8.3f} {unit}   min {values[0]:8.3f}   "
+        f"p95 {p95:8.3f}   (n={len(values)})"
+    )
 
 
 def recjobs_command() -> list[str]:
@@ -85,11 +88,19 @@ def main() -> None:
             settings = Settings(data_dir=args.data_dir, db=scratch / "recs.db", artifacts=scratch / "artifacts")
             print(f"building a published run on {args.data_dir} ...", flush=True)
             pipeline.run(settings, "bench")
-        cs.cold_start(settings, LIKED.split(","))   # writes the run's bundle if it is missing
+        cs.cold_start(settings, LIKED.split(","))  # writes the run's bundle if it is missing
 
         print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; Python {sys.version.split()[0]}")
-        command = recjobs_command() + ["-q", "cold-start", "--db", str(settings.db), "--artifacts",
-                                       str(settings.artifacts), "--liked", LIKED]
+        command = recjobs_command() + [
+            "-q",
+            "cold-start",
+            "--db",
+            str(settings.db),
+            "--artifacts",
+            str(settings.artifacts),
+            "--liked",
+            LIKED,
+        ]
         walls, cpus = timed_runs(command, args.runs)
         print(describe("recjobs cold-start (whole process, wall)", walls))
         print(describe("recjobs cold-start (whole process, CPU)", cpus))
@@ -108,7 +119,9 @@ def main() -> None:
 
         run_id = cs.cold_start(settings, liked).run_id
         with sqlite3.connect(settings.db) as conn:
-            artifacts_dir = conn.execute("SELECT artifacts_dir FROM model_runs WHERE run_id = ?", (run_id,)).fetchone()[0]
+            artifacts_dir = conn.execute("SELECT artifacts_dir FROM model_runs WHERE run_id = ?", (run_id,)).fetchone()[
+                0
+            ]
         bundle = cb.read_bundle(run_id, cs.served_run_dir(settings, run_id, artifacts_dir))
         rows = cs.np.searchsorted(bundle.movie_ids, liked)
         scoring = []

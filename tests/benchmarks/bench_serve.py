@@ -8,6 +8,7 @@ each repeat and their medians.
     python tests/benchmarks/bench_serve.py --db artifacts/recs.db            # or: make bench-serve
     python tests/benchmarks/bench_serve.py --url http://127.0.0.1:8001 --tool wrk
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from serve_support import running_server  # noqa: E402
+from support import running_server  # noqa: E402
 
 PATH = "/recs/recommendations_for_user.json?user_id={}&k=10&_shape=array"
 
@@ -36,8 +37,12 @@ PATH = "/recs/recommendations_for_user.json?user_id={}&k=10&_shape=array"
 def user_ids(db: Path) -> list[int]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return [r[0] for r in conn.execute(
-            "SELECT DISTINCT r.user_id FROM published_run AS p JOIN recommendations AS r ON r.run_id = p.run_id")]
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT r.user_id FROM published_run AS p JOIN recommendations AS r ON r.run_id = p.run_id"
+            )
+        ]
     finally:
         conn.close()
 
@@ -69,33 +74,46 @@ def python_client(url: str, users: list[int], concurrency: int, seconds: float) 
         t.join()
     elapsed = time.perf_counter() - started
     latencies.sort()
-    return {"requests": len(latencies), "errors": len(errors), "rps": len(latencies) / elapsed,
-            "p50_ms": 1000 * latencies[len(latencies) // 2],
-            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]}
+    return {
+        "requests": len(latencies),
+        "errors": len(errors),
+        "rps": len(latencies) / elapsed,
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+    }
 
 
 def wrk_client(url: str, users: list[int], concurrency: int, seconds: float) -> dict:
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk, or use --tool python")
-    script = ("local users = {" + ",".join(map(str, users)) + "}\n"
-              "request = function()\n"
-              f"  return wrk.format('GET', string.format('{PATH.replace('{}', '%d')}', users[math.random(#users)]))\n"
-              "end\n")
+    script = (
+        "local users = {" + ",".join(map(str, users)) + "}\n"
+        "request = function()\n"
+        f"  return wrk.format('GET', string.format('{PATH.replace('{}', '%d')}', users[math.random(#users)]))\n"
+        "end\n"
+    )
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         lua.write(script)
         lua.flush()
-        out = subprocess.run(["wrk", "-t2", f"-c{concurrency}", f"-d{int(seconds)}s", "--latency", "-s", lua.name, url],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{concurrency}", f"-d{int(seconds)}s", "--latency", "-s", lua.name, url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     def ms(label):
         value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
         return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"requests": int(re.search(r"(\d+) requests in", out).group(1)),
-            "errors": int(non_2xx.group(1)) if non_2xx else 0,
-            "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "p50_ms": ms("50%"), "p99_ms": ms("99%")}
+    return {
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "errors": int(non_2xx.group(1)) if non_2xx else 0,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": ms("50%"),
+        "p99_ms": ms("99%"),
+    }
 
 
 def main(argv=None) -> None:
@@ -118,12 +136,16 @@ def main(argv=None) -> None:
             client(url, users, args.concurrency, 2)  # warm-up
             runs = [client(url, users, args.concurrency, args.seconds) for _ in range(args.repeats)]
     for i, run in enumerate(runs, 1):
-        print(f"repeat {i}: {run['requests']} requests, {run['errors']} errors, {run['rps']:.0f} req/s, "
-              f"p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms")
+        print(
+            f"repeat {i}: {run['requests']} requests, {run['errors']} errors, {run['rps']:.0f} req/s, "
+            f"p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms"
+        )
     summary = {key: statistics.median(r[key] for r in runs) for key in ("rps", "p50_ms", "p99_ms")}
-    print(f"median of {len(runs)} x {args.seconds:.0f} s, {args.tool} client, concurrency {args.concurrency}, "
-          f"{len(users)} users: {summary['rps']:.0f} req/s, p50 {summary['p50_ms']:.1f} ms, "
-          f"p99 {summary['p99_ms']:.1f} ms")
+    print(
+        f"median of {len(runs)} x {args.seconds:.0f} s, {args.tool} client, concurrency {args.concurrency}, "
+        f"{len(users)} users: {summary['rps']:.0f} req/s, p50 {summary['p50_ms']:.1f} ms, "
+        f"p99 {summary['p99_ms']:.1f} ms"
+    )
     print(json.dumps({"tool": args.tool, "concurrency": args.concurrency, **summary, "runs": runs}))
 
 

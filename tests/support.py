@@ -1,0 +1,306 @@
+"""Helpers shared by the test files and the benchmarks: data sets, database copies, a real
+`recjobs serve` on loopback, and Airflow's CLI with a private home. Fixtures live in conftest.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("RECJOBS_TEST_DATA", REPO.parent / "shared" / "data" / "ml-latest-small"))
+
+
+# ---- data sets ------------------------------------------------------------------------------
+
+MOVIES = """movieId,title,genres
+1,Toy Story (1995),Adventure|Animation
+2,Jumanji (1995),Adventure|Children
+3,Heat (1995),Action|Crime
+4,Alien (1979),Horror|Sci-Fi
+5,Aliens (1986),Action|Sci-Fi
+6,Amelie (2001),Comedy|Romance
+"""
+LINKS = """movieId,imdbId,tmdbId
+1,0114709,862
+2,0113497,8844
+3,0113277,949
+4,0078748,348
+5,0090605,679
+6,0211915,
+"""
+TAGS = """userId,movieId,tag,timestamp
+1,1,pixar,1000
+"""
+
+
+def write_dataset(folder: Path, ratings: str, movies: str = MOVIES, links: str = LINKS, tags: str = TAGS) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "movies.csv").write_text(movies)
+    (folder / "links.csv").write_text(links)
+    (folder / "tags.csv").write_text(tags)
+    (folder / "ratings.csv").write_text(ratings)
+    return folder
+
+
+def tiny_ratings() -> str:
+    """Four users, six movies; every user has at least two positives."""
+    rows = ["userId,movieId,rating,timestamp"]
+    for user in range(1, 5):
+        for movie in range(1, 7):
+            if (user + movie) % 3 != 0:
+                rows.append(
+                    f"{user},{movie},{4.0 if (user * movie) % 2 else 3.0 + (movie % 2)},{1000 + 10 * movie + user}"
+                )
+    return "\n".join(rows) + "\n"
+
+
+def require_shared_data() -> Path:
+    if not (SHARED_DATA / "ratings.csv").is_file():
+        pytest.fail(f"ml-latest-small not found at {SHARED_DATA}; set RECJOBS_TEST_DATA")
+    return SHARED_DATA
+
+
+def copy_db(source: Path, target: Path) -> Path:
+    """A consistent copy of a (WAL) database, through SQLite's backup API."""
+    import sqlite3
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+    return target
+
+
+def checkerboard_dir(folder, n_users=40, n_items=20, seed=0):
+    """Users of group 0 rate movies 1-10, of group 1 movies 11-20, each all ten in a random
+    order and all 5.0: the test item is the one group movie a user has not rated before it."""
+    rng = np.random.default_rng(seed)
+    movies = ["movieId,title,genres"] + [f"{m},Movie {m} (2000),Drama" for m in range(1, n_items + 1)]
+    links = ["movieId,imdbId,tmdbId"] + [f"{m},{m:07d},{m}" for m in range(1, n_items + 1)]
+    rows = ["userId,movieId,rating,timestamp"]
+    half = n_items // 2
+    for user in range(1, n_users + 1):
+        group = user % 2
+        for t, movie in enumerate(rng.permutation(half) + 1 + group * half):
+            rows.append(f"{user},{movie},5.0,{1000 + 10 * t}")
+    return write_dataset(
+        folder,
+        "\n".join(rows) + "\n",
+        movies="\n".join(movies) + "\n",
+        links="\n".join(links) + "\n",
+        tags="userId,movieId,tag,timestamp\n",
+    )
+
+
+# ---- a real `recjobs serve` --------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def database_digest(path: Path) -> str:
+    """SHA-256 of the database file and its WAL (if any): changes if anything was written."""
+    digest = hashlib.sha256()
+    for part in (Path(path), Path(f"{path}-wal")):
+        if part.exists():
+            digest.update(part.read_bytes())
+    return digest.hexdigest()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop the process group started for proc, by pid: SIGTERM, wait, then SIGKILL."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, url: str, log_path: Path):
+        self.proc, self.url, self.log_path = proc, url, log_path
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(self.url + path, timeout=30, **kwargs)
+
+    def rows(self, query: str, **params) -> list[dict]:
+        """A canned query's rows as a plain list (?_shape=array)."""
+        response = self.get(f"/recs/{query}.json", params={**params, "_shape": "array"})
+        assert response.status_code == 200, (query, params, response.status_code, response.text[:300])
+        return response.json()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def running_server(db: Path, log_path: Path, reporting: bool = False, port: int | None = None):
+    """`recjobs serve` as a subprocess in its own process group; stopped by pid on exit."""
+    port = port or free_port()
+    args = [sys.executable, "-m", "recjobs", "serve", "--db", str(db), "--host", "127.0.0.1", "--port", str(port)] + (
+        ["--reporting"] if reporting else []
+    )
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    server = Server(proc, f"http://127.0.0.1:{port}", Path(log_path))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"recjobs serve exited with {proc.returncode}:\n{server.log()}")
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(server.url + "/-/versions.json", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"recjobs serve did not answer within 60 s:\n{server.log()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        stop(proc)
+
+
+ATTACK = Path(tempfile.gettempdir()) / f"recjobs-attack-{uuid.uuid4().hex}"  # must never be created
+WRITE_SQL = [
+    "DELETE FROM ratings",
+    "UPDATE movies SET title = 'x'",
+    "INSERT INTO published_run (id, run_id, published_at) VALUES (2, 'x', 'x')",
+    "WITH gone AS (DELETE FROM ratings RETURNING *) SELECT * FROM gone",
+    "PRAGMA journal_mode = DELETE",
+    "PRAGMA user_version = 7",
+    f"ATTACH DATABASE '{ATTACK}.db' AS attack",
+    f"VACUUM INTO '{ATTACK}.db'",
+    f"SELECT load_extension('{ATTACK}.so')",
+    "SELECT 1; DELETE FROM ratings",
+    "DROP TABLE published_run",
+    "CREATE TABLE attack (x)",
+    # these pass datasette's SELECT check; the read-only connection refuses them
+    "WITH x AS (SELECT 1) DELETE FROM ratings",
+    "WITH x AS (SELECT 1) INSERT INTO movies (movie_id, title, genres) VALUES (-1, 'x', 'x')",
+    "WITH x AS (SELECT 1) UPDATE published_run SET run_id = 'x'",
+    "WITH x AS (SELECT 1) REPLACE INTO published_run (id, run_id, published_at) VALUES (1, 'x', 'x')",
+    "SELECT * FROM movies",  # arbitrary SQL, even a harmless one, is off in the default profile
+]
+
+
+# ---- Airflow's CLI with a private home ------------------------------------------------------
+
+AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
+DAGS = REPO / "dags"
+NIGHTLY_TASKS = ["load", "split", "train", "evaluate", "precompute", "evaluate_cold_start"]
+# Small model settings keep each run short; the steps and tables are the same as the defaults'.
+SMALL_RUN = {"factors": 16, "iterations": 5, "k": 10}
+SLICE_USERS = 150  # the slice of ml-latest-small for the runs that only need a run to happen
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    pairs = (
+        line.split("=", 1)
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def airflow_env(home: Path, root: Path, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The project's airflow.env with a private AIRFLOW_HOME and database, artifacts and data."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECJOBS_", "MOVIE_RECS_"))}
+    env.update(read_env_file(REPO / "airflow.env"))
+    env.update(
+        PATH=f"{AIRFLOW_BIN.parent}{os.pathsep}{env.get('PATH', '')}",
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+        AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY="1",  # the project waits 120 s between tries
+        RECJOBS_DB=str(root / "recs.db"),
+        RECJOBS_ARTIFACTS=str(root / "artifacts"),
+        RECJOBS_DATA_DIR=str(data_dir),
+    )
+    env.update(extra)
+    return env
+
+
+def airflow(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the airflow CLI in its own process group; the group is killed by pid if it overruns."""
+    proc = subprocess.Popen(
+        [str(AIRFLOW_BIN), *args],
+        env=env,
+        cwd=env["AIRFLOW_HOME"],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def migrate(env: dict) -> None:
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    done = airflow(env, "db", "migrate")
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+
+
+def query(db: Path, sql: str, *args):
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def served(db: Path) -> list[tuple]:
+    """What readers are served: the current run and its recommendations."""
+    return query(
+        db,
+        "SELECT p.run_id, r.user_id, r.rank, r.movie_id, r.score FROM published_run AS p "
+        "JOIN recommendations AS r ON r.run_id = p.run_id ORDER BY r.user_id, r.rank",
+    )
+
+
+def movielens_slice(target: Path) -> Path:
+    """ml-latest-small with the ratings of its first SLICE_USERS users only."""
+    source = require_shared_data()
+    target.mkdir(parents=True)
+    for name in ("movies.csv", "links.csv", "tags.csv"):
+        shutil.copy(source / name, target / name)
+    lines = (source / "ratings.csv").read_text().splitlines(keepends=True)
+    (target / "ratings.csv").write_text(
+        lines[0] + "".join(line for line in lines[1:] if int(line.split(",", 1)[0]) <= SLICE_USERS)
+    )
+    return target
+
+
+def new_airflow_home(migrated: Path, home: Path) -> Path:
+    """A private AIRFLOW_HOME with a copy of an already migrated metadata database."""
+    home.mkdir(parents=True)
+    shutil.copy(migrated / "airflow.db", home / "airflow.db")
+    return home
