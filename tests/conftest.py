@@ -10,10 +10,9 @@ import pytest
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from support import checkerboard_dir, copy_db, require_shared_data, tiny_ratings, write_dataset  # noqa: E402
-
 from recjobs import pipeline  # noqa: E402
 from recjobs.settings import Settings  # noqa: E402
+from support import checkerboard_dir, copy_db, require_shared_data, tiny_ratings, write_dataset  # noqa: E402
 
 
 @pytest.fixture

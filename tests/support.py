@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -304,3 +305,30 @@ def new_airflow_home(migrated: Path, home: Path) -> Path:
     home.mkdir(parents=True)
     shutil.copy(migrated / "airflow.db", home / "airflow.db")
     return home
+
+
+def dags_test(home: Path, root: Path, conf: dict, data_dir: Path, fault: str = "", dag_id: str = "movie_recs_nightly"):
+    """`airflow dags test` (Dag.test) on the database and artifacts under root; (process, seconds)."""
+    env = airflow_env(home, root, data_dir, MOVIE_RECS_FAULT=fault)
+    started = time.perf_counter()
+    done = airflow(env, "dags", "test", dag_id, "-c", json.dumps(conf))
+    return done, time.perf_counter() - started
+
+
+def last_dag_run(home: Path, dag_id: str = "movie_recs_nightly") -> tuple[str, str]:
+    return query(
+        home / "airflow.db", "SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", dag_id
+    )[0]
+
+
+def tries(home: Path, airflow_run_id: str) -> dict[str, tuple[int, str]]:
+    rows = query(
+        home / "airflow.db", "SELECT task_id, try_number, state FROM task_instance WHERE run_id = ?", airflow_run_id
+    )
+    return {task_id: (n, state) for task_id, n, state in rows}
+
+
+def newest_run(db: Path) -> dict:
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return dict(conn.execute("SELECT * FROM model_runs ORDER BY started_at DESC, run_id DESC LIMIT 1").fetchone())

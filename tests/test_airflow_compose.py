@@ -9,6 +9,7 @@ import shlex
 
 import pytest
 import yaml
+
 from support import REPO, read_env_file
 
 COMPOSE = REPO / "docker-compose.yaml"

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
+
 from support import AIRFLOW_BIN, SMALL_RUN, airflow_env, free_port, migrate, movielens_slice, query
 
 DAG_ID = "movie_recs_nightly"

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from support import REPO
 
 from recjobs.cli import cli
+from support import REPO
 
 HEADER = "userId,movieId,rating,timestamp\n"
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from support import copy_db
 
 from recjobs import bundle as cb
 from recjobs import cold_start as cs
@@ -25,6 +24,7 @@ from recjobs import db, evaluate, load, model, precompute, publish, scoring, spl
 from recjobs.cli import cli
 from recjobs.errors import ConfigError, StateError
 from recjobs.settings import Settings
+from support import copy_db
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = [296, 318, 593]

@@ -10,34 +10,29 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import sqlite3
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
+
 from support import (
     DAGS,
     NIGHTLY_TASKS,
     REPO,
-    SLICE_USERS,
     SMALL_RUN,
     airflow,
     airflow_env,
     copy_db,
+    dags_test,
+    last_dag_run,
     migrate,
-    movielens_slice,
     new_airflow_home,
+    newest_run,
     query,
     read_env_file,
     require_shared_data,
-    served,
+    tries,
 )
-
-from recjobs import pipeline
-from recjobs.settings import Settings
 
 # ---- parsing ----------------------------------------------------------------------------
 
@@ -169,38 +164,6 @@ def migrated(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def data_slice(tmp_path_factory):
-    return movielens_slice(tmp_path_factory.mktemp("slice") / "ml-slice")
-
-
-def dags_test(home: Path, root: Path, conf: dict, data_dir: Path, fault: str = "", dag_id: str = "movie_recs_nightly"):
-    """`airflow dags test` (Dag.test) on the database and artifacts under root; (process, seconds)."""
-    env = airflow_env(home, root, data_dir, MOVIE_RECS_FAULT=fault)
-    started = time.perf_counter()
-    done = airflow(env, "dags", "test", dag_id, "-c", json.dumps(conf))
-    return done, time.perf_counter() - started
-
-
-def last_dag_run(home: Path, dag_id: str = "movie_recs_nightly") -> tuple[str, str]:
-    return query(
-        home / "airflow.db", "SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", dag_id
-    )[0]
-
-
-def tries(home: Path, airflow_run_id: str) -> dict[str, tuple[int, str]]:
-    rows = query(
-        home / "airflow.db", "SELECT task_id, try_number, state FROM task_instance WHERE run_id = ?", airflow_run_id
-    )
-    return {task_id: (n, state) for task_id, n, state in rows}
-
-
-def newest_run(db: Path) -> dict:
-    with sqlite3.connect(db) as conn:
-        conn.row_factory = sqlite3.Row
-        return dict(conn.execute("SELECT * FROM model_runs ORDER BY started_at DESC, run_id DESC LIMIT 1").fetchone())
-
-
-@pytest.fixture(scope="module")
 def published(migrated, tmp_path_factory):
     """One clean `airflow dags test` of the nightly DAG on ml-latest-small: the root its
     database is under (its AIRFLOW_HOME is root/airflow)."""
@@ -225,70 +188,6 @@ def test_dag_test_publishes_a_run(published):
     assert json.loads(run["params_json"])["factors"] == SMALL_RUN["factors"]  # the run's params reached the job
     assert (published / "artifacts" / run["run_id"] / "model_full.npz").is_file()
     assert {state for _, state in tries(airflow_home, airflow_run_id).values()} == {"success"}
-
-
-def test_a_retried_task_leaves_no_duplicate_rows(migrated, data_slice, tmp_path):
-    """load and precompute each fail once right after writing; their retries redo the same run."""
-    db, airflow_home = tmp_path / "recs.db", new_airflow_home(migrated, tmp_path / "airflow")
-    done, _ = dags_test(airflow_home, tmp_path, SMALL_RUN, data_slice, fault="load@1,precompute@1")
-    assert done.returncode == 0, done.stdout[-5000:]
-    airflow_run_id, state = last_dag_run(airflow_home)
-    assert state == "success"
-    task_tries = tries(airflow_home, airflow_run_id)
-    assert task_tries["load"] == (2, "success") and task_tries["precompute"] == (2, "success")
-    assert task_tries["train"] == (1, "success")
-
-    run = newest_run(db)
-    assert run["status"] == "published"
-    assert query(db, "SELECT COUNT(*) FROM model_runs") == [(1,)]
-    assert query(db, "SELECT COUNT(*) FROM ratings")[0][0] == run["n_ratings"]
-    n_movies = len((data_slice / "movies.csv").read_text().splitlines()) - 1
-    assert query(db, "SELECT COUNT(*), COUNT(DISTINCT movie_id) FROM movies") == [(n_movies, n_movies)]
-    assert query(db, "SELECT COUNT(*), COUNT(DISTINCT user_id) FROM recommendations") == [
-        (SLICE_USERS * SMALL_RUN["k"], SLICE_USERS)
-    ]
-    # the same recommendations as one uninterrupted `recjobs run` of the same data and settings
-    reference = Settings(
-        data_dir=data_slice, db=tmp_path / "reference.db", artifacts=tmp_path / "reference", **SMALL_RUN
-    )
-    pipeline.run(reference, "reference")
-    assert [row[1:4] for row in served(db)] == [row[1:4] for row in served(reference.db)]
-
-
-@pytest.mark.parametrize("failing_task", ["evaluate", pytest.param("precompute", marks=pytest.mark.slow)])
-def test_a_failed_step_leaves_the_published_recommendations_served(
-    published, migrated, data_slice, tmp_path, failing_task
-):
-    db, airflow_home = tmp_path / "recs.db", new_airflow_home(migrated, tmp_path / "airflow")
-    copy_db(published / "recs.db", db)
-    before = served(db)
-    done, _ = dags_test(airflow_home, tmp_path, SMALL_RUN, data_slice, fault=failing_task)
-    assert done.returncode != 0
-    airflow_run_id, state = last_dag_run(airflow_home)
-    assert state == "failed"
-    task_tries = tries(airflow_home, airflow_run_id)
-    assert task_tries[failing_task] == (3, "failed")  # the first try and two retries
-    assert task_tries["evaluate_cold_start"][1] == "upstream_failed"
-    assert served(db) == before
-    run = newest_run(db)
-    assert run["status"] == "failed" and failing_task in run["status_reason"]
-    assert run["run_id"] != before[0][0]
-
-
-def test_bad_input_fails_at_once_without_retries(published, migrated, tmp_path):
-    db, airflow_home = tmp_path / "recs.db", new_airflow_home(migrated, tmp_path / "airflow")
-    copy_db(published / "recs.db", db)
-    bad_data = tmp_path / "bad-data"
-    shutil.copytree(require_shared_data(), bad_data)
-    (bad_data / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,9.0,1\n")
-    before = served(db)
-    done, _ = dags_test(airflow_home, tmp_path, SMALL_RUN, bad_data)
-    assert done.returncode != 0
-    airflow_run_id, state = last_dag_run(airflow_home)
-    assert state == "failed"
-    assert tries(airflow_home, airflow_run_id)["load"] == (1, "failed")  # a DataError is not retried
-    assert "ratings.csv line 2: rating 9.0" in done.stdout + done.stderr
-    assert served(db) == before
 
 
 def test_cold_start_dag_answers_and_stores_the_answer(published, migrated, tmp_path):

@@ -2,10 +2,9 @@
 
 import re
 
-from support import REPO
-
 from recjobs.cli import cli
 from recjobs.settings import setting_help
+from support import REPO
 
 README = (REPO / "README.md").read_text()
 MAKEFILE = (REPO / "Makefile").read_text()

@@ -6,12 +6,12 @@ import sqlite3
 
 import numpy as np
 import pytest
-from support import checkerboard_dir
 
 from recjobs import artifacts, holdout, load, metrics, model, scoring, split, train
 from recjobs import evaluate as ev
 from recjobs.holdout import AFTER, TEST
 from recjobs.settings import Settings
+from support import checkerboard_dir
 
 
 def run_until_evaluate(settings: Settings, run_id: str = "r1") -> ev.EvaluateResult:

@@ -9,10 +9,10 @@ import threading
 import zipfile
 
 import pytest
-from support import require_shared_data
 
 from recjobs.errors import DataError
 from recjobs.fetch import ML_LATEST_SMALL_SHA256, fetch_data
+from support import require_shared_data
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import re
 import sqlite3
 
 import pytest
-from support import tiny_ratings, write_dataset
 
 from recjobs import db
 from recjobs.artifacts import read_stored_catalog
@@ -14,6 +13,7 @@ from recjobs.errors import DataError
 from recjobs.load import load
 from recjobs.movielens import read_catalog
 from recjobs.publish import store_catalog
+from support import tiny_ratings, write_dataset
 
 HEADER = "userId,movieId,rating,timestamp\n"
 

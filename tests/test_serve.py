@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from packaging.version import Version
-from support import ATTACK, WRITE_SQL, copy_db, database_digest, running_server
 
 from recjobs import serve
 from recjobs.db import SQL_DIR
+from support import ATTACK, WRITE_SQL, copy_db, database_digest, running_server
 
 # The documented columns of each canned query (README "Serving with datasette").
 COLUMNS = {

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import WRITE_SQL, copy_db, database_digest, running_server, stop
 
 from recjobs import serve
 from recjobs.evaluate import evaluate
 from recjobs.load import load
 from recjobs.split import split
 from recjobs.train import train
+from support import WRITE_SQL, copy_db, database_digest, running_server, stop
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "artifacts" / "test-screenshots"

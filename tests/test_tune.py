@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pandas as pd
 from click.testing import CliRunner
-from support import checkerboard_dir
 
 from recjobs import model, tune
 from recjobs.cli import cli
 from recjobs.holdout import TRAIN, VAL
 from recjobs.settings import Settings
+from support import checkerboard_dir
 
 SMALL_GRID = {"blend_weight": (0.0, 0.5), "sequence_weight": (0.0, 1.0)}
 
