@@ -29,8 +29,9 @@ run: nightly
 
 # The default suite: ruff, then pytest over both cores (one worker per test file, so a file's
 # module fixtures are built once).
+PYTEST_WORKERS ?= auto
 test: setup lint
-	$(BIN)/pytest -m "not slow" -n auto --dist loadfile
+	$(BIN)/pytest -m "not slow" -n $(PYTEST_WORKERS) --dist loadfile
 
 test-slow: setup
 	$(BIN)/pytest -m slow

@@ -12,7 +12,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from recjobs import pipeline  # noqa: E402
 from recjobs.settings import Settings  # noqa: E402
-from support import checkerboard_dir, copy_db, require_shared_data, tiny_ratings, write_dataset  # noqa: E402
+from support import built_once, checkerboard_dir, copy_db, require_shared_data, tiny_ratings, write_dataset  # noqa: E402
 
 
 @pytest.fixture
@@ -34,22 +34,18 @@ def tiny_settings(tmp_path, tiny_dir) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def movielens_dir(tmp_path_factory) -> Path:
-    """A private copy of ml-latest-small (tests may add incoming/ files to their own copies)."""
-    target = tmp_path_factory.mktemp("ml") / "ml-latest-small"
-    shutil.copytree(require_shared_data(), target)
-    return target
+def published_settings(tmp_path_factory, worker_id):
+    """Settings of a database with one published run ("first") on ml-latest-small, default
+    settings; built once per session for all workers. Read-only for tests: copy the database
+    before changing it."""
 
+    def build(root):
+        data = shutil.copytree(require_shared_data(), root / "ml-latest-small")
+        settings = Settings(data_dir=data, db=root / "recs.db", artifacts=root / "artifacts")
+        assert pipeline.run(settings, "first").precompute.status == "published"
 
-@pytest.fixture(scope="session")
-def published_settings(tmp_path_factory, movielens_dir):
-    """Settings of a database with one published run on ml-latest-small. Read-only for tests:
-    copy the database before changing it."""
-    root = tmp_path_factory.mktemp("published")
-    settings = Settings(data_dir=movielens_dir, db=root / "recs.db", artifacts=root / "artifacts")
-    result = pipeline.run(settings, "first")
-    assert result.precompute.status == "published"
-    return settings
+    root = built_once(tmp_path_factory, worker_id, "published", build)
+    return Settings(data_dir=root / "ml-latest-small", db=root / "recs.db", artifacts=root / "artifacts")
 
 
 @pytest.fixture

@@ -332,3 +332,31 @@ def newest_run(db: Path) -> dict:
     with sqlite3.connect(db) as conn:
         conn.row_factory = sqlite3.Row
         return dict(conn.execute("SELECT * FROM model_runs ORDER BY started_at DESC, run_id DESC LIMIT 1").fetchone())
+
+
+def built_once(tmp_path_factory, worker_id: str, name: str, build) -> Path:
+    """A folder that build(folder) fills once per test session, shared by the pytest-xdist
+    workers of the session (under a file lock); a private one without xdist."""
+    import fcntl
+
+    if worker_id == "master":
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    base = tmp_path_factory.getbasetemp().parent  # this session's folder, above the workers'
+    folder = base / name
+    with open(base / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
+def migrated_airflow_home(tmp_path_factory, worker_id: str) -> Path:
+    """An AIRFLOW_HOME whose metadata database `airflow db migrate` created, to copy from."""
+    return built_once(
+        tmp_path_factory, worker_id, "airflow_migrated", lambda home: migrate(airflow_env(home, home, home))
+    )

@@ -25,7 +25,8 @@ from support import (
     copy_db,
     dags_test,
     last_dag_run,
-    migrate,
+    migrated_airflow_home,
+    movielens_slice,
     new_airflow_home,
     newest_run,
     query,
@@ -156,21 +157,18 @@ def test_recjobs_run_ids_are_valid_and_stable(parsed):
 
 
 @pytest.fixture(scope="module")
-def migrated(tmp_path_factory):
-    """An AIRFLOW_HOME whose metadata database `airflow db migrate` created, to copy from."""
-    home = tmp_path_factory.mktemp("airflow_migrated")
-    migrate(airflow_env(home, home, home))
-    return home
+def migrated(tmp_path_factory, worker_id):
+    return migrated_airflow_home(tmp_path_factory, worker_id)
 
 
 @pytest.fixture(scope="module")
 def published(migrated, tmp_path_factory):
-    """One clean `airflow dags test` of the nightly DAG on ml-latest-small: the root its
-    database is under (its AIRFLOW_HOME is root/airflow)."""
+    """One clean `airflow dags test` of the nightly DAG on the first SLICE_USERS users of
+    ml-latest-small: the root its database is under (its AIRFLOW_HOME is root/airflow)."""
     root = tmp_path_factory.mktemp("published")
     airflow_home = new_airflow_home(migrated, root / "airflow")
-    done, seconds = dags_test(airflow_home, root, SMALL_RUN, require_shared_data())
-    print(f"airflow dags test movie_recs_nightly (ml-latest-small, {SMALL_RUN}): {seconds:.1f} s wall")
+    done, seconds = dags_test(airflow_home, root, SMALL_RUN, movielens_slice(root / "ml-slice"))
+    print(f"airflow dags test movie_recs_nightly (ml-latest-small slice, {SMALL_RUN}): {seconds:.1f} s wall")
     assert done.returncode == 0, done.stdout[-5000:]
     return root
 

@@ -13,11 +13,10 @@ from recjobs.settings import Settings
 from support import (
     SLICE_USERS,
     SMALL_RUN,
-    airflow_env,
     copy_db,
     dags_test,
     last_dag_run,
-    migrate,
+    migrated_airflow_home,
     movielens_slice,
     new_airflow_home,
     newest_run,
@@ -29,11 +28,8 @@ from support import (
 
 
 @pytest.fixture(scope="module")
-def migrated(tmp_path_factory):
-    """An AIRFLOW_HOME whose metadata database `airflow db migrate` created, to copy from."""
-    home = tmp_path_factory.mktemp("airflow_migrated")
-    migrate(airflow_env(home, home, home))
-    return home
+def migrated(tmp_path_factory, worker_id):
+    return migrated_airflow_home(tmp_path_factory, worker_id)
 
 
 @pytest.fixture(scope="module")
