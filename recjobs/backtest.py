@@ -15,8 +15,9 @@ Models, side by side on the same user-nights:
     recent_popularity  positives per movie in the `recent_days` before T
 
 Recall@10 = hits / min(10, targets); NDCG@10 binary; hit rate = at least one hit. Pooled over
-user-nights with 95% bootstrap intervals, and the paired gains of the method over each
-baseline; also per cutoff.
+user-nights with 95% bootstrap intervals that resample users (a user scored on several nights
+counts once per draw, with all their nights), and the paired gains of the method over each
+baseline; also per night.
 """
 
 from __future__ import annotations
@@ -63,11 +64,14 @@ def night_before(timestamp: float) -> int:
     return int((timestamp - NIGHT) // DAY * DAY + NIGHT)
 
 
-def nightly_cutoffs(rated_at: np.ndarray, nights: int, window_days: float, start_share: float = 0.75) -> np.ndarray:
-    """`nights` distinct nights spread evenly from the night when `start_share` of the ratings
-    had been made to the last night with a whole window of ratings after it."""
-    last = night_before(rated_at.max() - window_days * DAY)
-    first = min(night_before(np.quantile(rated_at, start_share)), last)
+def nightly_cutoffs(
+    rated_at: np.ndarray, nights: int, window_days: float, period: tuple[float, float] = (0.75, 1.0)
+) -> np.ndarray:
+    """`nights` distinct nights spread evenly over a period of the timeline, given as shares of
+    the ratings made (default: the last quarter): from the night when period[0] of the ratings
+    had been made to the last night whose whole window ends before period[1] had been."""
+    last = night_before(np.quantile(rated_at, period[1]) - window_days * DAY)
+    first = min(night_before(np.quantile(rated_at, period[0])), last)
     return np.unique([night_before(t) for t in np.linspace(first, last, max(1, nights))])
 
 
@@ -128,6 +132,7 @@ def backtest(
     window_days: float = 30.0,
     recent_days: float = 30.0,
     run_id: str | None = None,
+    period: tuple[float, float] = (0.75, 1.0),
 ) -> BacktestResult:
     """Replay nightly runs over the last part of --data-dir's timeline: fit on the ratings before
     each night, score the positives of the following --window-days, against popularity, recent
@@ -143,7 +148,7 @@ def backtest(
         )
     catalog = read_catalog(settings.data_dir, settings.positive_threshold)
     ratings = rating_arrays(catalog)
-    cutoffs = nightly_cutoffs(ratings["rated_at"], nights, window_days)
+    cutoffs = nightly_cutoffs(ratings["rated_at"], nights, window_days, period)
     output_dir = Path(output_dir or Path(settings.artifacts) / f"backtest-{runs.new_run_id()}")
     log.info("backtest: %d nights from %s, %g-day windows", len(cutoffs), _date(cutoffs[0]), window_days)
 
@@ -172,7 +177,7 @@ def backtest(
             "backtest night; expected users who come back after a night"
         )
     pooled = {name: np.vstack(values) for name, values in pooled.items()}
-    rows = metric_rows(pooled, per_night)
+    rows = metric_rows(pooled, per_night, np.concatenate(users))
     values = {(m, s): v for m, s, v in rows}
     n_user_nights = len(pooled["model"])
     result = BacktestResult(
@@ -226,13 +231,14 @@ def backtest(
     return result
 
 
-def metric_rows(pooled: dict[str, np.ndarray], per_night) -> list[tuple[str, str, float]]:
-    """(metric, segment, value): pooled means with intervals and paired gains, then per night."""
+def metric_rows(pooled: dict[str, np.ndarray], per_night, users: np.ndarray) -> list[tuple[str, str, float]]:
+    """(metric, segment, value): pooled means with intervals and paired gains (users resampled
+    whole, with all their nights), then per night."""
     rows = []
     for name in MODELS:
         for j, metric in enumerate(METRICS):
             values = pooled[name][:, j]
-            low, high = bootstrap_ci(values)
+            low, high = bootstrap_ci(values, groups=users)
             rows += [
                 (PREFIX[name] + metric, SEGMENT, float(values.mean())),
                 (PREFIX[name] + metric + "_ci_low", SEGMENT, low),
@@ -241,7 +247,7 @@ def metric_rows(pooled: dict[str, np.ndarray], per_night) -> list[tuple[str, str
     for baseline in BASELINES:
         for j, metric in enumerate(METRICS[:2]):
             gain = pooled["model"][:, j] - pooled[baseline][:, j]
-            low, high = bootstrap_ci(gain)
+            low, high = bootstrap_ci(gain, groups=users)
             rows += [
                 (f"{metric}_gain_over_{baseline}", SEGMENT, float(gain.mean())),
                 (f"{metric}_gain_over_{baseline}_ci_low", SEGMENT, low),

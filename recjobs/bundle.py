@@ -43,7 +43,7 @@ ITEM_PARTS = (
     ("similarity", "blend_weight", artifacts.similarity_file(artifacts.FULL)),
     ("sequence", "sequence_weight", artifacts.sequence_file(artifacts.FULL)),
 )
-BUNDLE_ARRAYS = ("movie_ids", "item_factors", "gram", "popularity")
+BUNDLE_ARRAYS = ("movie_ids", "item_factors", "gram", "popularity", "trending")
 CSR_ARRAYS = ("indptr", "indices", "data")
 
 
@@ -60,6 +60,8 @@ class Bundle:
     regularization: float
     # the run's item-item parts, in ITEM_PARTS order: (weight, (indptr, indices, data))
     item_parts: tuple = ()
+    trending: np.ndarray | None = None  # positives per movie in the run's last trend_days
+    trend_weight: float = 0.0
 
     @property
     def liked_confidence(self) -> float:
@@ -73,7 +75,7 @@ class Bundle:
         return pos[known], wanted[~known]
 
 
-def make_bundle(run_id: str, movie_ids, item_factors, popularity, params: dict, **matrices) -> Bundle:
+def make_bundle(run_id: str, movie_ids, item_factors, popularity, params: dict, trending=None, **matrices) -> Bundle:
     """A Bundle from a fitted run; `matrices` by ITEM_PARTS name, each a scipy CSR matrix,
     (indptr, indices, data) or None. Parts with weight 0 or no matrix are left out."""
     parts = []
@@ -84,6 +86,7 @@ def make_bundle(run_id: str, movie_ids, item_factors, popularity, params: dict, 
                 matrix = (matrix.indptr, matrix.indices, matrix.data)
             parts.append((weight, matrix))
     y = np.ascontiguousarray(item_factors, dtype=np.float32)
+    trending = np.zeros(len(movie_ids)) if trending is None else np.asarray(trending, dtype=np.float64)
     return Bundle(
         run_id,
         np.asarray(movie_ids),
@@ -93,6 +96,8 @@ def make_bundle(run_id: str, movie_ids, item_factors, popularity, params: dict, 
         float(params["alpha"]),
         float(params["regularization"]),
         tuple(parts),
+        trending,
+        float(params.get("trend_weight", 0.0)),
     )
 
 
@@ -123,16 +128,24 @@ def write_bundle(run_dir: Path) -> Path:
     with np.load(run_dir / artifacts.model_file(artifacts.FULL)) as f:
         movie_ids, item_factors = f["movie_ids"], f["item_factors"]
     ratings = artifacts.read_ratings(run_dir)
-    rated = ratings["movie_id"][ratings["rating"] >= params["positive_threshold"]]
-    rated = rated[np.isin(rated, movie_ids)]
-    popularity = np.bincount(np.searchsorted(movie_ids, rated), minlength=len(movie_ids))
+    known = np.isin(ratings["movie_id"], movie_ids)
+    cols = np.searchsorted(movie_ids, ratings["movie_id"][known])
+    positive = ratings["rating"][known] >= params["positive_threshold"]
+    popularity = np.bincount(cols[positive], minlength=len(movie_ids))
+    trending = scoring.trending_counts(
+        ratings["rated_at"][known], cols, positive, len(movie_ids), float(params.get("trend_days", 30.0))
+    )
     matrices = {name: read_csr_arrays(run_dir / file) for name, _, file in ITEM_PARTS if (run_dir / file).is_file()}
-    bundle = make_bundle(run_dir.name, movie_ids, item_factors, popularity, params, **matrices)
+    bundle = make_bundle(run_dir.name, movie_ids, item_factors, popularity, params, trending=trending, **matrices)
 
     target = run_dir / artifacts.COLD_START_BUNDLE
     partial = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{artifacts.COLD_START_BUNDLE}.new."))
     arrays = dict(
-        zip(BUNDLE_ARRAYS, (bundle.movie_ids, bundle.item_factors, bundle.gram, bundle.popularity), strict=True)
+        zip(
+            BUNDLE_ARRAYS,
+            (bundle.movie_ids, bundle.item_factors, bundle.gram, bundle.popularity, bundle.trending),
+            strict=True,
+        )
     )
     weights = []
     for number, (weight, matrix) in enumerate(bundle.item_parts):
@@ -171,7 +184,7 @@ _cache_lock = threading.Lock()
 def read_bundle(run_id: str, run_dir: Path) -> Bundle:
     """The run's bundle (written on first use), memory-mapped and cached per process."""
     path = Path(run_dir) / artifacts.COLD_START_BUNDLE
-    if not path.is_dir() or is_stale(path, run_dir):
+    if not path.is_dir() or is_stale(path, run_dir) or not all((path / f"{n}.npy").is_file() for n in BUNDLE_ARRAYS):
         write_bundle(run_dir)
     stamp = (path / artifacts.PARAMS).stat().st_mtime_ns
     key = str(path.resolve())
@@ -193,6 +206,8 @@ def read_bundle(run_id: str, run_dir: Path) -> Bundle:
         float(params["alpha"]),
         float(params["regularization"]),
         parts,
+        arrays["trending"],
+        float(params.get("trend_weight", 0.0)),
     )
     with _cache_lock:
         if len(_cache) >= 4:
@@ -232,6 +247,8 @@ def method_scores(bundle: Bundle, rows: np.ndarray, confidence=None, profiles=No
     for number, (weight, matrix) in enumerate(bundle.item_parts):
         part_rows, weights = (rows, 1.0) if profiles is None else profiles[number]
         parts.append((weight, scoring.csr_rows_sum(matrix, len(bundle.movie_ids), part_rows, weights)))
+    if bundle.trend_weight > 0:
+        parts.append((bundle.trend_weight, np.log1p(bundle.trending)))
     return scoring.blend(als, parts)
 
 

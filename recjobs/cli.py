@@ -291,6 +291,58 @@ def tune(output, passes, as_json, **values):
     echo_result(do_tune(build_settings(values), output, passes=passes), as_json)
 
 
+@cli.command(cls=JobCommand, job=("backtest", "backtest"))
+@settings_options()
+@click.option(
+    "--nights",
+    type=click.IntRange(1, 1000),
+    default=24,
+    show_default=True,
+    help="Nights (02:30 UTC) to replay, spread over the last quarter of the ratings' timeline.",
+)
+@click.option(
+    "--window-days",
+    type=click.FloatRange(1, 365),
+    default=30.0,
+    show_default=True,
+    help="Each night is scored on the positives of the following days.",
+)
+@click.option(
+    "--recent-days",
+    type=click.FloatRange(1, 3650),
+    default=30.0,
+    show_default=True,
+    help="The recent-popularity baseline counts the positives of the days before each night.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for metrics.json and report.md [default: <artifacts>/backtest-<UTC time>].",
+)
+@click.option("--run-id", default=None, help="Also store the figures in this run's run_metrics (segment backtest).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@one_line_errors
+def backtest(nights, window_days, recent_days, output, run_id, as_json, **values):
+    from .backtest import backtest as do_backtest
+
+    result = do_backtest(
+        build_settings(values), output, nights=nights, window_days=window_days, recent_days=recent_days, run_id=run_id
+    )
+    if as_json:
+        return echo_result(result, True)
+    click.echo(
+        f"{result.n_user_nights} user-nights over {len(result.cutoffs)} nights "
+        f"({result.cutoffs[0]} to {result.cutoffs[-1]}); Recall@10 [95% CI]:"
+    )
+    for name, value in result.recall_at_10.items():
+        low, high = result.recall_at_10_ci[name]
+        gain = result.recall_gain.get(name)
+        paired = f"  gain of the method {gain[0]:+.4f} [{gain[1]:+.4f}, {gain[2]:+.4f}]" if gain else ""
+        click.echo(f"  {name:<18} {value:.4f} [{low:.4f}, {high:.4f}]{paired}")
+    click.echo(f"  report {Path(result.output_dir) / 'report.md'}")
+
+
 def main():
     cli(prog_name="recjobs")
 

@@ -87,7 +87,13 @@ def fit_without(ratings: dict, held: np.ndarray, settings: Settings, run_id: str
     popularity = np.asarray(data.positives.sum(axis=0)).ravel()
     matrices = {name: getattr(fitted, name, None) for name, _, _ in bundle.ITEM_PARTS}
     held_out_bundle = bundle.make_bundle(
-        run_id, movie_ids, fitted.als.item_factors, popularity, settings.model_params(), **matrices
+        run_id,
+        movie_ids,
+        fitted.als.item_factors,
+        popularity,
+        settings.model_params(),
+        trending=data.trending,
+        **matrices,
     )
     return fitted.als, held_out_bundle
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import artifacts, db, model, runs
-from .holdout import TEST, TRAIN, evaluation_data
+from .freshness import forward_metrics
+from .holdout import TEST, evaluation_data
 from .metrics import CUTOFF, MODELS, PREFIX, bootstrap_ci, per_user_metrics
 from .report import write_report
 from .settings import Settings
@@ -23,10 +24,6 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 HISTORY_BUCKETS = (1, 20, 50, 100, 250)  # lower bounds of the history-length segments
-# The issue's reference recipe: plain ALS on the train part, only train positives filtered.
-REFERENCE = dict(
-    factors=64, regularization=0.02, iterations=20, alpha=20.0, negative_weight=0.0, recency_decay=0.0, blend_weight=0.0
-)
 
 
 @dataclass(frozen=True)
@@ -59,19 +56,15 @@ def history_segment(lengths: np.ndarray) -> np.ndarray:
     return np.array(labels, dtype=object)[np.searchsorted(HISTORY_BUCKETS, lengths, side="right") - 1]
 
 
-def popularity_model(item_counts: np.ndarray, n_users: int, settings: Settings):
-    """Popularity as a one-factor model, so it runs through the same batched top-N."""
-    return model.from_factors(np.ones((n_users, 1)), item_counts.reshape(-1, 1), settings)
-
-
 def reference_top(
     ratings: dict, parts: np.ndarray, user_ids, movie_ids, rows: np.ndarray, settings: Settings
 ) -> np.ndarray:
-    """The reference recipe's top-10: ALS fitted on the train part, train positives filtered."""
-    reference = settings.replace(**REFERENCE)
-    train = model.interactions(ratings, parts == TRAIN, user_ids, movie_ids, reference)
-    als = model.fit(train.confidence, reference)
-    top, _ = model.top_n(als, rows, train.positives, CUTOFF)
+    """The reference recipe's top-10 under the method's protocol: fitted on every rating each
+    user made before their test item, every movie rated before it filtered."""
+    reference = settings.replace(**model.REFERENCE_RECIPE)
+    data = evaluation_data(ratings, parts, user_ids, movie_ids, reference)
+    als = model.fit(data.confidence, reference)
+    top, _ = model.top_n(als, rows, data.seen, CUTOFF)
     return top
 
 
@@ -132,7 +125,7 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
     tops = {"model": fitted.recommend(test_rows, before_test, CUTOFF, settings)[0]}
     tops["reference"] = reference_top(ratings, parts, user_ids, movie_ids, test_rows, settings)
     positive_counts = np.asarray(before_test.positives.sum(axis=0)).ravel().astype(np.float32)
-    popularity = popularity_model(positive_counts, len(user_ids), settings)
+    popularity = model.popularity_model(positive_counts, len(user_ids), settings)
     tops["popularity"] = model.top_n(popularity, test_rows, before_test.seen, CUTOFF)[0]
 
     per_user = {name: per_user_metrics(top, test_items) for name, top in tops.items()}
@@ -148,10 +141,12 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
             "all": values,
             "segments": [{"metric": m, "segment": s, "value": v} for m, s, v in metric_rows if s != "all"],
             "params": settings.model_params(),
-            "reference_recipe": REFERENCE,
+            "reference_recipe": model.REFERENCE_RECIPE,
         },
     )
     report_path = write_report(directory, run_id, metric_rows, settings)
+    with db.reading(settings.db) as conn:  # the run readers are served, on what arrived since its data
+        forward_rows = forward_metrics(conn, run_id, ratings, settings)
 
     def ci(name):
         return (round(values[name + "_ci_low"], 4), round(values[name + "_ci_high"], 4))
@@ -186,7 +181,7 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
                 for name in ("recall_at_10", "ndcg_at_10", "popularity_recall_at_10", "popularity_ndcg_at_10")
             },
         )
-        runs.upsert_metrics(conn, run_id, metric_rows)
+        runs.upsert_metrics(conn, run_id, metric_rows + forward_rows)
         runs.record_seconds(conn, run_id, "evaluate", result.seconds)
     log.info(
         "evaluate %s: %d users, Recall@10 %.4f [%.4f, %.4f] NDCG@10 %.4f [%.4f, %.4f]; "
@@ -203,4 +198,16 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
         result.popularity_ndcg_at_10,
         result.seconds,
     )
+    if forward_rows:
+        forward = {metric: value for metric, _, value in forward_rows}
+        log.info(
+            "evaluate %s: the served run on the %d users who rated since its data (%s): Recall@10 %.4f, "
+            "popularity %.4f, recent popularity %.4f",
+            run_id,
+            forward["forward_n_users"],
+            forward_rows[0][1],
+            forward["forward_recall_at_10"],
+            forward["forward_popularity_recall_at_10"],
+            forward["forward_recent_popularity_recall_at_10"],
+        )
     return result

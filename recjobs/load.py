@@ -45,6 +45,7 @@ def load(settings: Settings, run_id: str) -> LoadResult:
         runs.start(conn, run_id, settings, directory, catalog.data_sha256)
         runs.update(conn, run_id, n_ratings=len(ratings), n_dropped_ratings=catalog.n_dropped_ratings)
         runs.record_seconds(conn, run_id, "load", seconds)
+        runs.upsert_metrics(conn, run_id, [("data_until", "all", float(ratings["rated_at"].max()))])
     result = LoadResult(
         run_id=run_id,
         ratings_path=str(directory / artifacts.RATINGS),

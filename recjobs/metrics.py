@@ -49,13 +49,25 @@ def recall_ndcg_of_items(top_movie_ids, targets: set) -> tuple[float, float]:
 
 
 def bootstrap_ci(
-    values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED, level: float = 0.95
+    values: np.ndarray,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = 0.95,
+    groups: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """Percentile interval of the mean, resampling users with replacement."""
+    """Percentile interval of the mean, resampling users with replacement. With `groups` (a user
+    id per value, for users scored several times) whole users are resampled, all their values
+    together: the interval then allows for a user's values being alike."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(axis=1)
+    if groups is None:
+        means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(axis=1)
+    else:
+        _, group = np.unique(groups, return_inverse=True)
+        sums, counts = np.bincount(group, weights=values), np.bincount(group).astype(np.float64)
+        picks = rng.integers(0, len(sums), size=(samples, len(sums)))
+        means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
     low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return (float(low), float(high))

@@ -68,3 +68,12 @@ def csr_rows_sum(matrix, n_cols: int, rows: np.ndarray, weights) -> np.ndarray:
         start, end = indptr[row], indptr[row + 1]
         total[indices[start:end]] += weight * data[start:end]
     return total
+
+
+def trending_counts(rated_at: np.ndarray, cols: np.ndarray, positive: np.ndarray, n_items: int, days: float):
+    """Positives per item column in the last `days` before the newest rating (float32): the
+    trending part of the method, log1p of which is blended like an item-item part."""
+    if len(rated_at) == 0:
+        return np.zeros(n_items, np.float32)
+    recent = positive & (rated_at >= rated_at.max() - days * 86_400)
+    return np.bincount(cols[recent], minlength=n_items).astype(np.float32)

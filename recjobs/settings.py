@@ -48,6 +48,10 @@ class Settings:
     sequence_decay: float = setting(
         3.0, "The user's last few ratings for the sequence scores: weight exp(-age / this)."
     )
+    trend_weight: float = setting(
+        0.0, "Weight of trending movies (log positives in the last --trend-days of the data) blended in (0 = off)."
+    )
+    trend_days: float = setting(30.0, "The trending part counts the positives of the data's last this many days.")
     random_seed: int = setting(42, "Seed for ALS initialisation.")
     keep_published: int = setting(3, "Published runs kept for rollback; older runs' rows are deleted.")
     gate_tolerance: float = setting(
@@ -74,6 +78,8 @@ class Settings:
             "sequence_weight": self.sequence_weight >= 0,
             "sequence_window": 1 <= self.sequence_window <= 1000,
             "sequence_decay": self.sequence_decay > 0,
+            "trend_weight": self.trend_weight >= 0,
+            "trend_days": self.trend_days > 0,
             "keep_published": self.keep_published >= 1,
             "gate_tolerance": 0 <= self.gate_tolerance < 1,
         }
@@ -99,6 +105,8 @@ class Settings:
             "sequence_weight",
             "sequence_window",
             "sequence_decay",
+            "trend_weight",
+            "trend_days",
             "random_seed",
             "k",
             "n_similar",

@@ -91,9 +91,11 @@ def copy_db(source: Path, target: Path) -> Path:
     return target
 
 
-def checkerboard_dir(folder, n_users=40, n_items=20, seed=0):
+def checkerboard_dir(folder, n_users=40, n_items=20, seed=0, low_rated=0):
     """Users of group 0 rate movies 1-10, of group 1 movies 11-20, each all ten in a random
-    order and all 5.0: the test item is the one group movie a user has not rated before it."""
+    order and all 5.0: the test item is the one group movie a user has not rated before it.
+    With `low_rated`, a user's first that many group movies are rated 1.0 instead: the model
+    (positives only) still scores them high, so only filtering every rated movie keeps them out."""
     rng = np.random.default_rng(seed)
     movies = ["movieId,title,genres"] + [f"{m},Movie {m} (2000),Drama" for m in range(1, n_items + 1)]
     links = ["movieId,imdbId,tmdbId"] + [f"{m},{m:07d},{m}" for m in range(1, n_items + 1)]
@@ -102,7 +104,7 @@ def checkerboard_dir(folder, n_users=40, n_items=20, seed=0):
     for user in range(1, n_users + 1):
         group = user % 2
         for t, movie in enumerate(rng.permutation(half) + 1 + group * half):
-            rows.append(f"{user},{movie},5.0,{1000 + 10 * t}")
+            rows.append(f"{user},{movie},{1.0 if t < low_rated else 5.0},{1000 + 10 * t}")
     return write_dataset(
         folder,
         "\n".join(rows) + "\n",
@@ -359,4 +361,52 @@ def migrated_airflow_home(tmp_path_factory, worker_id: str) -> Path:
     """An AIRFLOW_HOME whose metadata database `airflow db migrate` created, to copy from."""
     return built_once(
         tmp_path_factory, worker_id, "airflow_migrated", lambda home: migrate(airflow_env(home, home, home))
+    )
+
+
+def nightly_dir(folder: Path, n_users: int = 60, n_items: int = 30, days: int = 200, seed: int = 0) -> Path:
+    """Ratings over `days` days by two taste groups (even users like movies 1-15, odd users
+    16-30, each rated 5.0; the other group's movies 1.0 now and then), a rating every few
+    days per user: a model of the groups beats popularity on the days after any night."""
+    rng = np.random.default_rng(seed)
+    movies = ["movieId,title,genres"] + [f"{m},Movie {m} (2000),Drama" for m in range(1, n_items + 1)]
+    links = ["movieId,imdbId,tmdbId"] + [f"{m},{m:07d},{m}" for m in range(1, n_items + 1)]
+    rows = ["userId,movieId,rating,timestamp"]
+    half = n_items // 2
+    start = 1_500_000_000
+    for user in range(1, n_users + 1):
+        liked = rng.permutation(half) + 1 + (user % 2) * half
+        times = np.sort(rng.uniform(0, days * 86_400, len(liked)))
+        for movie, t in zip(liked, times, strict=True):
+            rows.append(f"{user},{movie},5.0,{start + int(t)}")
+        other = rng.choice(half, 2, replace=False) + 1 + (1 - user % 2) * half
+        for movie in other:
+            rows.append(f"{user},{movie},1.0,{start + int(rng.uniform(0, days * 86_400))}")
+    return write_dataset(
+        folder,
+        "\n".join(rows) + "\n",
+        movies="\n".join(movies) + "\n",
+        links="\n".join(links) + "\n",
+        tags="userId,movieId,tag,timestamp\n",
+    )
+
+
+def ring_dir(folder: Path, n_users: int = 60, n_items: int = 30, length: int = 8, seed: int = 0) -> Path:
+    """Movies on a ring; each user rates `length` consecutive ones, in ring order, all 5.0,
+    starting anywhere. The movie that comes next is the one rated right after the user's
+    last: a sequence signal that plain co-rating cannot tell from the movie before the first."""
+    rng = np.random.default_rng(seed)
+    movies = ["movieId,title,genres"] + [f"{m},Movie {m} (2000),Drama" for m in range(1, n_items + 1)]
+    links = ["movieId,imdbId,tmdbId"] + [f"{m},{m:07d},{m}" for m in range(1, n_items + 1)]
+    rows = ["userId,movieId,rating,timestamp"]
+    for user in range(1, n_users + 1):
+        start = rng.integers(n_items)
+        for t in range(length):
+            rows.append(f"{user},{(start + t) % n_items + 1},5.0,{1000 + 10 * t + user}")
+    return write_dataset(
+        folder,
+        "\n".join(rows) + "\n",
+        movies="\n".join(movies) + "\n",
+        links="\n".join(links) + "\n",
+        tags="userId,movieId,tag,timestamp\n",
     )

@@ -12,7 +12,7 @@ from recjobs import model, tune
 from recjobs.cli import cli
 from recjobs.holdout import TRAIN, VAL
 from recjobs.settings import Settings
-from support import checkerboard_dir
+from support import checkerboard_dir, ring_dir
 
 SMALL_GRID = {"blend_weight": (0.0, 0.5), "sequence_weight": (0.0, 1.0)}
 
@@ -53,6 +53,22 @@ def test_search_finds_the_known_answer_and_writes_its_tables(tmp_path):
     assert saved["best"] == result.best and saved["n_validation_users"] == 40
     assert len(saved["trials"]) == result.n_candidates == 3  # start, then one new value per setting
     assert "| blend_weight | sequence_weight | Recall@10 | NDCG@10 |" in (tmp_path / "out" / "tune.md").read_text()
+
+
+def test_search_prefers_the_setting_that_finds_what_comes_next(tmp_path):
+    """Movies on a ring, rated in ring order: only the sequence part tells the next movie from
+    the one before the user's first; ALS alone misses it. A search that cannot tell them apart,
+    or a sequence part that does not work, fails here."""
+    settings = small_settings(ring_dir(tmp_path / "data", n_users=150, n_items=100), tmp_path)
+    settings = settings.replace(blend_weight=0.0, sequence_weight=0.0)
+    result = tune.tune(settings, tmp_path / "out", passes=1, seeds=(42,), grid=SMALL_GRID)
+    assert result.best == {"blend_weight": 0.5, "sequence_weight": 1.0}
+    assert result.start_recall_at_10 < 0.9 <= result.validation_recall_at_10
+    trials = {
+        (t["blend_weight"], t["sequence_weight"]): t
+        for t in json.loads((tmp_path / "out" / "tune.json").read_text())["trials"]
+    }
+    assert trials[(0.5, 1.0)]["ndcg_at_10"] > trials[(0.5, 0.0)]["ndcg_at_10"] + 0.03
 
 
 def test_search_does_not_depend_on_the_test_items(tmp_path):
