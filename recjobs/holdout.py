@@ -55,6 +55,17 @@ def before_test(parts: np.ndarray) -> np.ndarray:
     return parts < TEST
 
 
+def users_now(ratings: dict, keep: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
+    """Per user row, the time of their newest rating where `keep` is true: when a nightly run
+    could first have answered for their held-out item (the newest of all where a user has none)."""
+    times = ratings["rated_at"][keep]
+    now = np.full(len(user_ids), np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(now, model.index(ratings["user_id"][keep], user_ids), times)
+    return np.where(now == np.iinfo(np.int64).min, times.max() if len(times) else 0, now)
+
+
 def evaluation_data(ratings: dict, parts: np.ndarray, user_ids, movie_ids, settings: Settings) -> model.Interactions:
-    """The evaluation model's interactions: the ratings before each user's test item."""
-    return model.interactions(ratings, before_test(parts), user_ids, movie_ids, settings)
+    """The evaluation model's interactions: the ratings before each user's test item, each
+    user's trending part counted back from their newest of those ratings."""
+    keep = before_test(parts)
+    return model.interactions(ratings, keep, user_ids, movie_ids, settings, now=users_now(ratings, keep, user_ids))

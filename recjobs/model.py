@@ -106,12 +106,35 @@ class Interactions:
     sequence_users: np.ndarray  # user row of each rating, in (user, rated_at, movie_id) order
     sequence_items: np.ndarray  # item column of each rating, same order
     trending: np.ndarray  # per item: positives in the last trend_days of these ratings
+    positive_times: np.ndarray  # rated_at of each positive, ascending
+    positive_items: np.ndarray  # item column of each positive, same order
+    trend_days: float
+    # per user row, the time the user's trending part is counted back from (None: the newest
+    # rating, for everyone, as a nightly run sees it); evaluations set each user's own "now"
+    now: np.ndarray | None = None
+
+    def trend_scores(self, rows: np.ndarray) -> np.ndarray:
+        """log(1 + positives per item in the trend_days before each user's now); users x items."""
+        if self.now is None:
+            return np.broadcast_to(np.log1p(self.trending.astype(np.float64)), (len(rows), len(self.trending)))
+        out = np.empty((len(rows), len(self.trending)))
+        times, items = self.positive_times, self.positive_items
+        for i, now in enumerate(self.now[rows]):
+            lo, hi = np.searchsorted(times, [now - self.trend_days * 86_400, now], side="right")
+            out[i] = np.log1p(np.bincount(items[lo:hi], minlength=len(self.trending)))
+        return out
 
 
 def interactions(
-    ratings: dict, keep: np.ndarray, user_ids: np.ndarray, movie_ids: np.ndarray, settings: Settings
+    ratings: dict,
+    keep: np.ndarray,
+    user_ids: np.ndarray,
+    movie_ids: np.ndarray,
+    settings: Settings,
+    now: np.ndarray | None = None,
 ) -> Interactions:
-    """Matrices of the ratings where `keep` is true; recency ages count only those ratings."""
+    """Matrices of the ratings where `keep` is true; recency ages count only those ratings.
+    `now`: per user row, when their trending part is counted back from (default: the newest rating)."""
     rows = index(ratings["user_id"][keep], user_ids)
     cols = index(ratings["movie_id"][keep], movie_ids)
     rating = ratings["rating"][keep]
@@ -120,6 +143,8 @@ def interactions(
     shape = (len(user_ids), len(movie_ids))
     weight = interaction_weight(rating, settings, age)
     positive = (rating >= settings.positive_threshold).astype(np.float32)
+    rated_at = ratings["rated_at"][keep]
+    by_time = np.flatnonzero(positive > 0)[np.argsort(rated_at[positive > 0], kind="stable")]
     return Interactions(
         confidence=matrix(rows, cols, confidence(rating, settings, age), shape),
         profile=matrix(rows, cols, (weight * positive).astype(np.float32), shape),
@@ -131,6 +156,10 @@ def interactions(
         trending=scoring.trending_counts(
             ratings["rated_at"][keep], cols, positive > 0, len(movie_ids), settings.trend_days
         ),
+        positive_times=rated_at[by_time],
+        positive_items=cols[by_time],
+        trend_days=settings.trend_days,
+        now=now,
     )
 
 
@@ -289,7 +318,7 @@ class Fitted:
             for weight, similarity, profile in parts
             if similarity is not None and weight > 0
         ]
-        trend = [(settings.trend_weight, np.broadcast_to(np.log1p(data.trending), als.shape))]
+        trend = [(settings.trend_weight, data.trend_scores(rows))] if settings.trend_weight > 0 else []
         return scoring.blend(als, item_item + trend)
 
     def recommend(self, rows: np.ndarray, data: Interactions, n: int, settings: Settings):

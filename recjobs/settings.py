@@ -49,9 +49,12 @@ class Settings:
         3.0, "The user's last few ratings for the sequence scores: weight exp(-age / this)."
     )
     trend_weight: float = setting(
-        0.0, "Weight of trending movies (log positives in the last --trend-days of the data) blended in (0 = off)."
+        0.5,
+        "Weight of trending movies (log positives in the --trend-days before now) blended in (0 = off).",
     )
-    trend_days: float = setting(30.0, "The trending part counts the positives of the data's last this many days.")
+    trend_days: float = setting(
+        30.0, "The trending part counts the positives of this many days before now (the newest rating)."
+    )
     random_seed: int = setting(42, "Seed for ALS initialisation.")
     keep_published: int = setting(3, "Published runs kept for rollback; older runs' rows are deleted.")
     gate_tolerance: float = setting(

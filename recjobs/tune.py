@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import model, runs
-from .holdout import TRAIN, VAL, assign_parts
+from .holdout import TRAIN, VAL, assign_parts, users_now
 from .metrics import CUTOFF, bootstrap_ci, per_user_metrics
 from .movielens import read_catalog
 from .settings import Settings
@@ -74,7 +74,9 @@ class ValidationTask:
         self._als, self._similarity = {}, {}
 
     def data(self, settings: Settings) -> model.Interactions:
-        return model.interactions(self.ratings, self.parts == TRAIN, self.user_ids, self.movie_ids, settings)
+        train = self.parts == TRAIN
+        now = users_now(self.ratings, train, self.user_ids)
+        return model.interactions(self.ratings, train, self.user_ids, self.movie_ids, settings, now=now)
 
     def score(self, settings: Settings) -> dict[str, np.ndarray]:
         """Per-user validation metrics, averaged over the seeds."""
