@@ -128,7 +128,7 @@ def one_night(ratings: dict, cutoff: int, settings: Settings, window_days: float
 def backtest(
     settings: Settings,
     output_dir: Path | None = None,
-    nights: int = 24,
+    nights: int = 48,
     window_days: float = 30.0,
     recent_days: float = 30.0,
     run_id: str | None = None,
@@ -278,7 +278,7 @@ def write_report(output_dir: Path, result: BacktestResult, per_night, window_day
         f"{len(result.cutoffs)} nights ({result.cutoffs[0]} to {result.cutoffs[-1]}, 02:30 UTC); each user known "
         f"at a night is scored on the movies they rated >= the positive threshold in the next {window_days:g} days. "
         f"{result.n_user_nights} user-nights of {result.n_users} users. Recent popularity: positives in the "
-        f"{recent_days:g} days before the night. 95% bootstrap intervals over user-nights.",
+        f"{recent_days:g} days before the night. 95% bootstrap intervals resampling users, each with all their nights.",
         "",
         "| model | Recall@10 | NDCG@10 | hit rate@10 |",
         "|---|---|---|---|",

@@ -296,7 +296,7 @@ def tune(output, passes, as_json, **values):
 @click.option(
     "--nights",
     type=click.IntRange(1, 1000),
-    default=24,
+    default=48,
     show_default=True,
     help="Nights (02:30 UTC) to replay, spread over the last quarter of the ratings' timeline.",
 )

@@ -26,7 +26,7 @@ from recjobs.settings import Settings  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--nights", type=int, default=24)
+    parser.add_argument("--nights", type=int, default=48)
     parser.add_argument("--weights", default="0,0.5,1,2")
     parser.add_argument("--days", default="14,30")
     args = parser.parse_args()
