@@ -303,8 +303,40 @@ def write_report(output_dir: Path, result: BacktestResult, per_night, window_day
     ]
     for date, n_users, means in per_night:
         lines.append(f"| {date} | {n_users} | " + " | ".join(f"{means[n][0]:.3f}" for n in MODELS) + " |")
+    lines += ["", "![Recall@10 per night](backtest.png)"]
+    plot(Path(output_dir) / "backtest.png", result, per_night)
     text = "\n".join(lines) + "\n"
     return artifacts.write_atomically(Path(output_dir) / "report.md", lambda temp: temp.write_text(text))
+
+
+def plot(path: Path, result: BacktestResult, per_night) -> Path:
+    """Pooled Recall@10 with intervals per model; Recall@10 per night (users as point size)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), constrained_layout=True, width_ratios=(1, 2))
+    values = [result.recall_at_10[n] for n in MODELS]
+    errors = [
+        [v - result.recall_at_10_ci[n][0] for v, n in zip(values, MODELS, strict=True)],
+        [result.recall_at_10_ci[n][1] - v for v, n in zip(values, MODELS, strict=True)],
+    ]
+    left.bar(range(len(MODELS)), values, yerr=errors, capsize=3, color=[f"C{i}" for i in range(len(MODELS))])
+    left.set_xticks(range(len(MODELS)), [n.replace("_", "\n") for n in MODELS], fontsize=8)
+    left.set_title(f"Recall@10, {result.n_user_nights} user-nights (95% CI)")
+    nights = list(range(len(per_night)))
+    sizes = [6 + 2 * n_users for _, n_users, _ in per_night]
+    for i, name in enumerate(MODELS):
+        right.plot(nights, [means[name][0] for _, _, means in per_night], color=f"C{i}", alpha=0.6, label=LABELS[name])
+        right.scatter(nights, [means[name][0] for _, _, means in per_night], s=sizes, color=f"C{i}", alpha=0.6)
+    step = max(1, len(per_night) // 8)
+    right.set_xticks(nights[::step], [date for date, _, _ in per_night][::step], fontsize=8)
+    right.set_title("Recall@10 per night (point size: users)")
+    right.legend(fontsize=8)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _date(timestamp) -> str:

@@ -91,27 +91,32 @@ def copy_db(source: Path, target: Path) -> Path:
     return target
 
 
+def write_synthetic(folder: Path, rating_rows: list[str], n_items: int) -> Path:
+    """A MovieLens-layout folder: `rating_rows` ("user,movie,rating,time") of movies 1..n_items."""
+    movies = "".join(f"{m},Movie {m} (2000),Drama\n" for m in range(1, n_items + 1))
+    links = "".join(f"{m},{m:07d},{m}\n" for m in range(1, n_items + 1))
+    return write_dataset(
+        folder,
+        "userId,movieId,rating,timestamp\n" + "\n".join(rating_rows) + "\n",
+        movies="movieId,title,genres\n" + movies,
+        links="movieId,imdbId,tmdbId\n" + links,
+        tags="userId,movieId,tag,timestamp\n",
+    )
+
+
 def checkerboard_dir(folder, n_users=40, n_items=20, seed=0, low_rated=0):
     """Users of group 0 rate movies 1-10, of group 1 movies 11-20, each all ten in a random
     order and all 5.0: the test item is the one group movie a user has not rated before it.
     With `low_rated`, a user's first that many group movies are rated 1.0 instead: the model
     (positives only) still scores them high, so only filtering every rated movie keeps them out."""
     rng = np.random.default_rng(seed)
-    movies = ["movieId,title,genres"] + [f"{m},Movie {m} (2000),Drama" for m in range(1, n_items + 1)]
-    links = ["movieId,imdbId,tmdbId"] + [f"{m},{m:07d},{m}" for m in range(1, n_items + 1)]
     rows = ["userId,movieId,rating,timestamp"]
     half = n_items // 2
     for user in range(1, n_users + 1):
         group = user % 2
         for t, movie in enumerate(rng.permutation(half) + 1 + group * half):
             rows.append(f"{user},{movie},{1.0 if t < low_rated else 5.0},{1000 + 10 * t}")
-    return write_dataset(
-        folder,
-        "\n".join(rows) + "\n",
-        movies="\n".join(movies) + "\n",
-        links="\n".join(links) + "\n",
-        tags="userId,movieId,tag,timestamp\n",
-    )
+    return write_synthetic(folder, rows[1:], n_items)
 
 
 # ---- a real `recjobs serve` --------------------------------------------------------------
@@ -369,8 +374,6 @@ def nightly_dir(folder: Path, n_users: int = 60, n_items: int = 30, days: int = 
     16-30, each rated 5.0; the other group's movies 1.0 now and then), a rating every few
     days per user: a model of the groups beats popularity on the days after any night."""
     rng = np.random.default_rng(seed)
-    movies = ["movieId,title,genres"] + [f"{m},Movie {m} (2000),Drama" for m in range(1, n_items + 1)]
-    links = ["movieId,imdbId,tmdbId"] + [f"{m},{m:07d},{m}" for m in range(1, n_items + 1)]
     rows = ["userId,movieId,rating,timestamp"]
     half = n_items // 2
     start = 1_500_000_000
@@ -382,13 +385,7 @@ def nightly_dir(folder: Path, n_users: int = 60, n_items: int = 30, days: int = 
         other = rng.choice(half, 2, replace=False) + 1 + (1 - user % 2) * half
         for movie in other:
             rows.append(f"{user},{movie},1.0,{start + int(rng.uniform(0, days * 86_400))}")
-    return write_dataset(
-        folder,
-        "\n".join(rows) + "\n",
-        movies="\n".join(movies) + "\n",
-        links="\n".join(links) + "\n",
-        tags="userId,movieId,tag,timestamp\n",
-    )
+    return write_synthetic(folder, rows[1:], n_items)
 
 
 def ring_dir(folder: Path, n_users: int = 60, n_items: int = 30, length: int = 8, seed: int = 0) -> Path:
@@ -396,17 +393,9 @@ def ring_dir(folder: Path, n_users: int = 60, n_items: int = 30, length: int = 8
     starting anywhere. The movie that comes next is the one rated right after the user's
     last: a sequence signal that plain co-rating cannot tell from the movie before the first."""
     rng = np.random.default_rng(seed)
-    movies = ["movieId,title,genres"] + [f"{m},Movie {m} (2000),Drama" for m in range(1, n_items + 1)]
-    links = ["movieId,imdbId,tmdbId"] + [f"{m},{m:07d},{m}" for m in range(1, n_items + 1)]
     rows = ["userId,movieId,rating,timestamp"]
     for user in range(1, n_users + 1):
         start = rng.integers(n_items)
         for t in range(length):
             rows.append(f"{user},{(start + t) % n_items + 1},5.0,{1000 + 10 * t + user}")
-    return write_dataset(
-        folder,
-        "\n".join(rows) + "\n",
-        movies="\n".join(movies) + "\n",
-        links="\n".join(links) + "\n",
-        tags="userId,movieId,tag,timestamp\n",
-    )
+    return write_synthetic(folder, rows[1:], n_items)

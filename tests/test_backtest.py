@@ -120,6 +120,7 @@ def test_the_method_beats_popularity_on_taste_groups_and_the_figures_are_stored(
     gain, low, _ = data["recall_gain"]["popularity"]
     assert low > 0 and gain == pytest.approx(recall["model"] - recall["popularity"])
     assert "| the method (published) |" in (out / "report.md").read_text()
+    assert (out / "backtest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stored = json.loads((out / "metrics.json").read_text())
     assert stored["result"]["recall_at_10"] == recall
     con = sqlite3.connect(nightly.db)
