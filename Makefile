@@ -31,7 +31,7 @@ run: nightly
 # module fixtures are built once).
 PYTEST_WORKERS ?= auto
 test: setup lint
-	$(BIN)/pytest -m "not slow" -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -m "not slow" -n $(PYTEST_WORKERS) --dist loadfile --durations=20
 
 test-slow: setup
 	$(BIN)/pytest -m slow

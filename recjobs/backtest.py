@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import artifacts, db, model, runs
-from .metrics import CUTOFF, bootstrap_ci, recall_ndcg_of_items
+from .metrics import CUTOFF, bootstrap_ci, prefix, recall_ndcg_of_items
 from .movielens import read_catalog
 from .settings import Settings
 
@@ -41,7 +41,6 @@ NIGHT = 2 * 3600 + 30 * 60  # the nightly run starts at 02:30 UTC
 MODELS = ("model", "als", "reference", "popularity", "recent_popularity")
 BASELINES = MODELS[1:]
 METRICS = ("recall_at_10", "ndcg_at_10", "hit_rate_at_10")
-PREFIX = {name: "" if name == "model" else f"{name}_" for name in MODELS}
 SEGMENT = "backtest"  # run_metrics segment of the pooled figures; per night: backtest:<date>
 
 
@@ -185,16 +184,16 @@ def backtest(
         cutoffs=tuple(date for date, _, _ in per_night),
         n_user_nights=n_user_nights,
         n_users=len(np.unique(np.concatenate(users))),
-        recall_at_10={n: values[(PREFIX[n] + "recall_at_10", SEGMENT)] for n in MODELS},
+        recall_at_10={n: values[(prefix(n) + "recall_at_10", SEGMENT)] for n in MODELS},
         recall_at_10_ci={
             n: (
-                values[(PREFIX[n] + "recall_at_10_ci_low", SEGMENT)],
-                values[(PREFIX[n] + "recall_at_10_ci_high", SEGMENT)],
+                values[(prefix(n) + "recall_at_10_ci_low", SEGMENT)],
+                values[(prefix(n) + "recall_at_10_ci_high", SEGMENT)],
             )
             for n in MODELS
         },
-        ndcg_at_10={n: values[(PREFIX[n] + "ndcg_at_10", SEGMENT)] for n in MODELS},
-        hit_rate_at_10={n: values[(PREFIX[n] + "hit_rate_at_10", SEGMENT)] for n in MODELS},
+        ndcg_at_10={n: values[(prefix(n) + "ndcg_at_10", SEGMENT)] for n in MODELS},
+        hit_rate_at_10={n: values[(prefix(n) + "hit_rate_at_10", SEGMENT)] for n in MODELS},
         recall_gain={
             b: tuple(values[(f"recall_at_10_gain_over_{b}{end}", SEGMENT)] for end in ("", "_ci_low", "_ci_high"))
             for b in BASELINES
@@ -240,9 +239,9 @@ def metric_rows(pooled: dict[str, np.ndarray], per_night, users: np.ndarray) -> 
             values = pooled[name][:, j]
             low, high = bootstrap_ci(values, groups=users)
             rows += [
-                (PREFIX[name] + metric, SEGMENT, float(values.mean())),
-                (PREFIX[name] + metric + "_ci_low", SEGMENT, low),
-                (PREFIX[name] + metric + "_ci_high", SEGMENT, high),
+                (prefix(name) + metric, SEGMENT, float(values.mean())),
+                (prefix(name) + metric + "_ci_low", SEGMENT, low),
+                (prefix(name) + metric + "_ci_high", SEGMENT, high),
             ]
     for baseline in BASELINES:
         for j, metric in enumerate(METRICS[:2]):
@@ -258,7 +257,7 @@ def metric_rows(pooled: dict[str, np.ndarray], per_night, users: np.ndarray) -> 
         rows.append(("n_users", f"{SEGMENT}:{date}", float(n_users)))
         for name in MODELS:
             for j, metric in enumerate(METRICS):
-                rows.append((PREFIX[name] + metric, f"{SEGMENT}:{date}", float(means[name][j])))
+                rows.append((prefix(name) + metric, f"{SEGMENT}:{date}", float(means[name][j])))
     return rows
 
 

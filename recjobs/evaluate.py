@@ -17,7 +17,7 @@ import numpy as np
 from . import artifacts, db, model, runs
 from .freshness import forward_metrics
 from .holdout import TEST, evaluation_data
-from .metrics import CUTOFF, MODELS, PREFIX, bootstrap_ci, per_user_metrics
+from .metrics import CUTOFF, MODELS, bootstrap_ci, per_user_metrics, prefix
 from .report import write_report
 from .settings import Settings
 
@@ -79,20 +79,22 @@ def summarize(
     rows = []
     n_items = len(item_counts)
     for name in MODELS:
-        prefix = PREFIX[name]
+        name_prefix = prefix(name)
         for metric, values in per_user[name].items():
             low, high = bootstrap_ci(values)
             rows += [
-                (prefix + metric, "all", float(values.mean())),
-                (prefix + metric + "_ci_low", "all", low),
-                (prefix + metric + "_ci_high", "all", high),
+                (name_prefix + metric, "all", float(values.mean())),
+                (name_prefix + metric + "_ci_low", "all", low),
+                (name_prefix + metric + "_ci_high", "all", high),
             ]
             for segment in sorted(set(segments)):
-                rows.append((prefix + metric, segment, float(values[segments == segment].mean())))
+                rows.append((name_prefix + metric, segment, float(values[segments == segment].mean())))
         top = tops[name][:, :CUTOFF]
         valid = top[top >= 0]
-        rows.append((prefix + "coverage_at_10", "all", float(len(np.unique(valid)) / max(1, n_items))))
-        rows.append((prefix + "mean_popularity_at_10", "all", float(item_counts[valid].mean()) if len(valid) else 0.0))
+        rows.append((name_prefix + "coverage_at_10", "all", float(len(np.unique(valid)) / max(1, n_items))))
+        rows.append(
+            (name_prefix + "mean_popularity_at_10", "all", float(item_counts[valid].mean()) if len(valid) else 0.0)
+        )
     for baseline in ("reference", "popularity"):
         for metric in ("recall_at_10", "ndcg_at_10"):
             gain = per_user["model"][metric] - per_user[baseline][metric]  # paired: same users resampled

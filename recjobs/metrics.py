@@ -14,9 +14,13 @@ import numpy as np
 CUTOFF = 10
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 0
-# the models every evaluation scores side by side, and the prefix of their metric names
+# the models `evaluate` scores side by side (the backtest adds its own baselines)
 MODELS = ("model", "reference", "popularity")
-PREFIX = {"model": "", "reference": "reference_", "popularity": "popularity_"}
+
+
+def prefix(model: str) -> str:
+    """The prefix of a model's metric names: none for the method, '<model>_' for a baseline."""
+    return "" if model == "model" else f"{model}_"
 
 
 def hit_positions(top: np.ndarray, targets: np.ndarray) -> np.ndarray:

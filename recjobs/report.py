@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import artifacts
-from .metrics import BOOTSTRAP_SAMPLES, PREFIX
+from .metrics import BOOTSTRAP_SAMPLES, prefix
 from .settings import Settings
 
 LABELS = {"model": "chosen model", "reference": "reference recipe", "popularity": "popularity"}
@@ -23,10 +23,10 @@ def plot(path: Path, values: dict, segments: dict) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     width = 0.26
     for i, name in enumerate(LABELS):
-        means = [values[PREFIX[name] + m] for m in METRICS]
+        means = [values[prefix(name) + m] for m in METRICS]
         errors = [
-            [means[j] - values[PREFIX[name] + m + "_ci_low"] for j, m in enumerate(METRICS)],
-            [values[PREFIX[name] + m + "_ci_high"] - means[j] for j, m in enumerate(METRICS)],
+            [means[j] - values[prefix(name) + m + "_ci_low"] for j, m in enumerate(METRICS)],
+            [values[prefix(name) + m + "_ci_high"] - means[j] for j, m in enumerate(METRICS)],
         ]
         left.bar(
             [j + (i - 1) * width for j in range(len(METRICS))], means, width, yerr=errors, capsize=3, label=LABELS[name]
@@ -38,7 +38,7 @@ def plot(path: Path, values: dict, segments: dict) -> Path:
     for i, name in enumerate(LABELS):
         right.bar(
             [j + (i - 1) * width for j in range(len(names))],
-            [segments[s].get(PREFIX[name] + "recall_at_10", 0.0) for s in names],
+            [segments[s].get(prefix(name) + "recall_at_10", 0.0) for s in names],
             width,
             label=LABELS[name],
         )
@@ -59,7 +59,7 @@ def write_report(directory: Path, run_id: str, metric_rows: list[tuple[str, str,
     picture = plot(Path(directory) / artifacts.PLOT, values, segments)
 
     def cell(name, metric):
-        key = PREFIX[name] + metric
+        key = prefix(name) + metric
         return f"{values[key]:.4f} [{values[key + '_ci_low']:.4f}, {values[key + '_ci_high']:.4f}]"
 
     lines = [
@@ -75,7 +75,7 @@ def write_report(directory: Path, run_id: str, metric_rows: list[tuple[str, str,
         "|---|---|---|---|---|---|",
     ]
     for name in LABELS:
-        p = PREFIX[name]
+        p = prefix(name)
         lines.append(
             f"| {LABELS[name]} | {cell(name, 'recall_at_10')} | {cell(name, 'ndcg_at_10')} | "
             f"{cell(name, 'mrr_at_10')} | {values[p + 'coverage_at_10']:.3f} | "
