@@ -6,8 +6,19 @@ import ast
 from pathlib import Path
 
 RECJOBS = Path(__file__).resolve().parent.parent / "recjobs"
-# The jobs: each is a command and (but tune, fetch) a DAG task. They may import the library, not each other.
-JOBS = {"load", "split", "train", "evaluate", "precompute", "cold_start", "cold_start_eval", "tune", "fetch"}
+# The jobs: each is a command and (but tune, fetch, backtest) a DAG task. They may import the library, not each other.
+JOBS = {
+    "load",
+    "split",
+    "train",
+    "evaluate",
+    "precompute",
+    "cold_start",
+    "cold_start_eval",
+    "tune",
+    "fetch",
+    "backtest",
+}
 # The faces: they run jobs for a user (CLI, `recjobs run`, datasette).
 FACES = {"cli", "pipeline", "serve", "datasette_plugin", "__main__"}
 
