@@ -81,8 +81,9 @@ def inject_fault(task_id: str, try_number: int, after_job: bool) -> None:
 def run_step(module: str, upstream: dict | None = None, function: str | None = None) -> dict:
     """Run recjobs.<module>.<function> (default: the module's name) on this Airflow run's recjobs
     run: the upstream task's run id, else one derived from the Airflow run id (the same on
-    every try). A failure is recorded by the recjobs rule (runs.failure_recorded); bad input
-    or settings fail the task at once. The small result goes to XCom."""
+    every try), holding the database's run lock (runs.run_lock). A failure is recorded by the
+    recjobs rule (runs.failure_recorded); bad input or settings fail the task at once. The small
+    result goes to XCom."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from recjobs import runs
@@ -95,7 +96,7 @@ def run_step(module: str, upstream: dict | None = None, function: str | None = N
     run_id = upstream["run_id"] if upstream else recjobs_run_id(context["run_id"])
     job = getattr(importlib.import_module(f"recjobs.{module}"), function)
     try:
-        with runs.failure_recorded(settings, run_id, function, attempt=try_number):
+        with runs.run_lock(settings, run_id), runs.failure_recorded(settings, run_id, function, attempt=try_number):
             inject_fault(task_id, try_number, after_job=False)
             result = job(settings, run_id)
             inject_fault(task_id, try_number, after_job=True)

@@ -163,7 +163,7 @@ def step_command(name: str, module: str, function: str):
             if run_id is None:
                 raise RecJobsError(f"no run in {settings.db}; run `recjobs load` first")
         job = getattr(importlib.import_module(f"recjobs.{module}"), function)
-        with runs.failure_recorded(settings, run_id, function):
+        with runs.run_lock(settings, run_id), runs.failure_recorded(settings, run_id, function):
             result = job(settings, run_id)
         echo_result(result, as_json)
 

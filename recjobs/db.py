@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import sqlite3
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 MAX_ID = 2**31 - 1  # the largest user or movie id accepted anywhere (input files, cold start)
@@ -59,6 +61,40 @@ def _engine(path: str) -> Engine:
     with engine.connect() as conn:
         conn.connection.driver_connection.executescript(sql("schema"))
     return engine
+
+
+@functools.cache
+def _read_only_engine(path: str) -> Engine:
+    def connect():
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60, check_same_thread=False)
+
+    engine = create_engine("sqlite://", creator=connect)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+@contextlib.contextmanager
+def read_only(path: Path):
+    """A snapshot read of an existing recjobs database, opened read-only (SQLite mode=ro): it
+    never creates the file, the schema or anything else. For commands that only read."""
+    from .errors import StateError
+
+    if not Path(path).is_file():
+        raise StateError(f"{path}: no database; run `recjobs run` first")
+    with _read_only_engine(str(Path(path).resolve())).connect() as conn, conn.begin():
+        try:
+            conn.exec_driver_sql("SELECT 1 FROM published_run LIMIT 0")
+        except OperationalError as e:
+            raise StateError(f"{path}: not a recjobs database ({e.orig}); expected one `recjobs run` built") from None
+        yield conn
 
 
 def engine_for(path: Path) -> Engine:

@@ -39,8 +39,8 @@ def read_catalog(data_dir: Path, positive_threshold: float = 4.0) -> Catalog:
     movies = pd.DataFrame(
         {
             "movie_id": _ids(movies, "movieId", data_dir / "movies.csv"),
-            "title": movies["title"].astype(str),
-            "genres": movies["genres"].astype(str),
+            "title": _text(movies, "title"),
+            "genres": _text(movies, "genres"),
         }
     )
     _no_duplicates(movies, ["movie_id"], data_dir / "movies.csv", "movie {movie_id} is listed twice")
@@ -61,7 +61,7 @@ def read_catalog(data_dir: Path, positive_threshold: float = 4.0) -> Catalog:
         {
             "user_id": _ids(tags, "userId", data_dir / "tags.csv"),
             "movie_id": _ids(tags, "movieId", data_dir / "tags.csv"),
-            "tag": tags["tag"].fillna("").astype(str),
+            "tag": _text(tags, "tag"),
             "tagged_at": _timestamps(tags, data_dir / "tags.csv"),
         }
     )
@@ -109,6 +109,8 @@ def read_catalog(data_dir: Path, positive_threshold: float = 4.0) -> Catalog:
 def _read(data_dir: Path, name: str, columns, hasher, dtype=None, allow_empty=False) -> pd.DataFrame:
     path = data_dir / name
     expected = ",".join(columns)
+    if path.is_dir():
+        raise DataError(f"{name}: is a folder in {data_dir}; expected a CSV file with columns {expected}")
     if not path.is_file():
         raise DataError(f"{name}: file not found in {data_dir}; expected a CSV with columns {expected}")
     raw = path.read_bytes()
@@ -116,7 +118,10 @@ def _read(data_dir: Path, name: str, columns, hasher, dtype=None, allow_empty=Fa
         raise DataError(f"{name}: file is empty; expected a header row {expected} and data rows")
     hasher.update(name.encode() + b"\0" + raw)
     try:
-        frame = pd.read_csv(path, encoding="utf-8-sig", dtype=dtype, skipinitialspace=False)
+        # only an empty field is missing: "NaN" or "NA" stay text, so errors quote them as written
+        frame = pd.read_csv(
+            path, encoding="utf-8-sig", dtype=dtype, skipinitialspace=False, keep_default_na=False, na_values=[""]
+        )
     except pd.errors.EmptyDataError:
         raise DataError(f"{name}: file is empty; expected a header row {expected} and data rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
@@ -138,9 +143,12 @@ def _line(frame: pd.DataFrame, position: int) -> str:
     return f"{frame.attrs['file']} line {position + 2}"  # +1 for the header, +1 for 1-based
 
 
+SHOWN_CHARS = 60  # an error quotes at most this much of a bad field
+
+
 def _show(value) -> str:
     if isinstance(value, str):
-        return repr(value)
+        return repr(value) if len(value) <= SHOWN_CHARS else f"{value[:SHOWN_CHARS]!r}... ({len(value)} characters)"
     return "(empty)" if pd.isna(value) else str(value)
 
 
@@ -167,19 +175,41 @@ def _ids(frame: pd.DataFrame, column: str, path: Path, optional: bool = False) -
     return numbers.astype("Int64" if optional else np.int64)
 
 
+MAX_TEXT = 1000  # characters of a title, genre list or tag
+
+
+def _text(frame: pd.DataFrame, column: str) -> pd.Series:
+    values = frame[column].fillna("").astype(str)
+    too_long = values.str.len() > MAX_TEXT
+    if too_long.any():
+        i = int(np.flatnonzero(too_long.to_numpy())[0])
+        raise DataError(
+            f"{_line(frame, i)}: {column} {_show(values.iloc[i])} is too long; expected at most {MAX_TEXT} characters"
+        )
+    return values
+
+
+LATEST_TIME_AHEAD = 86_400  # a rating may be stamped at most a day after now (clock skew)
+
+
 def _timestamps(frame: pd.DataFrame, path: Path) -> pd.Series:
+    import time
+
     values = frame["timestamp"]
     if pd.api.types.is_integer_dtype(values):
-        return values.astype(np.int64)
-    numbers = pd.to_numeric(values, errors="coerce")
-    parsed = pd.to_datetime(values.where(numbers.isna()), utc=True, errors="coerce", format="ISO8601")
-    seconds = numbers.fillna((parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds())
-    bad = seconds.isna() | (seconds < 0)
+        seconds = values.astype(np.float64)
+    else:
+        numbers = pd.to_numeric(values, errors="coerce")
+        parsed = pd.to_datetime(values.where(numbers.isna()), utc=True, errors="coerce", format="ISO8601")
+        seconds = numbers.fillna((parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds())
+    latest = time.time() + LATEST_TIME_AHEAD
+    bad = seconds.isna() | (seconds < 0) | (seconds > latest)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
+        when = "is in the future" if seconds.iloc[i] > latest else "is not a time"
         raise DataError(
-            f"{_line(frame, i)}: timestamp {_show(values.iloc[i])} is not a time; "
-            "expected seconds since 1970-01-01 UTC or an ISO 8601 date-time"
+            f"{_line(frame, i)}: timestamp {_show(values.iloc[i])} {when}; "
+            "expected seconds since 1970-01-01 UTC or an ISO 8601 date-time, not after today"
         )
     return seconds.astype(np.int64)
 

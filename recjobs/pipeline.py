@@ -39,18 +39,19 @@ def run(settings: Settings, run_id: str | None = None) -> RunResult:
     the quality gate, then measure cold start (evaluate-cold-start)."""
     run_id = runs.check_run_id(run_id or runs.new_run_id())
     started = time.perf_counter()
-    log.info("run %s: starting on %s", run_id, settings.data_dir)
     results = {}
-    for name, job in JOBS.items():
-        with runs.failure_recorded(settings, run_id, name):
-            results[name] = job(settings, run_id)
-    try:
-        cold_start = evaluate_cold_start(settings, run_id)
-    except Exception:  # measured after publishing; it gates nothing, so it fails nothing
-        log.exception(
-            "run %s: the cold-start evaluation failed; the run stays %s", run_id, results["precompute"].status
-        )
-        cold_start = None
+    with runs.run_lock(settings, run_id):
+        log.info("run %s: starting on %s", run_id, settings.data_dir)
+        for name, job in JOBS.items():
+            with runs.failure_recorded(settings, run_id, name):
+                results[name] = job(settings, run_id)
+        try:
+            cold_start = evaluate_cold_start(settings, run_id)
+        except Exception:  # measured after publishing; it gates nothing, so it fails nothing
+            log.exception(
+                "run %s: the cold-start evaluation failed; the run stays %s", run_id, results["precompute"].status
+            )
+            cold_start = None
     result = RunResult(run_id, **results, seconds=round(time.perf_counter() - started, 3), cold_start=cold_start)
     log.info("run %s: %s in %.1fs", run_id, result.precompute.status, result.seconds)
     return result

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -162,16 +161,9 @@ def rollback(settings: Settings, to_run_id: str | None = None) -> RollbackResult
     return RollbackResult(from_run_id=current and current["run_id"], to_run_id=to_run_id)
 
 
-def published_run_id(settings: Settings) -> str | None:
-    with db.reading(settings.db) as conn:
-        return conn.execute(db.query("publish.current_id")).scalar()
-
-
 def published_run(settings: Settings) -> dict:
     """The model_runs row readers are served, with its number of stored recommendations."""
-    if not Path(settings.db).is_file():
-        raise StateError(f"{settings.db}: no database; run `recjobs run` first")
-    with db.reading(settings.db) as conn:
+    with db.read_only(settings.db) as conn:
         run = conn.execute(db.query("publish.current_with_counts")).mappings().first()
     if run is None:
         raise StateError(f"{settings.db}: no published run yet; run `recjobs run` first")

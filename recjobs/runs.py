@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 from . import db
@@ -14,6 +17,11 @@ from .errors import StateError
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+# A run still 'running' this long after it started, with no process holding the run lock, was
+# abandoned (a killed process): the next run marks it failed and removes its artifacts. The
+# nightly DAG's own timeout is 6 hours.
+ABANDONED_AFTER = dt.timedelta(hours=6)
 
 __all__ = [
     "RUN_STEPS",
@@ -90,8 +98,10 @@ def finish(conn, run_id: str, status: str, reason: str | None = None) -> None:
 
 
 def latest_id(settings: Settings) -> str | None:
-    """The newest run in the database, or None."""
-    with db.reading(settings.db) as conn:
+    """The newest run in the database, or None (also when there is no database yet)."""
+    if not Path(settings.db).is_file():
+        return None
+    with db.read_only(settings.db) as conn:
         return conn.execute(db.query("runs.latest_id")).scalar()
 
 
@@ -116,3 +126,50 @@ def failure_recorded(settings: Settings, run_id: str, step: str, attempt: int | 
         except Exception:
             log.exception("could not record the failure of run %s", run_id)
         raise
+
+
+def lock_path(settings: Settings) -> Path:
+    return Path(settings.db).with_name(Path(settings.db).name + ".lock")
+
+
+@contextlib.contextmanager
+def run_lock(settings: Settings, run_id: str):
+    """One process at a time works on the runs of a database: it holds an exclusive lock on
+    <db>.lock, which says which run and which process. Another process trying meanwhile stops at
+    once with "run X is in progress (pid N)". The lock goes with the process, however it ends."""
+    path = lock_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 300, 0).decode("utf-8", "replace").strip() or "? (pid ?)"
+            raise StateError(
+                f"{settings.db}: run {holder} is in progress; wait for it to end, or stop that process"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{run_id} (pid {os.getpid()})".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def clear_abandoned(conn, settings: Settings, run_id: str) -> list[str]:
+    """Mark failed the runs left 'running' by processes that are gone (the caller holds the run
+    lock) and remove their artifacts folders; returns their ids."""
+    before = (dt.datetime.now(dt.UTC) - ABANDONED_AFTER).isoformat(timespec="seconds")
+    abandoned = conn.execute(db.query("runs.abandoned"), {"run_id": run_id, "before": before}).all()
+    root = Path(settings.artifacts).resolve()
+    for old_id, artifacts_dir in abandoned:
+        finish(
+            conn,
+            old_id,
+            "failed",
+            f"abandoned: still running {ABANDONED_AFTER} after it started, with no process holding the run lock",
+        )
+        folder = Path(artifacts_dir or root / old_id).resolve()
+        if folder.parent == root and folder.name == old_id:  # never anything outside the artifacts folder
+            shutil.rmtree(folder, ignore_errors=True)
+        log.warning("run %s was abandoned: marked failed, artifacts removed", old_id)
+    return [old_id for old_id, _ in abandoned]

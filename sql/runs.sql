@@ -43,3 +43,8 @@ WHERE run_id = :run_id AND NOT (status = 'published' AND :status IN ('failed', '
 
 -- name: latest_id
 SELECT run_id FROM model_runs ORDER BY started_at DESC, run_id DESC LIMIT 1;
+
+-- name: abandoned
+-- Runs still 'running' that started before the given time; the caller holds the run lock, so no process is on them.
+SELECT run_id, artifacts_dir FROM model_runs
+WHERE status = 'running' AND run_id != :run_id AND started_at < :before;

@@ -107,7 +107,7 @@ def test_unknown_movie_ratings_are_dropped_not_fatal(published_copy, tmp_path):
     data = tmp_path / "extra"
     shutil.copytree(published_copy.data_dir, data)
     (data / "incoming").mkdir(exist_ok=True)
-    (data / "incoming" / "late.csv").write_text(HEADER + "1,999999,4.0,2000000000\n")
+    (data / "incoming" / "late.csv").write_text(HEADER + "1,999999,4.0,1700000000\n")
     out = recjobs(
         "load",
         "--data-dir",
@@ -133,3 +133,13 @@ def test_status_shows_the_published_run(published_settings, tmp_path):
     missing = recjobs("status", "--db", tmp_path / "none.db")
     assert missing.returncode == 1
     assert missing.stderr.strip() == f"Error: {tmp_path / 'none.db'}: no database; run `recjobs run` first"
+
+
+def test_status_reads_without_writing(tmp_path):
+    """A read command opens the database read-only: an empty file stays empty (it used to get
+    the whole schema), and a real database's bytes do not change."""
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    out = recjobs("status", "--db", empty)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1
+    assert "not a recjobs database" in out.stderr and empty.read_bytes() == b""

@@ -158,3 +158,46 @@ def test_missing_data_dir(tmp_path):
 def test_iso_timestamps_are_parsed(tmp_path):
     folder = write_dataset(tmp_path / "d", HEADER + "1,1,4.0,2020-01-01T00:00:00Z\n1,2,4.0,1577836801\n")
     assert sorted(read_catalog(folder).ratings.rated_at) == [1577836800, 1577836801]
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("1,1,4.0,1\n1,2,4.0,-5\n", "line 3: timestamp -5 is not a time"),  # integer column, negative
+        ("1,1,4.0,1\n1,2,4.0,32503680000\n", "line 3: timestamp 32503680000 is in the future"),  # year 3000
+        ("1,1,4.0,1\n1,2,4.0,9223372036854775807\n", "line 3: timestamp 9223372036854775807 is in the future"),
+        ("1,1,4.0,1\n1,2,4.0,2200-01-01T00:00:00Z\n", "line 3: timestamp '2200-01-01T00:00:00Z' is in the future"),
+        ("1,1,4.0,1\n1,2,NaN,2\n", "line 3: rating 'NaN' is not one of"),
+        ("1,1,4.0,1\n1,2,,2\n", "line 3: rating (empty) is not one of"),
+    ],
+)
+def test_input_checks_name_the_value_as_written(tmp_path, rows, message):
+    folder = write_dataset(tmp_path / "d", HEADER + rows)
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_catalog(folder)
+
+
+def test_a_huge_field_is_quoted_short_and_a_huge_title_refused(tmp_path):
+    folder = write_dataset(tmp_path / "d", HEADER + "1,1,4.0,1\n" + "x" * 5_000_000 + ",2,4.0,2\n")
+    with pytest.raises(DataError) as error:
+        read_catalog(folder)
+    assert len(str(error.value)) < 300 and "(5000000 characters)" in str(error.value)
+    movies = "movieId,title,genres\n1,Toy Story (1995),Animation\n2," + "x" * 5_000_000 + ",Drama\n"
+    folder = write_dataset(tmp_path / "e", tiny_ratings(), movies=movies)
+    with pytest.raises(DataError, match=r"movies.csv line 3: title 'xxx.*\(5000000 characters\) is too long"):
+        read_catalog(folder)
+
+
+def test_a_folder_named_like_an_input_file_is_said_to_be_a_folder(tmp_path):
+    folder = write_dataset(tmp_path / "d", tiny_ratings())
+    (folder / "ratings.csv").unlink()
+    (folder / "ratings.csv").mkdir()
+    with pytest.raises(DataError, match="ratings.csv: is a folder in .*; expected a CSV file"):
+        read_catalog(folder)
+
+
+def test_text_that_looks_like_a_missing_value_stays_text(tmp_path):
+    movies = "movieId,title,genres\n" + "".join(f"{m},M{m} (2000),Drama\n" for m in range(1, 6)) + "6,NA,None\n"
+    folder = write_dataset(tmp_path / "d", tiny_ratings(), movies=movies)
+    titles = read_catalog(folder).movies.set_index("movie_id")
+    assert titles.loc[6, "title"] == "NA" and titles.loc[6, "genres"] == "None"

@@ -122,7 +122,7 @@ def test_new_data_reaches_readers_only_with_its_published_run(small_published, t
     data = tmp_path / "newer"
     shutil.copytree(small_published.data_dir, data)
     (data / "incoming").mkdir(exist_ok=True)
-    (data / "incoming" / "late.csv").write_text("userId,movieId,rating,timestamp\n1,2,5.0,2000000000\n")
+    (data / "incoming" / "late.csv").write_text("userId,movieId,rating,timestamp\n1,2,5.0,1700000000\n")
     settings = small_published.replace(data_dir=data)
     con = sqlite3.connect(settings.db)
     history = "SELECT rating FROM ratings WHERE user_id = 1 AND movie_id = 2"

@@ -1,0 +1,96 @@
+"""The run record: one process at a time per database, abandoned runs cleared, one failure rule."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from recjobs import runs
+from recjobs.errors import StateError
+from recjobs.load import load
+from support import REPO
+
+
+def test_a_second_run_on_the_same_database_stops_at_once_and_names_the_first(tiny_settings):
+    with runs.run_lock(tiny_settings, "nightly-1"):
+        with pytest.raises(StateError, match=rf"run nightly-1 \(pid {os.getpid()}\) is in progress"):
+            with runs.run_lock(tiny_settings, "other"):
+                pass
+        started = time.monotonic()
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "recjobs",
+                "run",
+                "--data-dir",
+                str(tiny_settings.data_dir),
+                "--db",
+                str(tiny_settings.db),
+                "--artifacts",
+                str(tiny_settings.artifacts),
+                "--run-id",
+                "second",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
+        assert out.returncode == 1 and time.monotonic() - started < 30
+        assert out.stderr.strip() == (
+            f"Error: {tiny_settings.db}: run nightly-1 (pid {os.getpid()}) is in progress; "
+            "wait for it to end, or stop that process"
+        )
+        assert not tiny_settings.db.exists()  # the second run wrote nothing
+    with runs.run_lock(tiny_settings, "after"):  # released with its holder
+        pass
+
+
+def test_the_lock_goes_with_a_killed_process(tiny_settings):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from recjobs import runs, settings; "
+            f"s = settings.Settings(db={str(tiny_settings.db)!r}); "
+            "ctx = runs.run_lock(s, 'killed'); ctx.__enter__(); print('locked', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StateError, match=rf"run killed \(pid {holder.pid}\) is in progress"):
+            with runs.run_lock(tiny_settings, "mine"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    with runs.run_lock(tiny_settings, "mine"):
+        pass
+
+
+def test_the_next_run_clears_runs_abandoned_by_killed_processes(tiny_settings):
+    load(tiny_settings, "killed")
+    load(tiny_settings, "recent")
+    old = (dt.datetime.now(dt.UTC) - runs.ABANDONED_AFTER - dt.timedelta(minutes=1)).isoformat(timespec="seconds")
+    with sqlite3.connect(tiny_settings.db) as conn:
+        conn.execute("UPDATE model_runs SET started_at = ? WHERE run_id = 'killed'", (old,))
+    killed_dir = tiny_settings.artifacts / "killed"
+    assert killed_dir.is_dir()
+
+    load(tiny_settings, "next")
+    with sqlite3.connect(tiny_settings.db) as conn:
+        status = dict(conn.execute("SELECT run_id, status FROM model_runs"))
+        reason = conn.execute("SELECT status_reason FROM model_runs WHERE run_id = 'killed'").fetchone()[0]
+    assert status == {"killed": "failed", "recent": "running", "next": "running"}
+    assert reason.startswith("abandoned") and not killed_dir.exists()
+    assert (tiny_settings.artifacts / "recent").is_dir()
