@@ -54,7 +54,10 @@ def _one_id(value) -> int:
         if text == "":
             raise ConfigError(f"liked: empty entry in the list; expected comma-separated integers, {LIKED_EXAMPLE}")
         if not re.fullmatch(r"[+-]?[0-9]+", text):
-            raise ConfigError(f"liked: {text!r} is not an integer movie id; expected integers, {LIKED_EXAMPLE}")
+            shown = repr(text) if len(text) <= 40 else f"{text[:40]!r}... ({len(text)} characters)"
+            raise ConfigError(f"liked: {shown} is not an integer movie id; expected integers, {LIKED_EXAMPLE}")
+        if len(text.lstrip("+-").lstrip("0")) > len(str(MAX_ID)):  # int() of thousands of digits fails
+            raise ConfigError(f"liked: a {len(text)}-digit number is not a valid movie id; expected 1 to {MAX_ID}")
         value = int(text)
     if not isinstance(value, (int, np.integer)):
         raise ConfigError(f"liked: {value!r} is not an integer movie id; expected integers, {LIKED_EXAMPLE}")

@@ -465,3 +465,11 @@ def test_missing_artifacts_of_the_served_run_are_a_clear_error(served, tmp_path)
     with pytest.raises(StateError, match=r"elsewhere/first/model_full.npz: not found; the served run's artifacts"):
         cs.cold_start(settings, SEEDS)
     assert count_rows(settings.db) == before
+
+
+def test_a_huge_id_is_one_line_not_a_traceback():
+    with pytest.raises(ConfigError, match=r"liked: a 5000-digit number is not a valid movie id; expected 1 to"):
+        cs.parse_liked("1" * 5000)
+    with pytest.raises(ConfigError, match=r"\(5002 characters\) is not an integer movie id"):
+        cs.parse_liked("x" + "1" * 5000 + "x")
+    assert cs.parse_liked("0000000000000000000296") == (296,)

@@ -8,6 +8,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -479,3 +480,14 @@ def test_the_database_is_served_at_recs_whatever_its_file_is_called(db_copy, tmp
     info, post = asyncio.run(ask())
     assert info.status_code == 200 and info.json()[0]["error"] is None
     assert post.status_code == 405
+
+
+def test_oversized_and_many_parameter_requests_are_answered_at_once(server):
+    started = time.monotonic()
+    huge = server.get("/recs/recommendations_for_user.json?user_id=1&" + "&".join(f"p{i}={i}" for i in range(3000)))
+    crowded = server.get("/recs/recommendations_for_user.json?user_id=1&" + "&".join(["p=1"] * 200))
+    long = server.get("/recs/recommendations_for_user.json", params={"user_id": "1", "x": "y" * 10_000})
+    assert time.monotonic() - started < 2  # datasette alone took 17-22 s over 3,000 parameters
+    assert huge.status_code == 414 and long.status_code == 414 and "expected at most 8192" in long.text
+    assert crowded.status_code == 400 and "201 parameters; expected at most 50" in crowded.text
+    assert server.rows("recommendations_for_user", user_id="1", k="3")[0]["rank"] == 1  # normal requests pass

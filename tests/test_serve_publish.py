@@ -172,6 +172,14 @@ def test_reporting_profile_runs_arbitrary_select_sql(reporting):
     assert reporting.get("/-/settings.json").json()["default_allow_sql"] is True
 
 
+def test_reporting_sql_may_not_call_functions_that_reach_outside_sql(reporting):
+    for call in ("fts3_tokenizer('simple')", "load_extension('/tmp/x.so')"):
+        response = reporting.get("/recs.json", params={"sql": f"SELECT {call} AS x", "_shape": "array"})
+        assert response.status_code == 400 and "not authorized" in response.text, (call, response.text[:200])
+    ok = reporting.get("/recs.json", params={"sql": "SELECT upper('a') AS x", "_shape": "array"})
+    assert ok.json() == [{"x": "A"}]  # other functions still work
+
+
 def test_reporting_profile_sql_that_writes_is_refused_by_the_read_only_connection(reporting, published_under_load):
     db = published_under_load["db"]
     digest = database_digest(db)
