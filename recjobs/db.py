@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 MAX_ID = 2**31 - 1  # the largest user or movie id accepted anywhere (input files, cold start)
@@ -131,3 +131,19 @@ def insert_many(conn: Connection, name: str, rows, chunk: int = 50_000) -> int:
         conn.exec_driver_sql(statement, batch)
         total += len(batch)
     return total
+
+
+def check_integrity(conn: Connection, path: Path) -> None:
+    """PRAGMA quick_check on a connection; a StateError naming the first problem if the file is
+    damaged (publishing into it, or serving it, would spread the damage or hide it)."""
+    from .errors import StateError
+
+    try:
+        problems = [row[0] for row in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
+    except DBAPIError as e:
+        problems = [str(e.orig)]
+    if problems != ["ok"]:
+        raise StateError(
+            f"{path}: the database is damaged (quick_check: {problems[0][:200]}); restore it from a copy "
+            "or build a new one with `recjobs run --db NEW`"
+        )

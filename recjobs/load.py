@@ -42,6 +42,7 @@ def load(settings: Settings, run_id: str) -> LoadResult:
     ratings = catalog.ratings
     seconds = time.perf_counter() - started
     with db.transaction(settings.db) as conn:
+        db.check_integrity(conn, settings.db)  # a damaged file is found before a night of work
         runs.clear_abandoned(conn, settings, run_id)
         runs.start(conn, run_id, settings, directory, catalog.data_sha256)
         runs.update(conn, run_id, n_ratings=len(ratings), n_dropped_ratings=catalog.n_dropped_ratings)

@@ -52,6 +52,7 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
         catalog = artifacts.read_stored_catalog(directory)
 
     with db.transaction(settings.db) as conn:
+        db.check_integrity(conn, settings.db)  # never publish into a damaged file
         if decision.publish:  # the gate again, under the write lock: another run may have been published
             decision = publish.gate(runs.get(conn, run_id), publish.current_run(conn), settings.gate_tolerance)
         if decision.publish:

@@ -74,17 +74,28 @@ def check_database(path: Path) -> None:
     """Fail with one line unless the file is a recjobs database datasette can open read-only."""
     if not path.is_file():
         raise StateError(f"{path}: no database; run `recjobs run` first to build and publish one")
+    published = None
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            published = conn.execute(sql("publish.current_id")).fetchone()
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+            if problems == ["ok"]:
+                published = conn.execute(sql("publish.current_id")).fetchone()
         finally:
             conn.close()
     except sqlite3.DatabaseError as e:
+        if "malformed" in str(e):
+            problems = [str(e)]
+        else:
+            raise StateError(
+                f"{path}: cannot read it as a recjobs database ({e}); the folder must be "
+                "writable for SQLite's -wal/-shm files, or run `recjobs run` to build it"
+            ) from None
+    if problems != ["ok"]:
         raise StateError(
-            f"{path}: cannot read it as a recjobs database ({e}); the folder must be "
-            "writable for SQLite's -wal/-shm files, or run `recjobs run` to build it"
-        ) from None
+            f"{path}: the database is damaged (quick_check: {problems[0][:200]}); restore it from a copy "
+            "or build a new one with `recjobs run --db NEW`"
+        )
     if published is None:
         log.warning("%s has no published run yet: model_info reports it until a run is published", path)
 

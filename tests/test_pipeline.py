@@ -132,3 +132,26 @@ def test_new_data_reaches_readers_only_with_its_published_run(small_published, t
     pipeline.run(settings, "newer")
     assert con.execute(history).fetchall() == [(5.0,)]
     assert con.execute("SELECT run_id FROM published_run").fetchone() == ("newer",)
+
+
+def damage(db, offset_share: float = 0.6, size: int = 16_384) -> None:
+    """Write garbage over pages in the middle of a database file (its WAL checkpointed first)."""
+    import os
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    length = os.path.getsize(db)
+    with open(db, "r+b") as f:
+        f.seek(int(length * offset_share) // 4096 * 4096)
+        f.write(os.urandom(size))
+
+
+def test_a_damaged_database_is_never_published_into_nor_served(small_published):
+    from recjobs import serve
+
+    settings = small_published
+    damage(settings.db)
+    with pytest.raises(StateError, match="the database is damaged"):
+        pipeline.run(settings, "second")
+    with pytest.raises(StateError, match=r"recs.db: the database is damaged \(quick_check: .+\); restore it"):
+        serve.check_database(settings.db)
