@@ -12,6 +12,7 @@ WITH args AS (
              THEN json('[' || :liked || ']') END AS liked_json,
         CASE WHEN :k = '' THEN 10
              WHEN :k GLOB '[0-9]*' AND NOT :k GLOB '*[^0-9]*' AND length(:k) <= 3
+             AND length(CAST(:k AS BLOB)) = length(:k)
                   AND CAST(:k AS INTEGER) BETWEEN 1 AND 100 THEN CAST(:k AS INTEGER) END AS k
 ),
 problem AS (

@@ -6,9 +6,11 @@
 WITH args AS (
     SELECT
         CASE WHEN :user_id GLOB '[0-9]*' AND NOT :user_id GLOB '*[^0-9]*' AND length(:user_id) <= 18
+             AND length(CAST(:user_id AS BLOB)) = length(:user_id)
              THEN CAST(:user_id AS INTEGER) END AS user_id,
         CASE WHEN :k = '' THEN 10
              WHEN :k GLOB '[0-9]*' AND NOT :k GLOB '*[^0-9]*' AND length(:k) <= 3
+             AND length(CAST(:k AS BLOB)) = length(:k)
                   AND CAST(:k AS INTEGER) BETWEEN 1 AND 100 THEN CAST(:k AS INTEGER) END AS k
 ),
 problem AS (

@@ -5,9 +5,11 @@
 WITH args AS (
     SELECT
         CASE WHEN :movie_id GLOB '[0-9]*' AND NOT :movie_id GLOB '*[^0-9]*' AND length(:movie_id) <= 18
+             AND length(CAST(:movie_id AS BLOB)) = length(:movie_id)
              THEN CAST(:movie_id AS INTEGER) END AS movie_id,
         CASE WHEN :k = '' THEN 10
              WHEN :k GLOB '[0-9]*' AND NOT :k GLOB '*[^0-9]*' AND length(:k) <= 3
+             AND length(CAST(:k AS BLOB)) = length(:k)
                   AND CAST(:k AS INTEGER) BETWEEN 1 AND 100 THEN CAST(:k AS INTEGER) END AS k
 ),
 problem AS (

@@ -3,6 +3,7 @@
 -- A malformed user_id gives one row whose `error` says what is wrong; an unknown user gives no rows.
 WITH args AS (
     SELECT CASE WHEN :user_id GLOB '[0-9]*' AND NOT :user_id GLOB '*[^0-9]*' AND length(:user_id) <= 18
+             AND length(CAST(:user_id AS BLOB)) = length(:user_id)
                 THEN CAST(:user_id AS INTEGER) END AS user_id
 ),
 answer AS (

@@ -491,3 +491,13 @@ def test_oversized_and_many_parameter_requests_are_answered_at_once(server):
     assert huge.status_code == 414 and long.status_code == 414 and "expected at most 8192" in long.text
     assert crowded.status_code == 400 and "201 parameters; expected at most 50" in crowded.text
     assert server.rows("recommendations_for_user", user_id="1", k="3")[0]["rank"] == 1  # normal requests pass
+
+
+@pytest.mark.parametrize(
+    "query, name",
+    [("recommendations_for_user", "user_id"), ("similar_movies", "movie_id"), ("user_history", "user_id")],
+)
+def test_a_nul_byte_does_not_pass_the_id_check(server, query, name):
+    rows = server.rows(query, **{name: "1\x00"})
+    assert len(rows) == 1 and rows[0]["error"].startswith(f"{name} must be a whole number"), rows[:1]
+    assert server.rows(query, **{name: "1"})[0].get("error") is None
