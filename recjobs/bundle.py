@@ -151,9 +151,16 @@ def write_bundle(run_dir: Path) -> Path:
     for number, (weight, matrix) in enumerate(bundle.item_parts):
         arrays.update({f"part{number}_{name}": array for name, array in zip(CSR_ARRAYS, matrix, strict=True)})
         weights.append(weight)
-    for name, array in arrays.items():
-        np.save(partial / f"{name}.npy", array)
-    artifacts.write_json(partial / artifacts.PARAMS, {**params, "item_part_weights": weights})
+    try:
+        for name, array in arrays.items():
+            np.save(partial / f"{name}.npy", array)
+        artifacts.write_json(partial / artifacts.PARAMS, {**params, "item_part_weights": weights})
+    except OSError as e:  # a full disk, most often: leave nothing half-written behind
+        shutil.rmtree(partial, ignore_errors=True)
+        raise StateError(
+            f"{target}: could not write the cold-start bundle ({e.strerror or e}); "
+            f"expected free space for about {sum(a.nbytes for a in arrays.values()) >> 20} MB"
+        ) from None
     if target.is_dir():  # a re-trained run: move the old bundle aside (open memory maps stay valid)
         old = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{artifacts.COLD_START_BUNDLE}.old."))
         os.rename(target, old / artifacts.COLD_START_BUNDLE)
@@ -191,12 +198,13 @@ def read_bundle(run_id: str, run_dir: Path) -> Bundle:
     cached = _cache.get(key)
     if cached and cached[0] == stamp:
         return cached[1]
-    params = artifacts.read_json(path / artifacts.PARAMS)
-    arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in BUNDLE_ARRAYS}
-    parts = tuple(
-        (float(weight), tuple(np.load(path / f"part{number}_{name}.npy", mmap_mode="r") for name in CSR_ARRAYS))
-        for number, weight in enumerate(params["item_part_weights"])
-    )
+    try:
+        params, arrays, parts = _map_bundle(path)
+    except (OSError, ValueError, KeyError):  # damaged or truncated: written again from the run's files
+        log.warning("cold start: %s is damaged; writing it again", path)
+        write_bundle(run_dir)
+        stamp = (path / artifacts.PARAMS).stat().st_mtime_ns
+        params, arrays, parts = _map_bundle(path)
     bundle = Bundle(
         run_id,
         arrays["movie_ids"],
@@ -214,6 +222,17 @@ def read_bundle(run_id: str, run_dir: Path) -> Bundle:
             _cache.clear()
         _cache[key] = (stamp, bundle)
     return bundle
+
+
+def _map_bundle(path: Path):
+    """(params, arrays, item parts) of a bundle folder, memory-mapped; raises if any is damaged."""
+    params = artifacts.read_json(path / artifacts.PARAMS)
+    arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in BUNDLE_ARRAYS}
+    parts = tuple(
+        (float(weight), tuple(np.load(path / f"part{number}_{name}.npy", mmap_mode="r") for name in CSR_ARRAYS))
+        for number, weight in enumerate(params["item_part_weights"])
+    )
+    return params, arrays, parts
 
 
 # ---- scoring a new user ---------------------------------------------------------------

@@ -95,10 +95,13 @@ def check_k(value) -> int:
 
 
 def served_run_dir(settings: Settings, run_id: str, artifacts_dir: str | None) -> Path:
-    """The run's artifacts folder as recorded in model_runs, else <settings.artifacts>/<run_id>."""
-    if artifacts_dir and (Path(artifacts_dir) / artifacts.model_file(artifacts.FULL)).is_file():
+    """<settings.artifacts>/<run_id> (so a copied or moved database reads the folder it was given),
+    else the folder recorded in model_runs when only that one holds the run's model."""
+    given = artifacts.run_dir(settings.artifacts, run_id)
+    model = artifacts.model_file(artifacts.FULL)
+    if not (given / model).is_file() and artifacts_dir and (Path(artifacts_dir) / model).is_file():
         return Path(artifacts_dir)
-    return artifacts.run_dir(settings.artifacts, run_id)
+    return given
 
 
 def cold_start(settings: Settings, liked, k: int = 10) -> ColdStartResult:

@@ -473,3 +473,38 @@ def test_a_huge_id_is_one_line_not_a_traceback():
     with pytest.raises(ConfigError, match=r"\(5002 characters\) is not an integer movie id"):
         cs.parse_liked("x" + "1" * 5000 + "x")
     assert cs.parse_liked("0000000000000000000296") == (296,)
+
+
+def test_a_truncated_bundle_is_written_again(small_published):
+    settings = small_published
+    bundle_dir = settings.artifacts / "first" / "cold_start"
+    factors = bundle_dir / "item_factors.npy"
+    whole = factors.read_bytes()
+    factors.write_bytes(whole[: len(whole) // 2])
+    cb._cache.clear()
+    result = cs.cold_start(settings, [1, 2], 3)
+    assert len(result.recommendations) == 3 and factors.read_bytes() == whole
+
+
+def test_a_full_disk_while_writing_the_bundle_is_one_line_and_leaves_nothing(small_published, monkeypatch):
+    run_dir = small_published.artifacts / "first"
+
+    def no_space(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cb.np, "save", no_space)
+    with pytest.raises(StateError, match=r"could not write the cold-start bundle \(No space left on device\); "):
+        cb.write_bundle(run_dir)
+    assert not list(run_dir.glob(".cold_start.new.*"))
+
+
+def test_a_moved_database_reads_the_artifacts_folder_it_is_given(small_published, tmp_path):
+    import shutil
+
+    moved = shutil.copytree(small_published.artifacts, tmp_path / "moved-artifacts")
+    assert (small_published.artifacts / "first").is_dir()  # the recorded folder still exists
+    settings = small_published.replace(artifacts=moved)
+    recorded = str((small_published.artifacts / "first").resolve())
+    assert cs.served_run_dir(settings, "first", recorded) == moved / "first"
+    gone = small_published.replace(artifacts=tmp_path / "nowhere")
+    assert cs.served_run_dir(gone, "first", recorded) == Path(recorded)  # only the recorded one has it
