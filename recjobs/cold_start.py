@@ -56,7 +56,7 @@ def _one_id(value) -> int:
         if not re.fullmatch(r"[+-]?[0-9]+", text):
             shown = repr(text) if len(text) <= 40 else f"{text[:40]!r}... ({len(text)} characters)"
             raise ConfigError(f"liked: {shown} is not an integer movie id; expected integers, {LIKED_EXAMPLE}")
-        if len(text.lstrip("+-").lstrip("0")) > len(str(MAX_ID)):  # int() of thousands of digits fails
+        if len(text) > 100:  # int() of thousands of digits fails
             raise ConfigError(f"liked: a {len(text)}-digit number is not a valid movie id; expected 1 to {MAX_ID}")
         value = int(text)
     if not isinstance(value, (int, np.integer)):
@@ -112,42 +112,13 @@ def cold_start(settings: Settings, liked, k: int = 10) -> ColdStartResult:
     k = check_k(k)
     if not Path(settings.db).is_file():
         raise StateError(f"{settings.db}: no database; run `recjobs run` first")
-    # One write transaction: the served run, its titles and the stored answer are one snapshot,
-    # so a run published meanwhile is seen entirely or not at all.
+    # The served run, its bundle and its titles are read from one snapshot, without the write
+    # lock, so the answer comes from one run entirely even if another is published meanwhile;
+    # only the short insert of the request and its answer takes the write lock.
+    with db.reading(settings.db) as conn:
+        run_id, method, unknown, movie_ids, best_scores, titles = _answer(conn, settings, liked, k)
     with db.transaction(settings.db) as conn:
-        served = conn.execute(db.query("cold_start_job.served_run")).first()
-        if served is None:
-            raise StateError(f"{settings.db}: no published run to answer from; run `recjobs run` first")
-        run_id, artifacts_dir = served
-        bundle = read_bundle(run_id, served_run_dir(settings, run_id, artifacts_dir))
-        rows, unknown_ids = bundle.rows_of(liked)
-        unknown = tuple(int(i) for i in unknown_ids)
-        method, scores = scores_for(bundle, rows)
-        best = top_k(scores, rows, k)
-        movie_ids = [int(m) for m in bundle.movie_ids[best]]
-        best_scores = [round(float(s), 6) for s in scores[best]]
-        titles = dict(conn.execute(db.query("cold_start_job.titles"), {"ids": json.dumps(movie_ids)}).all())
-        answer_seconds = time.perf_counter() - started
-        request_id = conn.execute(
-            db.query("cold_start_job.insert_request"),
-            {
-                "requested_at": _now(),
-                "run_id": run_id,
-                "liked_json": json.dumps(liked),
-                "unknown_json": json.dumps(unknown),
-                "k": k,
-                "method": method,
-                "answer_seconds": round(answer_seconds, 6),
-            },
-        ).scalar_one()
-        if movie_ids:
-            conn.exec_driver_sql(
-                db.sql("cold_start_job.insert_recommendation"),
-                [
-                    (request_id, rank, movie_id, score)
-                    for rank, (movie_id, score) in enumerate(zip(movie_ids, best_scores, strict=True), start=1)
-                ],
-            )
+        request_id = _store(conn, run_id, liked, unknown, k, method, movie_ids, best_scores, started)
     result = ColdStartResult(
         request_id=request_id,
         run_id=run_id,
@@ -169,6 +140,48 @@ def cold_start(settings: Settings, liked, k: int = 10) -> ColdStartResult:
         result.seconds * 1000,
     )
     return result
+
+
+def _answer(conn, settings: Settings, liked: tuple[int, ...], k: int):
+    """Read the served run and its bundle and score: (run id, method, unknown ids, movie ids,
+    scores, titles)."""
+    served = conn.execute(db.query("cold_start_job.served_run")).first()
+    if served is None:
+        raise StateError(f"{settings.db}: no published run to answer from; run `recjobs run` first")
+    run_id, artifacts_dir = served
+    bundle = read_bundle(run_id, served_run_dir(settings, run_id, artifacts_dir))
+    rows, unknown_ids = bundle.rows_of(liked)
+    method, scores = scores_for(bundle, rows)
+    best = top_k(scores, rows, k)
+    movie_ids = [int(m) for m in bundle.movie_ids[best]]
+    best_scores = [round(float(s), 6) for s in scores[best]]
+    titles = dict(conn.execute(db.query("cold_start_job.titles"), {"ids": json.dumps(movie_ids)}).all())
+    return run_id, method, tuple(int(i) for i in unknown_ids), movie_ids, best_scores, titles
+
+
+def _store(conn, run_id, liked, unknown, k, method, movie_ids, best_scores, started: float) -> int:
+    """Insert the request and its answer; the request id."""
+    request_id = conn.execute(
+        db.query("cold_start_job.insert_request"),
+        {
+            "requested_at": _now(),
+            "run_id": run_id,
+            "liked_json": json.dumps(liked),
+            "unknown_json": json.dumps(unknown),
+            "k": k,
+            "method": method,
+            "answer_seconds": round(time.perf_counter() - started, 6),
+        },
+    ).scalar_one()
+    if movie_ids:
+        conn.exec_driver_sql(
+            db.sql("cold_start_job.insert_recommendation"),
+            [
+                (request_id, rank, movie_id, score)
+                for rank, (movie_id, score) in enumerate(zip(movie_ids, best_scores, strict=True), start=1)
+            ],
+        )
+    return request_id
 
 
 def _now() -> str:

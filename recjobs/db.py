@@ -56,7 +56,8 @@ def _engine(path: str) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         # writers take the write lock up front; readers get a snapshot and never wait on a writer
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
+        deferred = conn.get_execution_options().get("deferred")
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
     with engine.connect() as conn:
         conn.connection.driver_connection.executescript(sql("schema"))
@@ -113,7 +114,7 @@ def transaction(path: Path):
 @contextlib.contextmanager
 def reading(path: Path):
     """A connection whose reads share one snapshot (a deferred transaction, no write lock)."""
-    with engine_for(path).connect().execution_options(read_only=True) as conn:
+    with engine_for(path).connect().execution_options(deferred=True) as conn:
         yield conn
 
 

@@ -472,7 +472,7 @@ def test_a_huge_id_is_one_line_not_a_traceback():
         cs.parse_liked("1" * 5000)
     with pytest.raises(ConfigError, match=r"\(5002 characters\) is not an integer movie id"):
         cs.parse_liked("x" + "1" * 5000 + "x")
-    assert cs.parse_liked("0000000000000000000296") == (296,)
+    assert cs.parse_liked("0000000000000000000296") == (296,)  # leading zeros are not digits of size
 
 
 def test_a_truncated_bundle_is_written_again(small_published):
