@@ -62,18 +62,10 @@ def test_evaluation_data_holds_nothing_from_the_test_item_on(tiny_settings):
     assert set(zip(*data.sequence_users.reshape(1, -1), *data.sequence_items.reshape(1, -1), strict=True)) == before
 
 
-def test_evaluation_model_is_the_model_of_the_ratings_before_each_test_item(tmp_path, tiny_dir):
+def test_evaluation_model_is_the_model_of_the_ratings_before_each_test_item(tmp_path, tiny_settings):
     """Refit on a data set holding only the ratings before each user's test item: same factors,
     same item-item matrices. So no test item or later rating reached the evaluated model."""
-    settings = Settings(
-        data_dir=tiny_dir,
-        db=tmp_path / "recs.db",
-        artifacts=tmp_path / "artifacts",
-        factors=4,
-        iterations=3,
-        k=3,
-        n_similar=2,
-    )
+    settings = tiny_settings
     run_until_evaluate(settings)
     ratings, parts = read_inputs(settings, "r1")
     saved = model.Factors.read(tmp_path / "artifacts" / "r1" / "model_eval.npz")
