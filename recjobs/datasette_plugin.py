@@ -7,10 +7,17 @@
 - A request with a query string over MAX_QUERY_BYTES (414) or more than MAX_PARAMETERS
   parameters (400) is answered at once: datasette parses the query string once per
   parameter, so one such request could otherwise hold up every other client.
+- The default profile answers only the canned queries, the movie catalogue (its table and
+  row pages) and static files (default_profile_paths); every other table is hidden from
+  its pages too.
+- A bad sort or `_through` argument is a 400 with one line, not a 500; a damaged database
+  is a 500 that says so, never a 400 that blames the request.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
 
 from datasette import hookimpl
@@ -20,6 +27,25 @@ DENIED_ACTIONS = {sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH}
 DENIED_FUNCTIONS = {"fts3_tokenizer", "load_extension", "readfile", "writefile", "edit", "fts5_tokenizer"}
 MAX_QUERY_BYTES = 8192
 MAX_PARAMETERS = 50
+PUBLIC_TABLES = {"movies"}  # the default profile's only table, by row pages
+DAMAGE_MESSAGES = ("database disk image is malformed", "file is not a database")
+DAMAGED = "the server's database is damaged (%s); this is not a fault of the request: the operator must restore it"
+CLOSED = (
+    "403 Forbidden: this server answers only the canned queries (listed at /recs), the movie "
+    "catalogue (/recs/movies) and static files\n"
+)
+
+
+def profile_of(datasette) -> str:
+    return (datasette.plugin_config("recjobs") or {}).get("profile", "default")
+
+
+def default_profile_paths(canned_queries) -> re.Pattern:
+    names = "|".join(re.escape(name) for name in canned_queries)
+    return re.compile(
+        rf"/|/recs(\.json)?|/recs/({names}|movies)(\.json)?|/recs/movies/[0-9]+(\.json)?"
+        r"|/-/static/[A-Za-z0-9_.-]+|/-/static-plugins/[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+|/favicon\.ico"
+    )
 
 
 def _authorize(action, arg1, arg2, *_):
@@ -46,6 +72,44 @@ async def _refuse(send, status: int, text: str, headers=()) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _damage_in(body: bytes) -> str | None:
+    """The SQLite damage message a datasette 400 page or JSON carries as its whole error, if any."""
+    for message in DAMAGE_MESSAGES:
+        if f'"error": "{message}"'.encode() in body or f">{message}<".encode() in body:
+            return message
+    return None
+
+
+def _damage_as_server_error(send):
+    """Wrap send so a 400 whose error is SQLite's damage message goes out as a 500."""
+    held = None
+
+    async def guarded(message):
+        nonlocal held
+        if message["type"] == "http.response.start" and message["status"] == 400:
+            held = message
+            return None
+        if held is None:
+            return await send(message)
+        body = message.get("body", b"")
+        if message.get("more_body"):  # datasette sends 400 pages whole; pass anything else on as is
+            start, held = held, None
+            await send(start)
+            return await send(message)
+        damage = _damage_in(body)
+        if damage is None:
+            start = held
+        else:
+            body = body.replace(damage.encode(), (DAMAGED % damage).encode(), 1)
+            headers = [(k, v) for k, v in held["headers"] if k.lower() != b"content-length"]
+            start = {**held, "status": 500, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+        held = None
+        await send(start)
+        return await send({**message, "body": body})
+
+    return guarded
+
+
 @hookimpl
 def prepare_connection(conn, database):
     from .serve import DATABASE
@@ -56,9 +120,40 @@ def prepare_connection(conn, database):
 
 
 @hookimpl
+def permission_allowed(datasette, actor, action, resource):
+    if profile_of(datasette) != "default":
+        return None
+    if action == "view-table" and resource[1] not in PUBLIC_TABLES:
+        return False
+    if action in ("view-database-download", "execute-sql", "permissions-debug", "debug-menu"):
+        return False
+    return None
+
+
+@hookimpl
+def handle_exception(datasette, request, exception):
+    """Client mistakes datasette answers with 500 become 400; damage says it is the server's."""
+    from datasette.handle_exception import handle_exception as render
+    from datasette.views.base import DatasetteError
+
+    if isinstance(exception, DatasetteError) and str(exception.message).startswith("Cannot sort table by"):
+        column = str(exception.message).removeprefix("Cannot sort table by ")
+        return render(datasette, request, DatasetteError(f"_sort: no column {column!r} to sort by", status=400))
+    if isinstance(exception, json.JSONDecodeError) and "_through" in request.args:
+        message = '_through must be JSON like {"table": "...", "column": "...", "value": "..."}'
+        return render(datasette, request, DatasetteError(message, status=400))
+    if isinstance(exception, sqlite3.DatabaseError) and str(exception) in DAMAGE_MESSAGES:
+        return render(datasette, request, DatasetteError(DAMAGED % exception, status=500))
+    return None
+
+
+@hookimpl
 def asgi_wrapper(datasette):
     def wrap(app):
+        allowed_paths = None
+
         async def read_only(scope, receive, send):
+            nonlocal allowed_paths
             if scope["type"] == "http":
                 query = scope.get("query_string", b"")
                 if scope["method"] not in READ_METHODS:
@@ -70,6 +165,16 @@ def asgi_wrapper(datasette):
                 if query.count(b"&") + 1 > MAX_PARAMETERS:
                     text = f"400 Bad Request: {query.count(b'&') + 1} parameters; expected at most {MAX_PARAMETERS}\n"
                     return await _refuse(send, 400, text)
+                if profile_of(datasette) == "default":
+                    if allowed_paths is None:
+                        from .serve import canned_query_names
+
+                        allowed_paths = default_profile_paths(canned_query_names())
+                    raw = scope.get("raw_path") or scope["path"].encode()
+                    paths = {scope["path"], raw.decode("ascii", "replace").partition("?")[0]}
+                    if not all(allowed_paths.fullmatch(path) for path in paths):
+                        return await _refuse(send, 403, CLOSED)
+                send = _damage_as_server_error(send)
             await app(scope, receive, send)
 
         return read_only

@@ -65,8 +65,8 @@ def datasette_config(profile: str = "default") -> DatasetteConfig:
         for chart in dashboard.get("charts", {}).values():
             if "query_file" in chart:
                 chart["query"] = _sql_file(chart.pop("query_file"))
-    if plugins:
-        metadata["plugins"] = plugins
+    plugins["recjobs"] = {"profile": profile}  # read by recjobs.datasette_plugin
+    metadata["plugins"] = plugins
     return DatasetteConfig(profile, metadata, dict(chosen["settings"]))
 
 

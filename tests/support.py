@@ -77,6 +77,25 @@ def require_shared_data() -> Path:
     return SHARED_DATA
 
 
+def damage_table(db: Path, table: str) -> int:
+    """Overwrite every leaf page of one table with random bytes (the WAL checkpointed first).
+    Returns how many pages were overwritten."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = [r[0] for r in conn.execute("SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf'", (table,))]
+    finally:
+        conn.close()
+    with open(db, "r+b") as f:
+        for page in pages:
+            f.seek((page - 1) * page_size)
+            f.write(os.urandom(page_size))
+    return len(pages)
+
+
 def copy_db(source: Path, target: Path) -> Path:
     """A consistent copy of a (WAL) database, through SQLite's backup API."""
     import sqlite3
@@ -185,7 +204,7 @@ def running_server(db: Path, log_path: Path, reporting: bool = False, port: int 
             if proc.poll() is not None:
                 raise RuntimeError(f"recjobs serve exited with {proc.returncode}:\n{server.log()}")
             with contextlib.suppress(requests.ConnectionError):
-                if requests.get(server.url + "/-/versions.json", timeout=2).status_code == 200:
+                if requests.get(server.url + "/recs/model_info.json", timeout=2).status_code == 200:
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"recjobs serve did not answer within 60 s:\n{server.log()}")

@@ -17,7 +17,7 @@ from packaging.version import Version
 
 from recjobs import serve
 from recjobs.db import SQL_DIR
-from support import ATTACK, WRITE_SQL, copy_db, database_digest, running_server
+from support import ATTACK, WRITE_SQL, copy_db, damage_table, database_digest, running_server
 
 # The documented columns of each canned query (README "Serving with datasette").
 COLUMNS = {
@@ -135,7 +135,8 @@ def test_profiles_turn_arbitrary_sql_off_by_default_and_on_for_reporting():
         assert 0 < config.settings["max_returned_rows"] <= 5000
         assert config.settings["allow_download"] is False
         assert config.settings["default_cache_ttl"] == 0
-    assert "plugins" not in default.metadata  # the dashboard needs SQL: reporting profile only
+    assert default.metadata["plugins"] == {"recjobs": {"profile": "default"}}  # no dashboard: it needs SQL
+    assert reporting.metadata["plugins"]["recjobs"] == {"profile": "reporting"}
 
 
 def test_unknown_profile_is_a_clear_error():
@@ -160,22 +161,123 @@ def test_serve_without_a_database_is_a_one_line_error(tmp_path):
 # --- the live server: settings and plugins -------------------------------------------
 
 
+def in_process(db: Path, profile: str, *paths: str) -> list:
+    """GET each path from datasette in this process (the plugin included), in one event loop."""
+    import asyncio
+
+    ds = serve.build_datasette(db.resolve(), profile)
+
+    async def ask():
+        return [await ds.client.get(path) for path in paths]
+
+    return asyncio.run(ask())
+
+
 def test_live_server_uses_the_default_profile_and_opens_the_file_read_only(server, db_copy):
-    settings = server.get("/-/settings.json").json()
+    ds = serve.build_datasette(db_copy.resolve())
     for name, value in serve.datasette_config("default").settings.items():
-        assert settings[name] == value, name
-    databases = {d["name"]: d for d in server.get("/-/databases.json").json()}
-    assert set(databases) == {"recs"}  # no _memory database to run SQL in
-    assert databases["recs"]["is_mutable"] is True  # mode=ro, not immutable
-    assert Path(databases["recs"]["path"]).resolve() == db_copy.resolve()
-    assert server.get("/-/dashboards/run-metrics").status_code == 404  # reporting profile only
+        assert ds.setting(name) == value, name
+    assert set(ds.databases) - {"_internal"} == {"recs"}  # no _memory database to run SQL in
+    assert ds.databases["recs"].is_mutable is True  # mode=ro, not immutable
+    assert server.get("/recs.json", params={"sql": "SELECT 1"}).status_code == 403  # no arbitrary SQL
+    assert server.get("/recs/model_info.json", params={"sql": "SELECT 1"}).json()["columns"] == COLUMNS["model_info"]
+    assert server.get("/-/dashboards/run-metrics").status_code == 403  # reporting profile only
 
 
-def test_datasette_is_a_release_with_the_065_security_fixes_and_no_write_plugins(server):
-    version = Version(server.get("/-/versions.json").json()["datasette"]["version"])
+def test_datasette_is_a_release_with_the_065_security_fixes_and_no_write_plugins(db_copy):
+    versions, plugins = in_process(db_copy, "reporting", "/-/versions.json", "/-/plugins.json")
+    version = Version(versions.json()["datasette"]["version"])
     assert Version("0.65.4") <= version < Version("0.66")
-    plugins = {p["name"] for p in server.get("/-/plugins.json").json()}
+    plugins = {p["name"] for p in plugins.json()}
     assert plugins <= ALLOWED_PLUGINS, plugins - ALLOWED_PLUGINS
+
+
+CLOSED_PATHS = [
+    "/recs/ratings.json?user_id=1",
+    "/recs/ratings/1.json",
+    "/recs/ratin~67s.json?user_id=1",  # datasette's tilde escape of ratings
+    "/recs/%72atings.json",
+    "/recs/model_runs.json?_col=artifacts_dir",
+    "/recs/run_metrics.json",
+    "/recs/recommendations.json",
+    "/recs/current_recommendations.json",
+    "/recs/cold_start_requests.json",
+    "/recs/published_run.json",
+    "/recs.db",
+    "/_memory.json?sql=SELECT+1",
+    "/_internal.json",
+    "/-/databases.json",
+    "/-/threads.json",
+    "/-/versions.json",
+    "/-/plugins.json",
+    "/-/settings.json",
+    "/-/metadata.json",
+    "/-/actor.json",
+    "/-/allow-debug",
+    "/-/messages",
+    "/-/permissions",
+    "/-/static/../../recs.db",
+]
+OPEN_PATHS = [
+    "/",
+    "/recs",
+    "/recs.json",
+    "/recs/movies.json?_size=5",
+    "/recs/movies/1.json",
+    "/recs/movies/1",
+    "/-/static/app.css",
+    "/recs/recommendations_for_user.json?user_id=1",
+    "/recs/user_history?user_id=1",
+]
+
+
+def test_the_default_profile_serves_only_canned_queries_the_catalogue_and_static_files(server, db_copy):
+    closed = {path: server.get(path).status_code for path in CLOSED_PATHS}
+    assert closed == dict.fromkeys(CLOSED_PATHS, 403)
+    assert "403 Forbidden: this server answers only the canned queries" in server.get("/-/databases.json").text
+    assert {path: server.get(path).status_code for path in OPEN_PATHS} == dict.fromkeys(OPEN_PATHS, 200)
+    for name in serve.canned_query_names():
+        assert server.get(f"/recs/{name}.json").status_code == 200, name
+    # the pages list no hidden table, and no page names the file on disk
+    shown = {"movies", *serve.canned_query_names()}
+    for page in ("/", "/recs"):
+        text = server.get(page).text
+        linked = set(re.findall(r'href="/recs/([A-Za-z_~0-9]+)', text))
+        assert "movies" in linked and linked <= shown, (page, linked - shown)
+        assert str(db_copy.parent) not in text, page
+    listing = server.get("/recs.json").json()
+    assert [t["name"] for t in listing["tables"]] == ["movies"] and listing["views"] == []
+    # the reporting profile stays open to analysts
+    databases, ratings = in_process(db_copy, "reporting", "/-/databases.json", "/recs/ratings.json?user_id=1")
+    assert databases.status_code == 200 and ratings.status_code == 200
+
+
+@pytest.mark.parametrize("profile", ["default", "reporting"])
+def test_a_bad_sort_or_through_argument_is_a_one_line_400(server, db_copy, profile):
+    paths = ["/recs/movies.json?_sort=nosuchcol", "/recs/movies.json?_sort_desc=zz", "/recs/movies?_sort=nosuchcol"]
+    paths += ["/recs/movies.json?_through=zz"]
+    if profile == "default":
+        answers = [server.get(path) for path in paths]
+    else:
+        answers = in_process(db_copy, profile, *paths)
+    assert [a.status_code for a in answers] == [400] * len(paths), [a.text[:200] for a in answers]
+    assert answers[0].json()["error"] == "_sort: no column 'nosuchcol' to sort by"
+    assert answers[3].json()["error"].startswith("_through must be JSON like")
+    assert "\n" not in answers[0].json()["error"]
+
+
+def test_damage_found_while_serving_is_a_500_that_says_so_not_a_400(db_copy, tmp_path):
+    damaged = copy_db(db_copy, tmp_path / "recs.db")
+    with running_server(damaged, tmp_path / "serve.log") as srv:
+        assert srv.get("/recs/similar_movies.json", params={"movie_id": "1"}).status_code == 200
+        damage_table(damaged, "similar_movies")
+        answer = srv.get("/recs/similar_movies.json", params={"movie_id": "1", "_shape": "array"})
+        page = srv.get("/recs/similar_movies", params={"movie_id": "1"})
+        bad_input = srv.get("/recs/similar_movies.json", params={"movie_id": "x", "_shape": "array"})
+    assert answer.status_code == 500, answer.text[:300]
+    assert answer.json()["error"].startswith("the server's database is damaged (database disk image is malformed)")
+    assert page.status_code == 500 and "this is not a fault of the request" in page.text
+    assert bad_input.status_code == 200 and bad_input.json()[0]["error"].startswith("movie_id must be")
 
 
 # --- the JSON contract ---------------------------------------------------------------
