@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SHARED_DATA ?= ../shared/data/ml-latest-small
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: setup data run test test-slow lint format clean
+.PHONY: setup data run test test-slow test-reliability lint format clean
 
 setup: $(VENV)/.installed
 
@@ -31,10 +31,14 @@ run: nightly
 # module fixtures are built once).
 PYTEST_WORKERS ?= auto
 test: setup lint
-	$(BIN)/pytest -m "not slow" -n $(PYTEST_WORKERS) --dist loadfile --durations=20
+	$(BIN)/pytest -m "not slow and not reliability" -n $(PYTEST_WORKERS) --dist loadfile --durations=20
 
 test-slow: setup
 	$(BIN)/pytest -m slow
+
+# Crashes, I/O faults, bad input files and hostile clients, in one process; prints its counts.
+test-reliability: setup
+	$(BIN)/pytest -m reliability tests/reliability -n 0 --durations=10
 
 # ruff: the rules and the format are in pyproject.toml ([tool.ruff]); `make format` applies them.
 lint: setup
