@@ -16,7 +16,7 @@ import click
 from sqlalchemy import exc as sqlalchemy_errors
 
 from . import settings as settings_module
-from .errors import RecJobsError
+from .errors import RecJobsError, storage_message
 
 log = logging.getLogger("recjobs")
 
@@ -53,9 +53,8 @@ def one_line_errors(command):
         except RecJobsError as e:
             raise click.ClickException(str(e)) from None
         except (OSError, sqlite3.Error, sqlalchemy_errors.DBAPIError) as e:
-            # an unwritable folder, a file that is not a recjobs database, a locked database
-            detail = getattr(e, "orig", None) or e
-            raise click.ClickException(f"{type(detail).__name__}: {detail}".splitlines()[0]) from None
+            # a full disk, an unwritable folder, a file that is not a recjobs database, a locked database
+            raise click.ClickException(storage_message(e, kwargs.get("db"))) from None
 
     return wrapper
 

@@ -86,7 +86,7 @@ def _read_only_engine(path: str) -> Engine:
 def read_only(path: Path):
     """A snapshot read of an existing recjobs database, opened read-only (SQLite mode=ro): it
     never creates the file, the schema or anything else. For commands that only read."""
-    from .errors import StateError
+    from .errors import IO_ERROR, StateError
 
     if not Path(path).is_file():
         raise StateError(f"{path}: no database; run `recjobs run` first")
@@ -94,6 +94,8 @@ def read_only(path: Path):
         try:
             conn.exec_driver_sql("SELECT 1 FROM published_run LIMIT 0")
         except OperationalError as e:
+            if any(m in str(e.orig) for m in IO_ERROR):
+                raise
             raise StateError(f"{path}: not a recjobs database ({e.orig}); expected one `recjobs run` built") from None
         yield conn
 

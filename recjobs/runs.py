@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import db
 from .artifacts import check_run_id
-from .errors import StateError
+from .errors import StateError, storage_message
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,8 @@ def failure_recorded(settings: Settings, run_id: str, step: str, attempt: int | 
         try:
             with db.transaction(settings.db) as conn:
                 finish(conn, run_id, "failed", f"{where}: {type(e).__name__}: {e}"[:500])
-        except Exception:
-            log.exception("could not record the failure of run %s", run_id)
+        except Exception as record_error:  # e.g. the disk is full: say so in one line, raise the first error
+            log.warning("could not record the failure of run %s: %s", run_id, storage_message(record_error))
         raise
 
 

@@ -143,3 +143,25 @@ def test_status_reads_without_writing(tmp_path):
     out = recjobs("status", "--db", empty)
     assert out.returncode == 1 and out.stderr.count("\n") == 1
     assert "not a recjobs database" in out.stderr and empty.read_bytes() == b""
+
+
+def test_storage_errors_become_one_line_that_says_what_to_do():
+    import errno
+    import sqlite3
+
+    from recjobs.errors import storage_message
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/data/artifacts/x/ratings.npz")
+    assert storage_message(full) == (
+        "no space left on the device ([Errno 28] No space left on device: '/data/artifacts/x/ratings.npz'); "
+        "free some space and run again: what is published is unchanged"
+    )
+    assert storage_message(sqlite3.OperationalError("database or disk is full"), "/d/recs.db").startswith(
+        "/d/recs.db: no space left on the device (database or disk is full)"
+    )
+    read_only = storage_message(OSError(errno.EROFS, "Read-only file system"))
+    assert read_only.startswith("cannot write: the file system is read-only")
+    assert "-wal and -shm" in storage_message(sqlite3.OperationalError("disk I/O error"), "/d/recs.db")
+    assert storage_message(PermissionError(errno.EACCES, "Permission denied", "/x")) == (
+        "PermissionError: [Errno 13] Permission denied: '/x'"
+    )
