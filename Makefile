@@ -54,7 +54,8 @@ format: setup
 bench-cold-start: setup data
 	$(BIN)/python tests/benchmarks/bench_cold_start.py --data-dir data_small
 
-# Requests/s and p50/p99 latency of recommendations_for_user at concurrency 8 (median of 3 x 10 s).
+# Requests/s and p50/p99 of recommendations_for_user at concurrency 8 (wrk, median of 3 x 10 s): one
+# server process against several, plain, during a publish, and with a caching (ETag) client.
 .PHONY: bench-serve
 bench-serve: setup
 	@test -f artifacts/recs.db || $(MAKE) nightly

@@ -249,12 +249,12 @@ def cold_start_command(liked, k, as_json, **values):
     )
     if result.unknown_ids:
         click.echo(f"  not known to the model (ignored): {', '.join(map(str, result.unknown_ids))}")
-    for rank, (movie_id, title, score) in enumerate(result.recommendations, start=1):
-        click.echo(f"  {rank:>3}. {movie_id:>7}  {score:9.4f}  {title or '(no title)'}")
+    for rank, movie in enumerate(result.recommendations, start=1):
+        click.echo(f"  {rank:>3}. {movie.movie_id:>7}  {movie.score:9.4f}  {movie.title or '(no title)'}")
 
 
 @cli.command()
-@settings_options(["db"])
+@settings_options(["db", "serve_workers"])
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8001, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option(

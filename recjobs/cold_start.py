@@ -35,6 +35,17 @@ LIKED_EXAMPLE = "e.g. --liked 296,318,593"
 
 
 @dataclass(frozen=True)
+class Recommendation:
+    """One recommended movie, named as in the cold_start canned query."""
+
+    movie_id: int
+    title: str | None
+    genres: str | None
+    year: int | None
+    score: float
+
+
+@dataclass(frozen=True)
 class ColdStartResult:
     request_id: int
     run_id: str
@@ -42,7 +53,7 @@ class ColdStartResult:
     liked: tuple[int, ...]  # as given, duplicates collapsed
     unknown_ids: tuple[int, ...]  # liked ids the served model does not know
     k: int
-    recommendations: tuple[tuple[int, str | None, float], ...]  # (movie_id, title, score), best first
+    recommendations: tuple[Recommendation, ...]  # best first
     seconds: float
 
 
@@ -116,7 +127,7 @@ def cold_start(settings: Settings, liked, k: int = 10) -> ColdStartResult:
     # lock, so the answer comes from one run entirely even if another is published meanwhile;
     # only the short insert of the request and its answer takes the write lock.
     with db.reading(settings.db) as conn:
-        run_id, method, unknown, movie_ids, best_scores, titles = _answer(conn, settings, liked, k)
+        run_id, method, unknown, movie_ids, best_scores, movies = _answer(conn, settings, liked, k)
     with db.transaction(settings.db) as conn:
         request_id = _store(conn, run_id, liked, unknown, k, method, movie_ids, best_scores, started)
     result = ColdStartResult(
@@ -126,7 +137,10 @@ def cold_start(settings: Settings, liked, k: int = 10) -> ColdStartResult:
         liked=liked,
         unknown_ids=unknown,
         k=k,
-        recommendations=tuple((m, titles.get(m), s) for m, s in zip(movie_ids, best_scores, strict=True)),
+        recommendations=tuple(
+            Recommendation(m, *movies.get(m, (None, None, None)), s)
+            for m, s in zip(movie_ids, best_scores, strict=True)
+        ),
         seconds=round(time.perf_counter() - started, 6),
     )
     log.info(
@@ -144,7 +158,7 @@ def cold_start(settings: Settings, liked, k: int = 10) -> ColdStartResult:
 
 def _answer(conn, settings: Settings, liked: tuple[int, ...], k: int):
     """Read the served run and its bundle and score: (run id, method, unknown ids, movie ids,
-    scores, titles)."""
+    scores, the movies' title, genres and year)."""
     served = conn.execute(db.query("cold_start_job.served_run")).first()
     if served is None:
         raise StateError(f"{settings.db}: no published run to answer from; run `recjobs run` first")
@@ -155,8 +169,9 @@ def _answer(conn, settings: Settings, liked: tuple[int, ...], k: int):
     best = top_k(scores, rows, k)
     movie_ids = [int(m) for m in bundle.movie_ids[best]]
     best_scores = [round(float(s), 6) for s in scores[best]]
-    titles = dict(conn.execute(db.query("cold_start_job.titles"), {"ids": json.dumps(movie_ids)}).all())
-    return run_id, method, tuple(int(i) for i in unknown_ids), movie_ids, best_scores, titles
+    rows = conn.execute(db.query("cold_start_job.movies"), {"ids": json.dumps(movie_ids)}).all()
+    movies = {row[0]: tuple(row[1:]) for row in rows}
+    return run_id, method, tuple(int(i) for i in unknown_ids), movie_ids, best_scores, movies
 
 
 def _store(conn, run_id, liked, unknown, k, method, movie_ids, best_scores, started: float) -> int:

@@ -12,10 +12,17 @@
   its pages too.
 - A bad sort or `_through` argument is a 400 with one line, not a 500; a damaged database
   is a 500 that says so, never a 400 that blames the request.
+- `/-/health`: the published run, its age and how many users it serves; 503 when none.
+- Answers of the canned queries that read only the published run (RUN_KEYED_QUERIES) carry
+  an ETag made from the published run and its publish time, read before the query runs: a
+  client sending it back gets 304 until the next publish, and an answer is never older than
+  its ETag.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import re
 import sqlite3
@@ -27,6 +34,17 @@ DENIED_ACTIONS = {sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH}
 DENIED_FUNCTIONS = {"fts3_tokenizer", "load_extension", "readfile", "writefile", "edit", "fts5_tokenizer"}
 MAX_QUERY_BYTES = 8192
 MAX_PARAMETERS = 50
+RUN_KEYED_QUERIES = (
+    "recommendations_for_user",
+    "similar_movies",
+    "cold_start",
+    "user_history",
+    "most_recommended_movies",
+    "catalog_coverage",
+    "genre_mix",
+    "users_by_history_length",
+)
+RUN_KEYED_PATH = re.compile(rf"/recs/({'|'.join(RUN_KEYED_QUERIES)})\.json")
 PUBLIC_TABLES = {"movies"}  # the default profile's only table, by row pages
 DAMAGE_MESSAGES = ("database disk image is malformed", "file is not a database")
 DAMAGED = "the server's database is damaged (%s); this is not a fault of the request: the operator must restore it"
@@ -44,7 +62,7 @@ def default_profile_paths(canned_queries) -> re.Pattern:
     names = "|".join(re.escape(name) for name in canned_queries)
     return re.compile(
         rf"/|/recs(\.json)?|/recs/({names}|movies)(\.json)?|/recs/movies/[0-9]+(\.json)?"
-        r"|/-/static/[A-Za-z0-9_.-]+|/-/static-plugins/[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+|/favicon\.ico"
+        r"|/-/health(\.json)?|/-/static/[A-Za-z0-9_.-]+|/-/static-plugins/[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+|/favicon\.ico"
     )
 
 
@@ -147,6 +165,65 @@ def handle_exception(datasette, request, exception):
     return None
 
 
+async def published_run(datasette) -> tuple | None:
+    """(run_id, published_at, n_users) of the published run, or None."""
+    from .db import sql
+    from .serve import DATABASE
+
+    rows = (await datasette.get_database(DATABASE).execute(sql("health"))).rows
+    return tuple(rows[0]) if rows else None
+
+
+def etag_of(published: tuple) -> bytes:
+    run_id, published_at = published[0], published[1]
+    return b'"' + hashlib.sha256(f"{run_id}|{published_at}".encode()).hexdigest()[:24].encode() + b'"'
+
+
+def _with_etag(send, etag: bytes):
+    async def tagged(message):
+        if message["type"] == "http.response.start" and message["status"] == 200:
+            headers = [(k, v) for k, v in message["headers"] if k.lower() not in (b"etag", b"cache-control")]
+            message = {**message, "headers": [*headers, (b"etag", etag), (b"cache-control", b"no-cache")]}
+        await send(message)
+
+    return tagged
+
+
+async def _not_modified(send, etag: bytes) -> None:
+    await send(
+        {"type": "http.response.start", "status": 304, "headers": [(b"etag", etag), (b"cache-control", b"no-cache")]}
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def health(datasette):
+    from datasette.utils.asgi import Response
+
+    no_store = {"cache-control": "no-store"}
+    try:
+        published = await published_run(datasette)
+    except Exception as e:  # noqa: BLE001 - any failure to read is "unhealthy", said in one line
+        return Response.json({"ok": False, "error": f"cannot read the database: {e}"}, status=503, headers=no_store)
+    if published is None:
+        answer = {"ok": False, "run_id": None, "error": "no published run yet; run `recjobs run`"}
+        return Response.json(answer, status=503, headers=no_store)
+    run_id, published_at, n_users = published
+    age = dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(published_at)
+    answer = {
+        "ok": True,
+        "run_id": run_id,
+        "published_at": published_at,
+        "age_hours": round(age.total_seconds() / 3600, 3),
+        "n_users": n_users,
+    }
+    return Response.json(answer, headers=no_store)
+
+
+@hookimpl
+def register_routes():
+    return [(r"^/-/health(\.json)?$", health)]
+
+
 @hookimpl
 def asgi_wrapper(datasette):
     def wrap(app):
@@ -175,6 +252,17 @@ def asgi_wrapper(datasette):
                     if not all(allowed_paths.fullmatch(path) for path in paths):
                         return await _refuse(send, 403, CLOSED)
                 send = _damage_as_server_error(send)
+                if RUN_KEYED_PATH.fullmatch(scope["path"]):
+                    try:
+                        published = await published_run(datasette)
+                    except Exception:  # noqa: BLE001 - no ETag; the query itself reports the problem
+                        published = None
+                    if published is not None:
+                        etag = etag_of(published)
+                        asked = dict(scope["headers"]).get(b"if-none-match", b"")
+                        if etag in [tag.strip() for tag in asked.split(b",")]:
+                            return await _not_modified(send, etag)
+                        send = _with_etag(send, etag)
             await app(scope, receive, send)
 
         return read_only

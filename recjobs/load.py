@@ -31,7 +31,7 @@ class LoadResult:
 
 
 def load(settings: Settings, run_id: str) -> LoadResult:
-    """Check movies.csv, ratings.csv, links.csv, tags.csv and incoming/*.csv in --data-dir, save
+    """Check movies.csv, ratings.csv and the optional links.csv, tags.csv, incoming/*.csv in --data-dir, save
     them under artifacts/<run_id>/ and start the run record; bad input writes nothing."""
     started = time.perf_counter()
     directory = artifacts.run_dir(settings.artifacts, run_id)

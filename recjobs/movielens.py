@@ -6,6 +6,7 @@ and what was expected; returns the validated, merged data.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from pathlib import Path
 
@@ -46,7 +47,15 @@ def read_catalog(data_dir: Path, positive_threshold: float = 4.0) -> Catalog:
     _no_duplicates(movies, ["movie_id"], data_dir / "movies.csv", "movie {movie_id} is listed twice")
     movies["year"] = pd.to_numeric(movies["title"].str.extract(YEAR_IN_TITLE, expand=False)).astype("Int64")
 
-    links = _read(data_dir, "links.csv", LINK_COLUMNS, hasher, dtype={"imdbId": str}, allow_empty=True)
+    links = _read(
+        data_dir,
+        "links.csv",
+        LINK_COLUMNS,
+        hasher,
+        dtype={"imdbId": str},
+        allow_empty=True,
+        optional="IMDb and TMDb ids",
+    )
     links = pd.DataFrame(
         {
             "movie_id": _ids(links, "movieId", data_dir / "links.csv"),
@@ -56,7 +65,7 @@ def read_catalog(data_dir: Path, positive_threshold: float = 4.0) -> Catalog:
     ).drop_duplicates("movie_id")
     movies = movies.merge(links, on="movie_id", how="left")
 
-    tags = _read(data_dir, "tags.csv", TAG_COLUMNS, hasher, dtype={"tag": str}, allow_empty=True)
+    tags = _read(data_dir, "tags.csv", TAG_COLUMNS, hasher, dtype={"tag": str}, allow_empty=True, optional="tags")
     tags = pd.DataFrame(
         {
             "user_id": _ids(tags, "userId", data_dir / "tags.csv"),
@@ -106,11 +115,16 @@ def read_catalog(data_dir: Path, positive_threshold: float = 4.0) -> Catalog:
     )
 
 
-def _read(data_dir: Path, name: str, columns, hasher, dtype=None, allow_empty=False) -> pd.DataFrame:
+def _read(data_dir: Path, name: str, columns, hasher, dtype=None, allow_empty=False, optional=False) -> pd.DataFrame:
     path = data_dir / name
     expected = ",".join(columns)
     if path.is_dir():
         raise DataError(f"{name}: is a folder in {data_dir}; expected a CSV file with columns {expected}")
+    if optional and not path.exists():
+        log.info("%s: not in %s; going on without it (it only adds %s)", name, data_dir, optional)
+        frame = pd.read_csv(io.StringIO(expected + "\n"), dtype=dtype)
+        frame.attrs["file"] = name
+        return frame
     if not path.is_file():
         raise DataError(f"{name}: file not found in {data_dir}; expected a CSV with columns {expected}")
     raw = path.read_bytes()

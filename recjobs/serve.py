@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import html
 import logging
+import os
 import sqlite3
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +54,27 @@ def _sql_file(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def example_path(name: str, example: dict) -> str:
+    return f"/{DATABASE}/{name}" + (f"?{urllib.parse.urlencode(example)}" if example else "")
+
+
+def front_page_list(queries: dict) -> str:
+    """HTML list of the canned queries, each with a working example link and its JSON."""
+    items = []
+    for name, query in queries.items():
+        path = example_path(name, query.get("example") or {})
+        json_path = path.replace(f"/{name}", f"/{name}.json", 1) + ("&" if "?" in path else "?") + "_shape=array"
+        items.append(
+            f'<li><a href="{html.escape(path)}">{html.escape(query["title"])}</a> '
+            f'(<a href="{html.escape(json_path)}">JSON</a>): {html.escape(query["description"])}</li>'
+        )
+    health = (
+        '<li><a href="/-/health">Health</a>: the published run, its age in hours and the users it serves; '
+        "503 when none.</li>"
+    )
+    return f"<ul>{''.join(items)}{health}</ul>"
+
+
 def datasette_config(profile: str = "default") -> DatasetteConfig:
     """The metadata and settings datasette gets for a profile, with the SQL filled in."""
     raw = _raw_config()
@@ -58,7 +82,10 @@ def datasette_config(profile: str = "default") -> DatasetteConfig:
         raise ConfigError(f"unknown serving profile {profile!r}; expected one of {', '.join(raw['profiles'])}")
     chosen = raw["profiles"][profile]
     metadata = copy.deepcopy(raw["metadata"])
-    for name, query in metadata["databases"][DATABASE]["queries"].items():
+    queries = metadata["databases"][DATABASE]["queries"]
+    metadata["description_html"] += front_page_list(queries)
+    for name, query in queries.items():
+        query.pop("example", None)  # recjobs' own key: the front page's link
         query["sql"] = _sql_file(name)
     plugins = copy.deepcopy(chosen.get("plugins", {}))
     for dashboard in plugins.get("datasette-dashboards", {}).values():
@@ -126,23 +153,43 @@ def build_datasette(db_path: Path, profile: str = "default"):
     return ds
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8001, reporting: bool = False) -> None:
-    """Serve settings.db with datasette until interrupted."""
-    import asyncio
+def worker_count(settings: Settings) -> int:
+    return settings.serve_workers or os.cpu_count() or 1
 
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8001, reporting: bool = False) -> None:
+    """Serve settings.db with datasette until interrupted, in settings.serve_workers processes
+    (uvicorn workers, each with its own datasette over the same read-only file)."""
     import uvicorn
 
     db_path = Path(settings.db).resolve()
     check_database(db_path)
     profile = "reporting" if reporting else "default"
-    ds = build_datasette(db_path, profile)
-    asyncio.run(ds.invoke_startup())
-    log.info("serving %s read-only at http://%s:%d/%s (profile %s)", db_path, host, port, DATABASE, profile)
+    workers = worker_count(settings)
+    os.environ[ASGI_DB], os.environ[ASGI_PROFILE] = str(db_path), profile  # read by each worker's app()
+    log.info(
+        "serving %s read-only at http://%s:%d/%s (profile %s, %d processes)",
+        db_path,
+        host,
+        port,
+        DATABASE,
+        profile,
+        workers,
+    )
     uvicorn.run(
-        ds.app(),
+        "recjobs.serve:asgi_app",
+        factory=True,
         host=host,
         port=port,
-        workers=1,
+        workers=workers,
         lifespan="on",
         log_level="info" if log.isEnabledFor(logging.DEBUG) else "warning",
     )
+
+
+ASGI_DB, ASGI_PROFILE = "RECJOBS_SERVE_DB", "RECJOBS_SERVE_PROFILE"
+
+
+def asgi_app():
+    """The ASGI app of one server process: datasette over the file `serve` checked."""
+    return build_datasette(Path(os.environ[ASGI_DB]), os.environ.get(ASGI_PROFILE, "default")).app()

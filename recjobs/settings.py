@@ -20,7 +20,7 @@ def setting(default, help: str):
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = setting(
-        Path("data_small"), "Folder with movies.csv, ratings.csv, links.csv, tags.csv and optional incoming/*.csv."
+        Path("data_small"), "Folder with movies.csv and ratings.csv; optional links.csv, tags.csv and incoming/*.csv."
     )
     db: Path = setting(Path("artifacts/recs.db"), "SQLite database the recommendations are published to.")
     artifacts: Path = setting(Path("artifacts"), "Folder for per-run model files (artifacts/<run_id>/).")
@@ -60,6 +60,7 @@ class Settings:
     gate_tolerance: float = setting(
         0.10, "A run is rejected if its Recall@10 is this much (relative) below the published run's."
     )
+    serve_workers: int = setting(0, "Server processes of `recjobs serve` (0: one per CPU core).")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -85,6 +86,7 @@ class Settings:
             "trend_days": self.trend_days > 0,
             "keep_published": self.keep_published >= 1,
             "gate_tolerance": 0 <= self.gate_tolerance < 1,
+            "serve_workers": 0 <= self.serve_workers <= 64,
         }
         for name, ok in checks.items():
             if not ok:

@@ -5,8 +5,8 @@
 SELECT p.run_id, r.artifacts_dir
 FROM published_run AS p JOIN model_runs AS r ON r.run_id = p.run_id;
 
--- name: titles
-SELECT movie_id, title FROM movies WHERE movie_id IN (SELECT value FROM json_each(:ids));
+-- name: movies
+SELECT movie_id, title, genres, year FROM movies WHERE movie_id IN (SELECT value FROM json_each(:ids));
 
 -- name: insert_request
 INSERT INTO cold_start_requests (requested_at, run_id, liked_json, unknown_json, k, method, answer_seconds)

@@ -188,12 +188,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(db: Path, log_path: Path, reporting: bool = False, port: int | None = None):
-    """`recjobs serve` as a subprocess in its own process group; stopped by pid on exit."""
+def running_server(db: Path, log_path: Path, reporting: bool = False, port: int | None = None, workers: int = 2):
+    """`recjobs serve` (`workers` processes) as a subprocess in its own process group; stopped by
+    pid on exit."""
     port = port or free_port()
-    args = [sys.executable, "-m", "recjobs", "serve", "--db", str(db), "--host", "127.0.0.1", "--port", str(port)] + (
-        ["--reporting"] if reporting else []
-    )
+    args = [sys.executable, "-m", "recjobs", "serve", "--db", str(db), "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--serve-workers", str(workers)] + (["--reporting"] if reporting else [])
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -212,6 +212,44 @@ def running_server(db: Path, log_path: Path, reporting: bool = False, port: int 
         yield server
     finally:
         stop(proc)
+
+
+def chromium(*args: str) -> str:
+    """Run headless Chromium in its own process group; its stdout. The group is killed after."""
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.fail("chromium not found: install the Debian packages chromium and chromium-driver (.ci/run does)")
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                # loopback only: no proxy, and every host name but 127.0.0.1 unresolvable
+                "--no-proxy-server",
+                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=20000",
+                "--window-size=1280,900",
+                "--hide-scrollbars",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            out, _ = proc.communicate(timeout=120)
+        finally:
+            stop(proc)  # and any renderer it left behind
+    return out
 
 
 ATTACK = Path(tempfile.gettempdir()) / f"recjobs-attack-{uuid.uuid4().hex}"  # must never be created

@@ -68,12 +68,12 @@ def positives_of(settings: Settings, user_id: int) -> tuple[np.ndarray, np.ndarr
 )
 def test_answer_never_contains_a_seed_and_is_stored(served, liked, method):
     result = cs.cold_start(served, liked, k=20)
-    ids = [movie_id for movie_id, _, _ in result.recommendations]
+    ids = [movie.movie_id for movie in result.recommendations]
     assert result.method == method
     assert len(ids) == 20 and len(set(ids)) == 20
     assert not set(ids) & set(liked)
-    assert all(title for _, title, _ in result.recommendations)
-    scores = [score for _, _, score in result.recommendations]
+    assert all(movie.title and movie.genres for movie in result.recommendations)
+    scores = [movie.score for movie in result.recommendations]
     assert scores == sorted(scores, reverse=True)
     with sqlite3.connect(served.db) as conn:
         row = conn.execute(
@@ -95,7 +95,7 @@ def test_no_seed_even_when_every_other_movie_is_asked_for(tiny_settings):
     with db.transaction(tiny_settings.db) as conn:
         publish.flip(conn, "tiny")
     result = cs.cold_start(tiny_settings, [1, 2], k=100)
-    ids = [movie_id for movie_id, _, _ in result.recommendations]
+    ids = [movie.movie_id for movie in result.recommendations]
     assert sorted(ids) == [3, 4, 5, 6]  # the six movies minus the two seeds; k is capped by what is left
 
 
@@ -277,6 +277,9 @@ def test_cli_prints_titles_and_reports_unknown_ids(served):
     )
     data = json.loads(as_json.output)
     assert data["run_id"] == "first" and data["k"] == 10 and len(data["recommendations"]) == 10
+    # objects named as the cold_start canned query's columns
+    assert all(list(movie) == ["movie_id", "title", "genres", "year", "score"] for movie in data["recommendations"])
+    assert isinstance(data["recommendations"][0]["movie_id"], int) and data["recommendations"][0]["title"]
 
 
 @pytest.mark.parametrize(
@@ -361,7 +364,7 @@ settings = Settings(db=sys.argv[1], artifacts=sys.argv[2])
 stop = Path(sys.argv[3])
 while not stop.exists():
     r = cold_start(settings, [296, 318, 593], 10)
-    print(json.dumps([r.request_id, r.run_id, [m for m, _, _ in r.recommendations]]), flush=True)
+    print(json.dumps([r.request_id, r.run_id, [movie.movie_id for movie in r.recommendations]]), flush=True)
 """
 
 

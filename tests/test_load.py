@@ -127,7 +127,7 @@ def test_bad_ratings_files(tmp_path, content, message):
         read_catalog(folder)
 
 
-@pytest.mark.parametrize("name", ["movies.csv", "ratings.csv", "links.csv", "tags.csv"])
+@pytest.mark.parametrize("name", ["movies.csv", "ratings.csv"])
 def test_missing_file(tmp_path, name):
     folder = write_dataset(tmp_path / "d", tiny_ratings())
     (folder / name).unlink()
@@ -201,3 +201,24 @@ def test_text_that_looks_like_a_missing_value_stays_text(tmp_path):
     folder = write_dataset(tmp_path / "d", tiny_ratings(), movies=movies)
     titles = read_catalog(folder).movies.set_index("movie_id")
     assert titles.loc[6, "title"] == "NA" and titles.loc[6, "genres"] == "None"
+
+
+def test_links_and_tags_are_optional_and_said_once(tmp_path, caplog):
+    import logging
+
+    from recjobs import pipeline
+    from recjobs.settings import Settings
+    from support import checkerboard_dir
+
+    data = checkerboard_dir(tmp_path / "data")
+    (data / "links.csv").unlink()
+    (data / "tags.csv").unlink()
+    settings = Settings(data_dir=data, db=tmp_path / "recs.db", artifacts=tmp_path / "a", factors=4, k=5, n_similar=3)
+    with caplog.at_level(logging.INFO, logger="recjobs"):
+        assert pipeline.run(settings, "plain").precompute.status == "published"
+    said = [r.getMessage() for r in caplog.records if "going on without it" in r.getMessage()]
+    assert len(said) == 2 and said[0].startswith("links.csv: not in") and said[1].startswith("tags.csv: not in")
+    conn = sqlite3.connect(settings.db)
+    assert conn.execute("SELECT count(*), count(imdb_id), count(tmdb_id) FROM movies").fetchone()[1:] == (0, 0)
+    assert conn.execute("SELECT count(*) FROM tags").fetchone() == (0,)
+    conn.close()

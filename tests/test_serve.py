@@ -17,7 +17,7 @@ from packaging.version import Version
 
 from recjobs import serve
 from recjobs.db import SQL_DIR
-from support import ATTACK, WRITE_SQL, copy_db, damage_table, database_digest, running_server
+from support import ATTACK, REPO, WRITE_SQL, chromium, copy_db, damage_table, database_digest, running_server
 
 # The documented columns of each canned query (README "Serving with datasette").
 COLUMNS = {
@@ -603,3 +603,66 @@ def test_a_nul_byte_does_not_pass_the_id_check(server, query, name):
     rows = server.rows(query, **{name: "1\x00"})
     assert len(rows) == 1 and rows[0]["error"].startswith(f"{name} must be a whole number"), rows[:1]
     assert server.rows(query, **{name: "1"})[0].get("error") is None
+
+
+# --- several processes, health, ETag, the front page ---------------------------------
+
+
+def test_serve_runs_the_configured_number_of_server_processes(server):
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+    workers = [pid for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert len(workers) == 2, children  # tests.support.running_server asks for 2
+    assert server.rows("recommendations_for_user", user_id="1", k="3")[0]["rank"] == 1
+
+
+def test_health_says_which_run_is_published_how_old_and_for_how_many_users(server, ro):
+    response = server.get("/-/health")
+    assert response.status_code == 200 and response.headers["cache-control"] == "no-store"
+    health = response.json()
+    run_id, published_at = ro.execute("SELECT run_id, published_at FROM published_run").fetchone()
+    assert health["ok"] is True and health["run_id"] == run_id and health["published_at"] == published_at
+    assert 0 <= health["age_hours"] < 24 * 365 and health["n_users"] == 610
+
+
+def test_health_is_503_when_nothing_is_published(tmp_path):
+    from recjobs import db
+
+    db.engine_for(tmp_path / "empty.db")
+    [health] = in_process(tmp_path / "empty.db", "default", "/-/health")
+    assert health.status_code == 503
+    assert health.json() == {"ok": False, "run_id": None, "error": "no published run yet; run `recjobs run`"}
+
+
+def test_run_keyed_answers_carry_one_etag_per_published_run(server):
+    first = server.get("/recs/recommendations_for_user.json", params={"user_id": "1", "k": "3"})
+    other = server.get("/recs/similar_movies.json", params={"movie_id": "1"})
+    etag = first.headers["etag"]
+    assert etag == other.headers["etag"] and first.headers["cache-control"] == "no-cache"
+    again = server.get("/recs/user_history.json", params={"user_id": "1"}, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    stale = server.get("/recs/recommendations_for_user.json", params={"user_id": "1"}, headers={"If-None-Match": '"x"'})
+    assert stale.status_code == 200 and stale.json()["rows"]
+    # answers that change without a publish (run history, metrics added later) carry none
+    assert "etag" not in server.get("/recs/model_info.json").headers
+    assert "etag" not in server.get("/recs/run_metrics_history.json").headers
+
+
+def test_the_front_page_lists_every_canned_query_with_a_working_example(server):
+    import html
+
+    dom = chromium("--dump-dom", server.url + "/")
+    links = [html.unescape(link) for link in re.findall(r'<a href="(/[^"]+)"', dom)]
+    for name in serve.canned_query_names():
+        page = [link for link in links if link.split("?")[0] == f"/recs/{name}"]
+        as_json = [link for link in links if link.split("?")[0] == f"/recs/{name}.json"]
+        assert page and as_json, name
+        assert server.get(page[0]).status_code == 200, page[0]
+        rows = server.get(as_json[0]).json()
+        assert rows and all(row.get("error") is None for row in rows), (as_json[0], rows[:1])
+    assert "/-/health" in links
+    shots = REPO / "artifacts" / "test-screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    shot = shots / "front-page.png"
+    shot.unlink(missing_ok=True)
+    chromium(f"--screenshot={shot}", server.url + "/")
+    assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000

@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import random
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ from recjobs.evaluate import evaluate
 from recjobs.load import load
 from recjobs.split import split
 from recjobs.train import train
-from support import WRITE_SQL, copy_db, database_digest, running_server, stop
+from support import WRITE_SQL, chromium, copy_db, database_digest, running_server
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOTS = REPO / "artifacts" / "test-screenshots"
@@ -85,6 +83,10 @@ def published_under_load(published_settings, tmp_path_factory):
         step(settings, "second")
     flip, results, stop = {}, [], threading.Event()
     with running_server(db, root / "serve.log") as server:
+        path = f"/recs/recommendations_for_user.json?user_id={user_ids[0]}&k={K}&_shape=array"
+        before = server.get(path)
+        flip["etag_before"] = before.headers.get("etag")
+        flip["revalidated_before"] = server.get(path, headers={"If-None-Match": flip["etag_before"]})
         threads = [
             threading.Thread(target=read_recommendations, args=(server.url, user_ids, stop, results, seed), daemon=True)
             for seed in range(READERS)
@@ -121,6 +123,7 @@ def published_under_load(published_settings, tmp_path_factory):
             stop.set()
             for t in threads:
                 t.join(timeout=60)
+        flip["revalidated_after"] = server.get(path, headers={"If-None-Match": flip["etag_before"]})
     assert job.returncode == 0, job.stderr
     return {"db": db, "first": first, "status": json.loads(job.stdout)["status"], "results": results, **flip}
 
@@ -151,6 +154,16 @@ def test_the_new_run_is_served_within_1s_after_publishing(published_under_load):
     print(f"{len(m['results'])} responses while publishing; new run served {m.get('served_after')} s after the flip")
     assert published_under_load.get("served_after") is not None
     assert published_under_load["served_after"] <= 1.0
+
+
+def test_an_etag_gets_304_until_the_next_publish_and_never_a_stale_answer(published_under_load):
+    m = published_under_load
+    assert m["etag_before"] and m["etag_before"].startswith('"')
+    before = m["revalidated_before"]
+    assert before.status_code == 304 and before.content == b"" and before.headers["etag"] == m["etag_before"]
+    after = m["revalidated_after"]  # the same If-None-Match, after 'second' was published
+    assert after.status_code == 200 and after.headers["etag"] not in ("", m["etag_before"])
+    assert {row["run_id"] for row in after.json()} == {"second"}
 
 
 # --- the reporting profile over the two-run database ---------------------------------
@@ -203,44 +216,6 @@ def test_a_query_that_runs_too_long_is_stopped_within_the_time_limit(reporting):
     assert response.json()["title"] == "SQL Interrupted"
     assert limit * 0.9 <= elapsed <= limit + 0.5
     assert reporting.get("/recs/model_info.json").status_code == 200  # and the server goes on
-
-
-def chromium(*args: str) -> str:
-    """Run headless Chromium in its own process group; its stdout. The group is killed after."""
-    binary = shutil.which("chromium")
-    if binary is None:
-        pytest.fail("chromium not found: install the Debian packages chromium and chromium-driver (.ci/run does)")
-    with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                # loopback only: no proxy, and every host name but 127.0.0.1 unresolvable
-                "--no-proxy-server",
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-                f"--user-data-dir={profile}",
-                "--virtual-time-budget=20000",
-                "--window-size=1280,900",
-                "--hide-scrollbars",
-                *args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            out, _ = proc.communicate(timeout=120)
-        finally:
-            stop(proc)  # and any renderer it left behind
-    return out
 
 
 def test_dashboard_renders_the_metrics_chart_in_headless_chromium(reporting):

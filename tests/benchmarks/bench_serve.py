@@ -1,12 +1,13 @@
-"""Benchmark of `recjobs serve`: recommendations_for_user for random users at concurrency 8.
+"""Benchmark of `recjobs serve`: recommendations_for_user for random users (k=10) at concurrency 8.
 
-Starts `recjobs serve` (default profile) on --db unless --url names a running server, then
-drives it from this process (Python threads, one keep-alive connection each) or with wrk
-(`--tool wrk`, Debian package wrk). Prints requests per second and p50/p99 latency of
-each repeat and their medians.
+Starts `recjobs serve` on a copy of --db twice in one run, with one server process and with
+--workers processes, and drives each with wrk (`--tool wrk`, the default; Debian package wrk)
+or Python threads: plain requests; plain requests while a run is published (`recjobs
+precompute` of the served run, in another process); and a caching client that sends back the
+ETag it got (If-None-Match), so unchanged answers come back as 304. Prints requests/s, p50,
+p99 and errors of each (median of the repeats) and the multi-process/one-process ratios.
 
     python tests/benchmarks/bench_serve.py --db artifacts/recs.db            # or: make bench-serve
-    python tests/benchmarks/bench_serve.py --url http://127.0.0.1:8001 --tool wrk
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
 import re
 import shutil
@@ -25,11 +27,10 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from support import running_server  # noqa: E402
+from support import copy_db, running_server  # noqa: E402
 
 PATH = "/recs/recommendations_for_user.json?user_id={}&k=10&_shape=array"
 
@@ -83,14 +84,22 @@ def python_client(url: str, users: list[int], concurrency: int, seconds: float) 
     }
 
 
-def wrk_client(url: str, users: list[int], concurrency: int, seconds: float) -> dict:
+def wrk_client(url: str, users: list[int], concurrency: int, seconds: float, caching: bool = False) -> dict:
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk, or use --tool python")
     script = (
         "local users = {" + ",".join(map(str, users)) + "}\n"
+        "local etag = nil\n"
         "request = function()\n"
-        f"  return wrk.format('GET', string.format('{PATH.replace('{}', '%d')}', users[math.random(#users)]))\n"
+        f"  local path = string.format('{PATH.replace('{}', '%d')}', users[math.random(#users)])\n"
+        + ("  if etag then return wrk.format('GET', path, {['If-None-Match'] = etag}) end\n" if caching else "")
+        + "  return wrk.format('GET', path)\n"
         "end\n"
+        + (
+            "response = function(status, headers, body)\n  if headers['etag'] then etag = headers['etag'] end\nend\n"
+            if caching
+            else ""
+        )
     )
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         lua.write(script)
@@ -107,46 +116,120 @@ def wrk_client(url: str, users: list[int], concurrency: int, seconds: float) -> 
         return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {
         "requests": int(re.search(r"(\d+) requests in", out).group(1)),
-        "errors": int(non_2xx.group(1)) if non_2xx else 0,
+        "errors": (int(non_2xx.group(1)) if non_2xx else 0)
+        + (sum(int(n) for n in socket_errors.groups()) if socket_errors else 0),
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "p50_ms": ms("50%"),
         "p99_ms": ms("99%"),
     }
 
 
+def publish_command(db: Path) -> list[str]:
+    """`recjobs precompute` of the published run again: a real publish transaction (its rows
+    deleted and written again, the pointer flipped, a new publish time, so a new ETag)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        run_id, artifacts_dir = conn.execute(
+            "SELECT p.run_id, r.artifacts_dir FROM published_run AS p JOIN model_runs AS r USING (run_id)"
+        ).fetchone()
+    finally:
+        conn.close()
+    artifacts = Path(artifacts_dir).parent
+    return [
+        sys.executable,
+        "-m",
+        "recjobs",
+        "-q",
+        "precompute",
+        "--run-id",
+        run_id,
+        "--db",
+        str(db),
+        "--artifacts",
+        str(artifacts),
+    ]
+
+
+def measure(client, url, users, args, db: Path, publish: bool, caching: bool) -> dict:
+    runs = []
+    for _ in range(args.repeats):
+        jobs: list[subprocess.Popen] = []
+        # the publish starts 1 s into the repeat and takes most of it (about 8 s on ml-latest-small)
+        timer = threading.Timer(1.0, lambda jobs=jobs: jobs.append(subprocess.Popen(publish_command(db))))
+        timer = timer if publish else None
+        if timer:
+            timer.start()
+        run = client(url, users, args.concurrency, args.seconds, **({"caching": True} if caching else {}))
+        if timer:
+            timer.join()
+            run["publish_exit"] = jobs[0].wait(timeout=600)
+            if run["publish_exit"] != 0:
+                sys.exit("a publish during the benchmark failed")
+        runs.append(run)
+    summary = {key: statistics.median(r[key] for r in runs) for key in ("rps", "p50_ms", "p99_ms")}
+    return {
+        **summary,
+        "errors": sum(r["errors"] for r in runs),
+        "requests": sum(r["requests"] for r in runs),
+        "runs": runs,
+    }
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", type=Path, default=Path("artifacts/recs.db"), help="published database")
-    parser.add_argument("--url", help="a running server to drive instead of starting one")
-    parser.add_argument("--tool", choices=["python", "wrk"], default="python")
+    parser.add_argument("--db", type=Path, default=Path("artifacts/recs.db"), help="published database (copied)")
+    parser.add_argument("--tool", choices=["python", "wrk"], default="wrk")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes of the multi-process server"
+    )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json-out", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if not args.db.is_file():
         sys.exit(f"{args.db}: no database; run `recjobs run` first (or pass --db)")
-    users = user_ids(args.db)
     client = wrk_client if args.tool == "wrk" else python_client
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        server = nullcontext(None) if args.url else running_server(args.db, Path(tmp) / "serve.log")
-        with server as started:
-            url = args.url or started.url
-            client(url, users, args.concurrency, 2)  # warm-up
-            runs = [client(url, users, args.concurrency, args.seconds) for _ in range(args.repeats)]
-    for i, run in enumerate(runs, 1):
-        print(
-            f"repeat {i}: {run['requests']} requests, {run['errors']} errors, {run['rps']:.0f} req/s, "
-            f"p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:.1f} ms"
-        )
-    summary = {key: statistics.median(r[key] for r in runs) for key in ("rps", "p50_ms", "p99_ms")}
+        db = copy_db(args.db, Path(tmp) / "recs.db")
+        users = user_ids(db)
+        for workers in (1, args.workers):
+            with running_server(db, Path(tmp) / f"serve-{workers}.log", workers=workers) as server:
+                client(server.url, users, args.concurrency, 2)  # warm-up
+                for name, publish, caching in (
+                    ("plain", False, False),
+                    ("during a publish", True, False),
+                    ("caching client (ETag, 304)", False, True),
+                ):
+                    if caching and args.tool != "wrk":
+                        continue
+                    row = measure(client, server.url, users, args, db, publish, caching)
+                    results.append({"workers": workers, "case": name, **row})
+                    print(
+                        f"{workers} process(es), {name}: {row['rps']:.0f} req/s, p50 {row['p50_ms']:.1f} ms, "
+                        f"p99 {row['p99_ms']:.1f} ms, errors {row['errors']} of {row['requests']}",
+                        flush=True,
+                    )
     print(
-        f"median of {len(runs)} x {args.seconds:.0f} s, {args.tool} client, concurrency {args.concurrency}, "
-        f"{len(users)} users: {summary['rps']:.0f} req/s, p50 {summary['p50_ms']:.1f} ms, "
-        f"p99 {summary['p99_ms']:.1f} ms"
+        f"\n{args.tool}, concurrency {args.concurrency}, {len(users)} users, "
+        f"median of {args.repeats} x {args.seconds:.0f} s"
     )
-    print(json.dumps({"tool": args.tool, "concurrency": args.concurrency, **summary, "runs": runs}))
+    print("| server | case | requests/s | p50 | p99 | errors |\n|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r['workers']} process{'es' if r['workers'] > 1 else ''} | {r['case']} | {r['rps']:.0f} | "
+            f"{r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['errors']} of {r['requests']} |"
+        )
+    one = {r["case"]: r for r in results if r["workers"] == 1}
+    for r in results:
+        if r["workers"] != 1:
+            print(f"{r['case']}: {r['rps'] / one[r['case']]['rps']:.2f}x the requests/s of one process")
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
