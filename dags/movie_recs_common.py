@@ -96,6 +96,7 @@ def run_step(module: str, upstream: dict | None = None, function: str | None = N
     run_id = upstream["run_id"] if upstream else recjobs_run_id(context["run_id"])
     job = getattr(importlib.import_module(f"recjobs.{module}"), function)
     try:
+        runs.lower_priority(settings)
         with runs.run_lock(settings, run_id), runs.failure_recorded(settings, run_id, function, attempt=try_number):
             inject_fault(task_id, try_number, after_job=False)
             result = job(settings, run_id)

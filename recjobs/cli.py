@@ -110,9 +110,10 @@ class JobCommand(click.Command):
 @one_line_errors
 def run(run_id, as_json, **values):
     from .pipeline import run as run_pipeline
-    from .runs import RUN_STEPS
+    from .runs import RUN_STEPS, lower_priority
 
     settings = build_settings(values)
+    lower_priority(settings)  # a batch process: the server on these cores comes first
     result = run_pipeline(settings, run_id)
     if as_json:
         return echo_result(result, True)
@@ -162,6 +163,7 @@ def step_command(name: str, module: str, function: str):
             if run_id is None:
                 raise RecJobsError(f"no run in {settings.db}; run `recjobs load` first")
         job = getattr(importlib.import_module(f"recjobs.{module}"), function)
+        runs.lower_priority(settings)
         with runs.run_lock(settings, run_id), runs.failure_recorded(settings, run_id, function):
             result = job(settings, run_id)
         echo_result(result, as_json)

@@ -128,6 +128,13 @@ def failure_recorded(settings: Settings, run_id: str, step: str, attempt: int | 
         raise
 
 
+def lower_priority(settings: Settings) -> int:
+    """Lower this process's CPU priority to settings.job_nice (never raise it); the niceness now.
+    A publish at nice 10 or more leaves a server on the same cores its speed (README, Serving)."""
+    current = os.nice(0)
+    return os.nice(settings.job_nice - current) if settings.job_nice > current else current
+
+
 def lock_path(settings: Settings) -> Path:
     return Path(settings.db).with_name(Path(settings.db).name + ".lock")
 

@@ -183,6 +183,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8001, reporti
         port=port,
         workers=workers,
         lifespan="on",
+        access_log=log.isEnabledFor(logging.DEBUG),
         log_level="info" if log.isEnabledFor(logging.DEBUG) else "warning",
     )
 

@@ -61,6 +61,10 @@ class Settings:
         0.10, "A run is rejected if its Recall@10 is this much (relative) below the published run's."
     )
     serve_workers: int = setting(0, "Server processes of `recjobs serve` (0: one per CPU core).")
+    job_nice: int = setting(
+        10,
+        "The nightly steps lower their CPU priority by this much (nice), so a server on the machine keeps its speed.",
+    )
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -87,6 +91,7 @@ class Settings:
             "keep_published": self.keep_published >= 1,
             "gate_tolerance": 0 <= self.gate_tolerance < 1,
             "serve_workers": 0 <= self.serve_workers <= 64,
+            "job_nice": 0 <= self.job_nice <= 19,
         }
         for name, ok in checks.items():
             if not ok:

@@ -306,6 +306,7 @@ def airflow_env(home: Path, root: Path, data_dir: Path, **extra: str) -> dict[st
         RECJOBS_DB=str(root / "recs.db"),
         RECJOBS_ARTIFACTS=str(root / "artifacts"),
         RECJOBS_DATA_DIR=str(data_dir),
+        RECJOBS_JOB_NICE="0",  # as tests/conftest.py: the suite's jobs and servers share the cores as equals
     )
     env.update(extra)
     return env

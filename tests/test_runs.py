@@ -94,3 +94,27 @@ def test_the_next_run_clears_runs_abandoned_by_killed_processes(tiny_settings):
     assert status == {"killed": "failed", "recent": "running", "next": "running"}
     assert reason.startswith("abandoned") and not killed_dir.exists()
     assert (tiny_settings.artifacts / "recent").is_dir()
+
+
+def test_batch_jobs_lower_their_cpu_priority_and_never_raise_it(tmp_path):
+    script = (
+        "import os; from recjobs import runs; from recjobs.settings import Settings; "
+        "print(runs.lower_priority(Settings(job_nice=7)), runs.lower_priority(Settings(job_nice=3)), os.nice(0))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["7", "7", "7"]  # the second call keeps 7: a job never raises its priority
+
+
+def test_the_cli_steps_and_run_lower_their_priority_first(tiny_settings, monkeypatch):
+    from click.testing import CliRunner
+
+    from recjobs import runs
+    from recjobs.cli import cli
+
+    asked = []
+    monkeypatch.setattr(runs, "lower_priority", lambda settings: asked.append(settings.job_nice))
+    where = ["--data-dir", str(tiny_settings.data_dir), "--db", str(tiny_settings.db)]
+    where += ["--artifacts", str(tiny_settings.artifacts), "--job-nice", "12"]
+    assert CliRunner().invoke(cli, ["-q", "load", *where, "--run-id", "a"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["-q", "run", *where, "--factors", "4", "--iterations", "3"]).exit_code in (0, 1)
+    assert asked == [12, 12]

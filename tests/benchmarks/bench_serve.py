@@ -158,7 +158,9 @@ def measure(client, url, users, args, db: Path, publish: bool, caching: bool) ->
     for _ in range(args.repeats):
         jobs: list[subprocess.Popen] = []
         # the publish starts 1 s into the repeat and takes most of it (about 8 s on ml-latest-small)
-        timer = threading.Timer(1.0, lambda jobs=jobs: jobs.append(subprocess.Popen(publish_command(db))))
+        timer = threading.Timer(
+            1.0, lambda jobs=jobs: jobs.append(subprocess.Popen(publish_command(db), stdout=subprocess.DEVNULL))
+        )
         timer = timer if publish else None
         if timer:
             timer.start()
