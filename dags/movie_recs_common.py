@@ -94,9 +94,9 @@ def run_step(module: str, upstream: dict | None = None, function: str | None = N
     task_id, try_number = context["ti"].task_id, context["ti"].try_number
     settings = configured_settings(**context["params"])
     run_id = upstream["run_id"] if upstream else recjobs_run_id(context["run_id"])
+    runs.lower_priority(settings)  # before the job's imports: threads started later inherit it
     job = getattr(importlib.import_module(f"recjobs.{module}"), function)
     try:
-        runs.lower_priority(settings)
         with runs.run_lock(settings, run_id), runs.failure_recorded(settings, run_id, function, attempt=try_number):
             inject_fault(task_id, try_number, after_job=False)
             result = job(settings, run_id)

@@ -109,11 +109,12 @@ class JobCommand(click.Command):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @one_line_errors
 def run(run_id, as_json, **values):
-    from .pipeline import run as run_pipeline
     from .runs import RUN_STEPS, lower_priority
 
     settings = build_settings(values)
-    lower_priority(settings)  # a batch process: the server on these cores comes first
+    lower_priority(settings)  # a batch process; before numpy's import, so its threads inherit it
+    from .pipeline import run as run_pipeline
+
     result = run_pipeline(settings, run_id)
     if as_json:
         return echo_result(result, True)
@@ -162,8 +163,8 @@ def step_command(name: str, module: str, function: str):
             run_id = runs.new_run_id() if starts_a_run else runs.latest_id(settings)
             if run_id is None:
                 raise RecJobsError(f"no run in {settings.db}; run `recjobs load` first")
+        runs.lower_priority(settings)  # before the job's imports: threads started later inherit it
         job = getattr(importlib.import_module(f"recjobs.{module}"), function)
-        runs.lower_priority(settings)
         with runs.run_lock(settings, run_id), runs.failure_recorded(settings, run_id, function):
             result = job(settings, run_id)
         echo_result(result, as_json)

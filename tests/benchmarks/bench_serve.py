@@ -19,6 +19,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -48,7 +49,8 @@ def user_ids(db: Path) -> list[int]:
         conn.close()
 
 
-def python_client(url: str, users: list[int], concurrency: int, seconds: float) -> dict:
+def python_client(url: str, users: list[int], concurrency: int, seconds: float, until=None) -> dict:
+    """`seconds` of requests, or until the event `until` is set."""
     host, port = urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port
     latencies, errors, stop = [], [], threading.Event()
 
@@ -69,7 +71,7 @@ def python_client(url: str, users: list[int], concurrency: int, seconds: float) 
     started = time.perf_counter()
     for t in threads:
         t.start()
-    time.sleep(seconds)
+    (until or threading.Event()).wait(seconds)
     stop.set()
     for t in threads:
         t.join()
@@ -84,7 +86,8 @@ def python_client(url: str, users: list[int], concurrency: int, seconds: float) 
     }
 
 
-def wrk_client(url: str, users: list[int], concurrency: int, seconds: float, caching: bool = False) -> dict:
+def wrk_client(url: str, users: list[int], concurrency: int, seconds: float, caching: bool = False, until=None) -> dict:
+    """`seconds` of wrk, or until the event `until` is set (wrk prints its results on SIGINT)."""
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk, or use --tool python")
     script = (
@@ -104,12 +107,14 @@ def wrk_client(url: str, users: list[int], concurrency: int, seconds: float, cac
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         lua.write(script)
         lua.flush()
-        out = subprocess.run(
+        wrk = subprocess.Popen(
             ["wrk", "-t2", f"-c{concurrency}", f"-d{int(seconds)}s", "--latency", "-s", lua.name, url],
-            capture_output=True,
+            stdout=subprocess.PIPE,
             text=True,
-            check=True,
-        ).stdout
+        )
+        if until is not None:
+            threading.Thread(target=lambda: until.wait(seconds) and wrk.send_signal(signal.SIGINT)).start()
+        out, _ = wrk.communicate()
 
     def ms(label):
         value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
@@ -127,9 +132,10 @@ def wrk_client(url: str, users: list[int], concurrency: int, seconds: float, cac
     }
 
 
-def publish_command(db: Path) -> list[str]:
-    """`recjobs precompute` of the published run again: a real publish transaction (its rows
-    deleted and written again, the pointer flipped, a new publish time, so a new ETag)."""
+def publish_command(db: Path, nice: int) -> list[str]:
+    """`recjobs precompute` of the published run again, at CPU niceness `nice`: a real publish
+    transaction (its rows deleted and written again, the pointer flipped, a new publish time, so
+    a new ETag)."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         run_id, artifacts_dir = conn.execute(
@@ -137,39 +143,34 @@ def publish_command(db: Path) -> list[str]:
         ).fetchone()
     finally:
         conn.close()
-    artifacts = Path(artifacts_dir).parent
-    return [
-        sys.executable,
-        "-m",
-        "recjobs",
-        "-q",
-        "precompute",
-        "--run-id",
-        run_id,
-        "--db",
-        str(db),
-        "--artifacts",
-        str(artifacts),
-    ]
+    where = ["--db", str(db), "--artifacts", str(Path(artifacts_dir).parent), "--job-nice", str(nice)]
+    return [sys.executable, "-m", "recjobs", "-q", "precompute", "--run-id", run_id, *where]
 
 
-def measure(client, url, users, args, db: Path, publish: bool, caching: bool) -> dict:
+def measure(client, url, users, args, db: Path, publish_nice: int | None, caching: bool) -> dict:
+    """Median requests/s, p50 and p99 of args.repeats runs. With publish_nice, each run starts a
+    publish 1 s in and lasts until 0.5 s after the publish ends, so it covers the whole publish."""
     runs = []
     for _ in range(args.repeats):
-        jobs: list[subprocess.Popen] = []
-        # the publish starts 1 s into the repeat and takes most of it (about 8 s on ml-latest-small)
-        timer = threading.Timer(
-            1.0, lambda jobs=jobs: jobs.append(subprocess.Popen(publish_command(db), stdout=subprocess.DEVNULL))
-        )
-        timer = timer if publish else None
-        if timer:
-            timer.start()
-        run = client(url, users, args.concurrency, args.seconds, **({"caching": True} if caching else {}))
-        if timer:
-            timer.join()
-            run["publish_exit"] = jobs[0].wait(timeout=600)
-            if run["publish_exit"] != 0:
-                sys.exit("a publish during the benchmark failed")
+        kwargs = {"caching": True} if caching else {}
+        if publish_nice is None:
+            runs.append(client(url, users, args.concurrency, args.seconds, **kwargs))
+            continue
+        done, exits = threading.Event(), []
+
+        def publish(done=done, exits=exits):
+            time.sleep(1.0)
+            job = subprocess.run(publish_command(db, publish_nice), stdout=subprocess.DEVNULL)
+            exits.append(job.returncode)
+            time.sleep(0.5)
+            done.set()
+
+        publisher = threading.Thread(target=publish)
+        publisher.start()
+        run = client(url, users, args.concurrency, 600, until=done, **kwargs)
+        publisher.join()
+        if exits != [0]:
+            sys.exit("a publish during the benchmark failed")
         runs.append(run)
     summary = {key: statistics.median(r[key] for r in runs) for key in ("rps", "p50_ms", "p99_ms")}
     return {
@@ -203,9 +204,10 @@ def main(argv=None) -> None:
             with running_server(db, Path(tmp) / f"serve-{workers}.log", workers=workers) as server:
                 client(server.url, users, args.concurrency, 2)  # warm-up
                 for name, publish, caching in (
-                    ("plain", False, False),
-                    ("during a publish", True, False),
-                    ("caching client (ETag, 304)", False, True),
+                    ("plain", None, False),
+                    ("during a publish (job_nice 10, the default)", 10, False),
+                    ("during a publish at normal priority (job_nice 0)", 0, False),
+                    ("caching client (ETag, 304)", None, True),
                 ):
                     if caching and args.tool != "wrk":
                         continue
