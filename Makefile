@@ -1,11 +1,11 @@
 # The two commands a new user runs:  `make run`  and  `make test`.
-PYTHON ?= python3.11
-VENV := .venv
+PYTHON ?= python3
+VENV ?= .venv
 BIN := $(VENV)/bin
 SHARED_DATA ?= ../shared/data/ml-latest-small
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: setup data run test test-slow test-reliability lint format clean
+.PHONY: setup data run test test-slow test-pythons test-reliability lint format clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,16 @@ test-slow: setup
 	$(BIN)/pytest -m slow
 
 # Crashes, I/O faults, bad input files and hostile clients, in one process; prints its counts.
+# The default suite on every Python 3.11-3.13 found here (.ci/pythons), each in its own
+# .venv-3.X, other than the one `make test` used.
+test-pythons:
+	@current=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	.ci/pythons | while read -r version interpreter; do \
+		[ "$$version" = "$$current" ] && continue; \
+		echo "== Python $$version ($$interpreter)"; \
+		$(MAKE) test PYTHON="$$interpreter" VENV=".venv-$$version" </dev/null || exit 1; \
+	done
+
 test-reliability: setup
 	$(BIN)/pytest -m reliability tests/reliability -n 0 --durations=10
 
@@ -88,4 +98,4 @@ airflow: setup data
 	$(WITH_AIRFLOW) airflow standalone
 
 clean:
-	rm -rf $(VENV) artifacts/* data_small/*.csv
+	rm -rf $(VENV) .venv-3.* artifacts/* data_small/*.csv
