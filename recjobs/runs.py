@@ -128,11 +128,22 @@ def failure_recorded(settings: Settings, run_id: str, step: str, attempt: int | 
         raise
 
 
+AUTOGROUP = Path("/proc/self/autogroup")
+
+
 def lower_priority(settings: Settings) -> int:
     """Lower this process's CPU priority to settings.job_nice (never raise it); the niceness now.
-    A publish at nice 10 or more leaves a server on the same cores its speed (README, Serving)."""
+    With Linux's autogroup scheduling a process's nice only counts inside its session, so the
+    session's autogroup is lowered too: a publish then leaves a server on the same cores its
+    speed (README, Serving). Call it before heavy imports: threads started later inherit it."""
     current = os.nice(0)
-    return os.nice(settings.job_nice - current) if settings.job_nice > current else current
+    if settings.job_nice > current:
+        current = os.nice(settings.job_nice - current)
+    with contextlib.suppress(OSError, ValueError):  # no autogroups here, or not allowed: nice alone
+        group = int(AUTOGROUP.read_text().split("nice")[1])
+        if settings.job_nice > group:
+            AUTOGROUP.write_text(str(settings.job_nice))
+    return current
 
 
 def lock_path(settings: Settings) -> Path:

@@ -99,10 +99,16 @@ def test_the_next_run_clears_runs_abandoned_by_killed_processes(tiny_settings):
 def test_batch_jobs_lower_their_cpu_priority_and_never_raise_it(tmp_path):
     script = (
         "import os; from recjobs import runs; from recjobs.settings import Settings; "
-        "print(runs.lower_priority(Settings(job_nice=7)), runs.lower_priority(Settings(job_nice=3)), os.nice(0))"
+        "print(runs.lower_priority(Settings(job_nice=7)), runs.lower_priority(Settings(job_nice=3)), os.nice(0)); "
+        "print(open('/proc/self/autogroup').read().strip() if os.path.exists('/proc/self/autogroup') else 'none')"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["7", "7", "7"]  # the second call keeps 7: a job never raises its priority
+    # its own session, so its own autogroup: the test session's priority stays as it is
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, start_new_session=True
+    )
+    niceness, autogroup = done.stdout.splitlines()
+    assert niceness.split() == ["7", "7", "7"]  # the second call keeps 7: a job never raises its priority
+    assert autogroup == "none" or autogroup.strip().endswith("nice 7")  # the session's share is lowered too
 
 
 def test_the_cli_steps_and_run_lower_their_priority_first(tiny_settings, monkeypatch):

@@ -160,7 +160,9 @@ def measure(client, url, users, args, db: Path, publish_nice: int | None, cachin
 
         def publish(done=done, exits=exits):
             time.sleep(1.0)
-            job = subprocess.run(publish_command(db, publish_nice), stdout=subprocess.DEVNULL)
+            # its own session (so its own autogroup, as a nightly job from cron or Airflow): the
+            # priority it lowers is its own, not the benchmark's or wrk's
+            job = subprocess.run(publish_command(db, publish_nice), stdout=subprocess.DEVNULL, start_new_session=True)
             exits.append(job.returncode)
             time.sleep(0.5)
             done.set()
