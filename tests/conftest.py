@@ -13,7 +13,7 @@ os.environ.setdefault("RECJOBS_JOB_NICE", "0")  # the suite's jobs share the 2 c
 
 from recjobs import pipeline  # noqa: E402
 from recjobs.settings import Settings  # noqa: E402
-from support import built_once, checkerboard_dir, copy_db, require_shared_data, tiny_ratings, write_dataset  # noqa: E402
+from support import built_once, copy_db, require_shared_data, small_published_settings, tiny_ratings, write_dataset  # noqa: E402
 
 
 @pytest.fixture
@@ -61,14 +61,4 @@ def published_copy(tmp_path, published_settings) -> Settings:
 def small_published(tmp_path) -> Settings:
     """A database with one published run ("first") on the checkerboard data (40 users, 20
     movies): seconds, where a behaviour needs a published run but not MovieLens."""
-    settings = Settings(
-        data_dir=checkerboard_dir(tmp_path / "data"),
-        db=tmp_path / "recs.db",
-        artifacts=tmp_path / "artifacts",
-        factors=4,
-        iterations=10,
-        k=5,
-        n_similar=3,
-    )
-    assert pipeline.run(settings, "first").precompute.status == "published"
-    return settings
+    return small_published_settings(tmp_path)

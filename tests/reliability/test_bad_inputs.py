@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from recjobs import pipeline
 from recjobs.settings import Settings
-from support import checkerboard_dir
+from support import small_published_settings
 
 BAD = Path(__file__).resolve().parent.parent / "data" / "bad"
 CASES = sorted(p.name for p in BAD.iterdir() if p.is_dir() and p.name != "_base")
@@ -53,18 +52,7 @@ def published_state(db: Path) -> tuple:
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory) -> Settings:
-    root = tmp_path_factory.mktemp("bad-inputs")
-    settings = Settings(
-        data_dir=checkerboard_dir(root / "data"),
-        db=root / "recs.db",
-        artifacts=root / "artifacts",
-        factors=4,
-        iterations=10,
-        k=5,
-        n_similar=3,
-    )
-    assert pipeline.run(settings, "good").precompute.status == "published"
-    return settings
+    return small_published_settings(tmp_path_factory.mktemp("bad-inputs"), "good")
 
 
 def test_there_are_at_least_30_cases_each_with_its_message():
