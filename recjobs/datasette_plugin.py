@@ -47,8 +47,8 @@ RUN_KEYED_QUERIES = (
     "users_by_history_length",
 )
 RUN_KEYED_PATH = re.compile(rf"/recs/({'|'.join(RUN_KEYED_QUERIES)})\.json")
-PUBLIC_TABLES = {"movies"}
-HEALTH_SQL = sql("health")  # the default profile's only table, by row pages
+PUBLIC_TABLES = {"movies"}  # the default profile's only table, by row pages
+HEALTH_SQL = sql("health")
 DAMAGE_MESSAGES = ("database disk image is malformed", "file is not a database")
 DAMAGED = "the server's database is damaged (%s); this is not a fault of the request: the operator must restore it"
 CLOSED = (
@@ -68,7 +68,8 @@ def default_profile_paths(canned_queries) -> re.Pattern:
     names = "|".join(re.escape(name) for name in canned_queries)
     return re.compile(
         rf"/|/recs(\.json)?|/recs/({names}|movies)(\.json)?|/recs/movies/[0-9]+(\.json)?"
-        r"|/-/health(\.json)?|/-/static/[A-Za-z0-9_.-]+|/-/static-plugins/[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+|/favicon\.ico"
+        r"|/-/health(\.json)?|/-/static/[A-Za-z0-9_-][A-Za-z0-9_.-]*"
+        r"|/-/static-plugins/[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)+|/favicon\.ico"
     )
 
 

@@ -57,6 +57,8 @@ ESCAPES = [
     "/-/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
     "/-/static-plugins/datasette_dashboards/..%2f..%2f..%2f..%2fetc%2fpasswd",
     "/-/static/....//....//etc/passwd",
+    "/-/static-plugins/datasette_dashboards/../../../../etc/passwd",
+    "/-/static-plugins/datasette-dashboards/../../../../../recs.db",
     "//etc/passwd",
     "/recs.db",
     "/recs/..%2frecs.db",
