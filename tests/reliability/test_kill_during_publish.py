@@ -3,6 +3,7 @@ intact, readers see the old run or the new one, complete, and every answer comes
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -101,7 +102,8 @@ def test_kill_9_during_publishing_never_loses_or_mixes_a_run(two_runs, tally, tm
                 else:
                     time.sleep(rng.uniform(0, window))
                     in_transaction = proc.poll() is None and write_locked(probe)
-                    os.killpg(proc.pid, signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError):  # it may have just ended (and been reaped)
+                        os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=60)
                     if proc.returncode == -signal.SIGKILL:
                         kills += 1
