@@ -8,6 +8,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -139,9 +140,9 @@ def lower_priority(settings: Settings) -> int:
     current = os.nice(0)
     if settings.job_nice > current:
         current = os.nice(settings.job_nice - current)
-    with contextlib.suppress(OSError, ValueError):  # no autogroups here, or not allowed: nice alone
-        group = int(AUTOGROUP.read_text().split("nice")[1])
-        if settings.job_nice > group:
+    with contextlib.suppress(OSError):  # no autogroups here, or not allowed: nice alone
+        found = re.search(r"\bnice\s+(-?\d+)", AUTOGROUP.read_text())
+        if found and settings.job_nice > int(found.group(1)):
             AUTOGROUP.write_text(str(settings.job_nice))
     return current
 
