@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import click
-from sqlalchemy import exc as sqlalchemy_errors
 
 from . import settings as settings_module
 from .errors import RecJobsError, storage_message
@@ -52,11 +51,20 @@ def one_line_errors(command):
             return command(*args, **kwargs)
         except RecJobsError as e:
             raise click.ClickException(str(e)) from None
-        except (OSError, sqlite3.Error, sqlalchemy_errors.DBAPIError) as e:
+        except Exception as e:
             # a full disk, an unwritable folder, a file that is not a recjobs database, a locked database
-            raise click.ClickException(storage_message(e, kwargs.get("db"))) from None
+            if isinstance(e, (OSError, sqlite3.Error)) or is_database_error(e):
+                raise click.ClickException(storage_message(e, kwargs.get("db"))) from None
+            raise
 
     return wrapper
+
+
+def is_database_error(error: Exception) -> bool:
+    """SQLAlchemy's wrapper of a driver error; only imported when a command used SQLAlchemy (the
+    cold-start command does not: its import is most of that command's time)."""
+    sqlalchemy_errors = sys.modules.get("sqlalchemy.exc")
+    return sqlalchemy_errors is not None and isinstance(error, sqlalchemy_errors.DBAPIError)
 
 
 def echo_result(result, as_json: bool):

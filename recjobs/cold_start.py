@@ -1,11 +1,12 @@
 """cold_start: recommendations for a new user who names a few liked movies, without retraining.
 
 The answer comes from the published run's cold-start bundle (recjobs.bundle: the fold-in,
-the run's own method, the blend toward popularity). The request and the answer are stored
-in cold_start_requests / cold_start_recommendations.
+the run's own method, the blend toward popularity). `answer` is the part the server's
+cold-start route shares (it stores nothing); `cold_start`, the job, also stores the request
+and the answer in cold_start_requests / cold_start_recommendations.
 
-Kept light on purpose: numpy, the database layer and the bundle only, never pandas, scipy,
-implicit, Airflow or the training steps.
+Kept light on purpose: numpy, the standard library's sqlite3 and the bundle only, never
+SQLAlchemy, pandas, scipy, implicit, Airflow or the training steps (a test checks it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import datetime as dt
 import json
 import logging
 import re
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,18 @@ class Recommendation:
     genres: str | None
     year: int | None
     score: float
+
+
+@dataclass(frozen=True)
+class ColdStartAnswer:
+    """The published run's answer to a new user, before anything is stored."""
+
+    run_id: str
+    method: str  # 'als_fold_in', 'blend' or 'popularity'
+    liked: tuple[int, ...]  # as given, duplicates collapsed
+    unknown_ids: tuple[int, ...]  # liked ids the served model does not know
+    k: int
+    recommendations: tuple[Recommendation, ...]  # best first
 
 
 @dataclass(frozen=True)
@@ -105,14 +119,45 @@ def check_k(value) -> int:
     return int(value)
 
 
-def served_run_dir(settings: Settings, run_id: str, artifacts_dir: str | None) -> Path:
-    """<settings.artifacts>/<run_id> (so a copied or moved database reads the folder it was given),
+def served_run_dir(artifacts_root: Path, run_id: str, artifacts_dir: str | None) -> Path:
+    """<artifacts_root>/<run_id> (so a copied or moved database reads the folder it was given),
     else the folder recorded in model_runs when only that one holds the run's model."""
-    given = artifacts.run_dir(settings.artifacts, run_id)
+    given = artifacts.run_dir(artifacts_root, run_id)
     model = artifacts.model_file(artifacts.FULL)
     if not (given / model).is_file() and artifacts_dir and (Path(artifacts_dir) / model).is_file():
         return Path(artifacts_dir)
     return given
+
+
+def answer(
+    conn: sqlite3.Connection, artifacts_root: Path, liked: tuple[int, ...], k: int, where: str
+) -> ColdStartAnswer:
+    """The published run's answer for checked liked ids and k, read inside one snapshot of conn
+    (db.snapshot): the run, its bundle and the titles all belong to one run. Writes nothing to
+    the database. `where` names the database in errors."""
+    served = conn.execute(db.sql("cold_start_job.served_run")).fetchone()
+    if served is None:
+        raise StateError(f"{where}: no published run to answer from; run `recjobs run` first")
+    run_id, artifacts_dir = served
+    bundle = read_bundle(run_id, served_run_dir(artifacts_root, run_id, artifacts_dir))
+    rows, unknown_ids = bundle.rows_of(liked)
+    method, scores = scores_for(bundle, rows)
+    best = top_k(scores, rows, k)
+    movie_ids = [int(m) for m in bundle.movie_ids[best]]
+    best_scores = [round(float(s), 6) for s in scores[best]]
+    titles = conn.execute(db.sql("cold_start_job.movies"), {"ids": json.dumps(movie_ids)}).fetchall()
+    movies = {row[0]: tuple(row[1:]) for row in titles}
+    return ColdStartAnswer(
+        run_id,
+        method,
+        liked,
+        tuple(int(i) for i in unknown_ids),
+        k,
+        tuple(
+            Recommendation(m, *movies.get(m, (None, None, None)), s)
+            for m, s in zip(movie_ids, best_scores, strict=True)
+        ),
+    )
 
 
 def cold_start(settings: Settings, liked, k: int = 10) -> ColdStartResult:
@@ -126,76 +171,51 @@ def cold_start(settings: Settings, liked, k: int = 10) -> ColdStartResult:
     # The served run, its bundle and its titles are read from one snapshot, without the write
     # lock, so the answer comes from one run entirely even if another is published meanwhile;
     # only the short insert of the request and its answer takes the write lock.
-    with db.reading(settings.db) as conn:
-        run_id, method, unknown, movie_ids, best_scores, movies = _answer(conn, settings, liked, k)
-    with db.transaction(settings.db) as conn:
-        request_id = _store(conn, run_id, liked, unknown, k, method, movie_ids, best_scores, started)
+    with db.plain_reading(settings.db) as conn:
+        found = answer(conn, settings.artifacts, liked, k, str(settings.db))
+    with db.plain_transaction(settings.db) as conn:
+        request_id = _store(conn, found, started)
     result = ColdStartResult(
         request_id=request_id,
-        run_id=run_id,
-        method=method,
-        liked=liked,
-        unknown_ids=unknown,
-        k=k,
-        recommendations=tuple(
-            Recommendation(m, *movies.get(m, (None, None, None)), s)
-            for m, s in zip(movie_ids, best_scores, strict=True)
-        ),
+        run_id=found.run_id,
+        method=found.method,
+        liked=found.liked,
+        unknown_ids=found.unknown_ids,
+        k=found.k,
+        recommendations=found.recommendations,
         seconds=round(time.perf_counter() - started, 6),
     )
     log.info(
         "cold start %d: %d liked (%d unknown) -> %d movies by %s from run %s in %.1f ms",
         request_id,
         len(liked),
-        len(unknown),
-        len(movie_ids),
-        method,
-        run_id,
+        len(found.unknown_ids),
+        len(found.recommendations),
+        found.method,
+        found.run_id,
         result.seconds * 1000,
     )
     return result
 
 
-def _answer(conn, settings: Settings, liked: tuple[int, ...], k: int):
-    """Read the served run and its bundle and score: (run id, method, unknown ids, movie ids,
-    scores, the movies' title, genres and year)."""
-    served = conn.execute(db.query("cold_start_job.served_run")).first()
-    if served is None:
-        raise StateError(f"{settings.db}: no published run to answer from; run `recjobs run` first")
-    run_id, artifacts_dir = served
-    bundle = read_bundle(run_id, served_run_dir(settings, run_id, artifacts_dir))
-    rows, unknown_ids = bundle.rows_of(liked)
-    method, scores = scores_for(bundle, rows)
-    best = top_k(scores, rows, k)
-    movie_ids = [int(m) for m in bundle.movie_ids[best]]
-    best_scores = [round(float(s), 6) for s in scores[best]]
-    rows = conn.execute(db.query("cold_start_job.movies"), {"ids": json.dumps(movie_ids)}).all()
-    movies = {row[0]: tuple(row[1:]) for row in rows}
-    return run_id, method, tuple(int(i) for i in unknown_ids), movie_ids, best_scores, movies
-
-
-def _store(conn, run_id, liked, unknown, k, method, movie_ids, best_scores, started: float) -> int:
+def _store(conn: sqlite3.Connection, found: ColdStartAnswer, started: float) -> int:
     """Insert the request and its answer; the request id."""
     request_id = conn.execute(
-        db.query("cold_start_job.insert_request"),
+        db.sql("cold_start_job.insert_request"),
         {
             "requested_at": _now(),
-            "run_id": run_id,
-            "liked_json": json.dumps(liked),
-            "unknown_json": json.dumps(unknown),
-            "k": k,
-            "method": method,
+            "run_id": found.run_id,
+            "liked_json": json.dumps(found.liked),
+            "unknown_json": json.dumps(found.unknown_ids),
+            "k": found.k,
+            "method": found.method,
             "answer_seconds": round(time.perf_counter() - started, 6),
         },
-    ).scalar_one()
-    if movie_ids:
-        conn.exec_driver_sql(
-            db.sql("cold_start_job.insert_recommendation"),
-            [
-                (request_id, rank, movie_id, score)
-                for rank, (movie_id, score) in enumerate(zip(movie_ids, best_scores, strict=True), start=1)
-            ],
-        )
+    ).fetchone()[0]
+    conn.executemany(
+        db.sql("cold_start_job.insert_recommendation"),
+        [(request_id, rank, r.movie_id, r.score) for rank, r in enumerate(found.recommendations, start=1)],
+    )
     return request_id
 
 

@@ -2,6 +2,11 @@
 
 Functions that write take a connection; `transaction(path)` opens the file and owns
 the transaction. The SQL itself lives in sql/*.sql.
+
+SQLAlchemy is imported on first use: the cold-start hot paths (`recjobs cold-start`, the
+server's cold-start route) use the standard library's sqlite3 through `plain_reading`,
+`plain_transaction` and `snapshot`, because SQLAlchemy's import alone (about 0.17 s) is
+most of a short command's time.
 """
 
 from __future__ import annotations
@@ -11,10 +16,10 @@ import functools
 import re
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 MAX_ID = 2**31 - 1  # the largest user or movie id accepted anywhere (input files, cold start)
@@ -37,11 +42,15 @@ def sql(name: str) -> str:
 
 
 def query(name: str):
+    from sqlalchemy import text
+
     return text(sql(name))
 
 
 @functools.cache
 def _engine(path: str) -> Engine:
+    from sqlalchemy import create_engine, event
+
     engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 60})
 
     @event.listens_for(engine, "connect")
@@ -66,6 +75,8 @@ def _engine(path: str) -> Engine:
 
 @functools.cache
 def _read_only_engine(path: str) -> Engine:
+    from sqlalchemy import create_engine, event
+
     def connect():
         return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60, check_same_thread=False)
 
@@ -86,6 +97,8 @@ def _read_only_engine(path: str) -> Engine:
 def read_only(path: Path):
     """A snapshot read of an existing recjobs database, opened read-only (SQLite mode=ro): it
     never creates the file, the schema or anything else. For commands that only read."""
+    from sqlalchemy.exc import OperationalError
+
     from .errors import IO_ERROR, StateError
 
     if not Path(path).is_file():
@@ -120,6 +133,58 @@ def reading(path: Path):
         yield conn
 
 
+@contextlib.contextmanager
+def snapshot(conn: sqlite3.Connection):
+    """Reads on a stdlib sqlite3 connection (autocommit, isolation_level None) that share one
+    snapshot: a deferred transaction, no write lock, so a publish meanwhile is seen whole or not."""
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")  # reads only: ending the snapshot undoes nothing
+
+
+def plain_connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
+    """A stdlib sqlite3 connection to an existing database, autocommit, with the engine's pragmas."""
+    target = f"file:{Path(path).resolve()}?mode=ro" if read_only else str(path)
+    conn = sqlite3.connect(target, uri=read_only, timeout=60, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=60000")
+    if read_only:
+        conn.execute("PRAGMA query_only=1")
+    else:
+        conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+@contextlib.contextmanager
+def plain_reading(path: Path):
+    """`reading` on the standard library's sqlite3: one snapshot of an existing database."""
+    conn = plain_connect(path)
+    try:
+        with snapshot(conn):
+            yield conn
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def plain_transaction(path: Path):
+    """`transaction` on the standard library's sqlite3: the write lock up front, committed on
+    success, rolled back on error."""
+    conn = plain_connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
 def insert_many(conn: Connection, name: str, rows, chunk: int = 50_000) -> int:
     """Run sql/<name>.sql (qmark placeholders) over an iterable of tuples."""
     statement = sql(name)
@@ -139,6 +204,8 @@ def insert_many(conn: Connection, name: str, rows, chunk: int = 50_000) -> int:
 def check_integrity(conn: Connection, path: Path) -> None:
     """PRAGMA quick_check on a connection; a StateError naming the first problem if the file is
     damaged (publishing into it, or serving it, would spread the damage or hide it)."""
+    from sqlalchemy.exc import DBAPIError
+
     from .errors import StateError
 
     try:

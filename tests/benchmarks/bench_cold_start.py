@@ -122,7 +122,7 @@ def main() -> None:
             artifacts_dir = conn.execute("SELECT artifacts_dir FROM model_runs WHERE run_id = ?", (run_id,)).fetchone()[
                 0
             ]
-        bundle = cb.read_bundle(run_id, cs.served_run_dir(settings, run_id, artifacts_dir))
+        bundle = cb.read_bundle(run_id, cs.served_run_dir(settings.artifacts, run_id, artifacts_dir))
         rows = cs.np.searchsorted(bundle.movie_ids, liked)
         scoring = []
         for _ in range(args.calls):
