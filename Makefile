@@ -64,6 +64,12 @@ format: setup
 bench-cold-start: setup data
 	$(BIN)/python tests/benchmarks/bench_cold_start.py --data-dir data_small
 
+# Recall@10 / NDCG@10 of the cold-start blend per popularity prior and N liked movies, on held-out users
+# drawn apart from the ones evaluate_cold_start reports; prints the table and the chosen prior (BLEND_PRIOR).
+.PHONY: choose-cold-start-prior
+choose-cold-start-prior: setup data
+	$(BIN)/python tests/benchmarks/choose_cold_start_prior.py --data-dir data_small
+
 # Requests/s and p50/p99 of recommendations_for_user at concurrency 8 (wrk, median of 3 x 10 s): one
 # server process against several, plain, during a publish, and with a caching (ETag) client.
 .PHONY: bench-serve

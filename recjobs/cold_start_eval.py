@@ -15,6 +15,10 @@ Recall@10 = hits / min(10, later positives); NDCG@10 with binary relevance. Only
 seeds are filtered from the lists (a new user has told us nothing else). The figures
 go to run_metrics (metric cold_start_recall_at_10 / cold_start_ndcg_at_10, segment
 '<method>_n<N>') and artifacts/<run_id>/cold_start_metrics.json.
+
+choose_blend_prior sweeps the blend's popularity prior (bundle.BLEND_PRIOR) the same way, on a
+second draw of held-out users disjoint from the reported one
+(tests/benchmarks/choose_cold_start_prior.py, `make choose-cold-start-prior`).
 """
 
 from __future__ import annotations
@@ -51,6 +55,14 @@ class ColdStartEvalResult:
     seconds: float
 
 
+def eligible_users(
+    user_id: np.ndarray, positive: np.ndarray, min_positives: int = max(SEED_COUNTS) + MIN_LATER_POSITIVES
+) -> np.ndarray:
+    """The users with at least `min_positives` positives (sorted): those a cold-start draw takes from."""
+    users, counts = np.unique(user_id[positive], return_counts=True)
+    return users[counts >= min_positives]
+
+
 def held_out_users(
     user_id: np.ndarray,
     positive: np.ndarray,
@@ -59,8 +71,7 @@ def held_out_users(
     share: float = HOLD_OUT_SHARE,
 ) -> np.ndarray:
     """A seeded random `share` of the users with at least `min_positives` positives (sorted)."""
-    users, counts = np.unique(user_id[positive], return_counts=True)
-    eligible = users[counts >= min_positives]
+    eligible = eligible_users(user_id, positive, min_positives)
     if len(eligible) < 2:
         return eligible[:0]
     size = max(1, int(round(share * len(eligible))))
@@ -206,3 +217,90 @@ def ranked_lists(held_out: bundle.Bundle, seeds: np.ndarray, conn, statement: st
     result = conn.exec_driver_sql(statement, {"liked": liked, "k": CUTOFF}).mappings()
     lists["sql"] = [row.get("similar_movie_id", row.get("movie_id")) for row in result]
     return lists
+
+
+# ---- choosing BLEND_PRIOR on users apart from the reported ones ----------------------------
+
+BLEND_PRIORS = (0.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 80.0)
+# The tuning draw is seeded with (random_seed, TUNING_DRAW): a stream of its own, not the
+# reported draw's (seeded with random_seed alone), and taken only from users outside that draw.
+TUNING_DRAW = 1
+
+
+@dataclass(frozen=True)
+class BlendPriorChoice:
+    chosen_prior: float  # best mean Recall@10 over SEED_COUNTS; ties: best mean NDCG@10, then the smaller prior
+    reported_users: np.ndarray  # evaluate_cold_start's held-out users, never scored here
+    tuning_users: np.ndarray  # the users the priors were scored on
+    tuning_seed: tuple[int, int]
+    recall_at_10: dict  # prior -> {N: value}
+    ndcg_at_10: dict
+    mean_recall_at_10: dict  # prior -> mean over SEED_COUNTS
+    mean_ndcg_at_10: dict
+    seconds: float
+
+
+def tuning_users(
+    user_id: np.ndarray, positive: np.ndarray, seed: int, share: float = HOLD_OUT_SHARE
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the reported draw, a tuning draw): the reported draw is held_out_users(seed), exactly what
+    evaluate_cold_start holds out; the tuning draw is as many users (sorted), drawn with the seed
+    (seed, TUNING_DRAW) from the eligible users not in the reported draw."""
+    reported = held_out_users(user_id, positive, seed, share=share)
+    rest = np.setdiff1d(eligible_users(user_id, positive), reported)
+    size = min(len(reported), len(rest))
+    tuning = np.sort(np.random.default_rng((seed, TUNING_DRAW)).choice(rest, size=size, replace=False))
+    assert not np.isin(tuning, reported).any(), "the tuning draw overlaps the reported one"
+    return reported, tuning
+
+
+def choose_blend_prior(
+    settings: Settings, ratings: dict, priors=BLEND_PRIORS, run_id: str = "choose-blend-prior"
+) -> BlendPriorChoice:
+    """Recall@10 and NDCG@10 of the served blend for each popularity prior and N liked movies, on
+    a tuning draw of held-out users apart from the reported one; the method is fitted without the
+    tuning users (the reported users stay in training, as the tuning users do in the reported fit).
+    Same protocol as evaluate_cold_start: the first N liked movies in time order are the seeds."""
+    started = time.perf_counter()
+    positive = ratings["rating"] >= settings.positive_threshold
+    reported, tuning = tuning_users(ratings["user_id"], positive, settings.random_seed)
+    if len(tuning) == 0:
+        raise ValueError("no eligible user outside the reported draw; too few users to choose a prior")
+    _, held_out_bundle = fit_without(ratings, tuning, settings, run_id)
+    histories = positives_in_time_order(ratings, positive, tuning)
+
+    sums = {(p, n): np.zeros(2) for p in priors for n in SEED_COUNTS}
+    for history in histories.values():
+        for n in SEED_COUNTS:
+            rows, _ = held_out_bundle.rows_of(history[:n])
+            targets = {int(m) for m in history[n:]}
+            for p in priors:
+                _, scores = bundle.scores_for(held_out_bundle, rows, blend_prior=p)
+                top = held_out_bundle.movie_ids[top_k(scores, rows, CUTOFF)]
+                sums[(p, n)] += recall_ndcg_of_items(top, targets)
+
+    recall = {p: {n: round(float(sums[(p, n)][0] / len(histories)), 6) for n in SEED_COUNTS} for p in priors}
+    ndcg = {p: {n: round(float(sums[(p, n)][1] / len(histories)), 6) for n in SEED_COUNTS} for p in priors}
+    mean_recall = {p: round(float(np.mean(list(recall[p].values()))), 6) for p in priors}
+    mean_ndcg = {p: round(float(np.mean(list(ndcg[p].values()))), 6) for p in priors}
+    chosen = min(priors, key=lambda p: (-mean_recall[p], -mean_ndcg[p], p))
+    result = BlendPriorChoice(
+        float(chosen),
+        reported,
+        tuning,
+        (settings.random_seed, TUNING_DRAW),
+        recall,
+        ndcg,
+        mean_recall,
+        mean_ndcg,
+        round(time.perf_counter() - started, 3),
+    )
+    log.info(
+        "choose_blend_prior: %d tuning users (apart from %d reported); prior %g, mean Recall@10 %.4f, in %.1fs",
+        len(histories),
+        len(reported),
+        chosen,
+        mean_recall[chosen],
+        result.seconds,
+    )
+    return result

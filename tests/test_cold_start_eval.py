@@ -69,3 +69,30 @@ def test_too_few_users_measures_nothing_and_stores_nothing(tiny_settings):
     with sqlite3.connect(tiny_settings.db) as conn:
         assert conn.execute("SELECT count(*) FROM run_metrics WHERE metric LIKE 'cold_start%'").fetchone()[0] == 0
     assert (Path(tiny_settings.artifacts) / "tiny" / "cold_start" / "item_factors.npy").is_file()
+
+
+def test_the_blend_prior_is_chosen_on_users_apart_from_the_reported_ones(tmp_path):
+    from recjobs.artifacts import RATING_ARRAYS
+    from recjobs.movielens import read_catalog
+    from recjobs.settings import Settings
+    from support import nightly_dir
+
+    settings = Settings(data_dir=nightly_dir(tmp_path / "data"), factors=4, iterations=3)
+    frame = read_catalog(settings.data_dir).ratings
+    ratings = {name: frame[name].to_numpy().astype(kind) for name, kind in RATING_ARRAYS.items()}
+    priors = (0.0, 5.0, 20.0, 80.0)
+    choice = ev.choose_blend_prior(settings, ratings, priors=priors)
+
+    positive = ratings["rating"] >= settings.positive_threshold
+    reported = ev.held_out_users(ratings["user_id"], positive, settings.random_seed)
+    assert np.array_equal(choice.reported_users, reported)  # exactly what evaluate_cold_start holds out
+    assert len(choice.tuning_users) == len(reported) > 0
+    assert not np.isin(choice.tuning_users, reported).any()
+    assert set(choice.tuning_users) <= set(ev.eligible_users(ratings["user_id"], positive))
+
+    assert set(choice.recall_at_10) == set(priors) and all(
+        set(r) == set(ev.SEED_COUNTS) for r in choice.recall_at_10.values()
+    )
+    assert choice.chosen_prior in priors
+    assert choice.mean_recall_at_10[choice.chosen_prior] == max(choice.mean_recall_at_10.values())
+    assert choice.mean_recall_at_10[0.0] == pytest.approx(np.mean(list(choice.recall_at_10[0.0].values())), abs=1e-6)
