@@ -17,6 +17,8 @@ Light on purpose: numpy and the artifacts folder only, never pandas, scipy or im
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -64,6 +66,16 @@ class Bundle:
     item_parts: tuple = ()
     trending: np.ndarray | None = None  # positives per movie in the run's last trend_days
     trend_weight: float = 0.0
+
+    @functools.cached_property
+    def standardized_trending(self) -> np.ndarray:
+        """The trending part's scores, the same for every request: computed once per process."""
+        return scoring.standardized(np.log1p(self.trending))
+
+    @functools.cached_property
+    def standardized_popularity(self) -> np.ndarray:
+        """Log popularity, standardized: what the blend leans toward for few liked movies."""
+        return scoring.standardized(np.log1p(self.popularity))
 
     @property
     def liked_confidence(self) -> float:
@@ -186,27 +198,43 @@ def is_stale(path: Path, run_dir: Path) -> bool:
         return True
 
 
-_cache: dict[str, tuple[int, Bundle]] = {}
+_cache: dict[str, tuple[tuple[int, int], Bundle]] = {}
 _cache_lock = threading.Lock()
 
 
-def read_bundle(run_id: str, run_dir: Path) -> Bundle:
-    """The run's bundle (written on first use), memory-mapped and cached per process."""
+def ensure_bundle(run_dir: Path) -> Path:
+    """The run's bundle folder, written first if it is missing, incomplete or older than the model."""
     path = Path(run_dir) / artifacts.COLD_START_BUNDLE
     if not path.is_dir() or is_stale(path, run_dir) or not all((path / f"{n}.npy").is_file() for n in BUNDLE_ARRAYS):
         write_bundle(run_dir)
-    stamp = (path / artifacts.PARAMS).stat().st_mtime_ns
-    key = str(path.resolve())
-    cached = _cache.get(key)
-    if cached and cached[0] == stamp:
-        return cached[1]
+    return path
+
+
+def _stamp(path: Path, run_dir: Path) -> tuple[int, int]:
+    """When the bundle and the run's model were last written: a changed stamp means read again."""
+    return (
+        os.stat(path / artifacts.PARAMS).st_mtime_ns,
+        os.stat(Path(run_dir) / artifacts.model_file(artifacts.FULL)).st_mtime_ns,
+    )
+
+
+def read_bundle(run_id: str, run_dir: Path) -> Bundle:
+    """The run's bundle (written on first use), memory-mapped and cached per process: a cached
+    bundle costs two stat calls a request."""
+    path = Path(run_dir) / artifacts.COLD_START_BUNDLE
+    cached = _cache.get(str(path))
+    if cached:
+        with contextlib.suppress(OSError):
+            if _stamp(path, run_dir) == cached[0]:
+                return cached[1]
+    ensure_bundle(run_dir)
     try:
         params, arrays, parts = _map_bundle(path)
     except (OSError, ValueError, KeyError):  # damaged or truncated: written again from the run's files
         log.warning("cold start: %s is damaged; writing it again", path)
         write_bundle(run_dir)
-        stamp = (path / artifacts.PARAMS).stat().st_mtime_ns
         params, arrays, parts = _map_bundle(path)
+    stamp = _stamp(path, run_dir)
     bundle = Bundle(
         run_id,
         arrays["movie_ids"],
@@ -222,16 +250,22 @@ def read_bundle(run_id: str, run_dir: Path) -> Bundle:
     with _cache_lock:
         if len(_cache) >= 4:
             _cache.clear()
-        _cache[key] = (stamp, bundle)
+        _cache[str(path)] = (stamp, bundle)
     return bundle
+
+
+def _mapped(path: Path) -> np.ndarray:
+    """A read-only memory map of a .npy file, as a plain ndarray view (numpy's memmap class
+    costs Python code on every slice; the view keeps the map open)."""
+    return np.load(path, mmap_mode="r").view(np.ndarray)
 
 
 def _map_bundle(path: Path):
     """(params, arrays, item parts) of a bundle folder, memory-mapped; raises if any is damaged."""
     params = artifacts.read_json(path / artifacts.PARAMS)
-    arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in BUNDLE_ARRAYS}
+    arrays = {name: _mapped(path / f"{name}.npy") for name in BUNDLE_ARRAYS}
     parts = tuple(
-        (float(weight), tuple(np.load(path / f"part{number}_{name}.npy", mmap_mode="r") for name in CSR_ARRAYS))
+        (float(weight), tuple(_mapped(path / f"part{number}_{name}.npy") for name in CSR_ARRAYS))
         for number, weight in enumerate(params["item_part_weights"])
     )
     return params, arrays, parts
@@ -268,9 +302,7 @@ def method_scores(bundle: Bundle, rows: np.ndarray, confidence=None, profiles=No
     for number, (weight, matrix) in enumerate(bundle.item_parts):
         part_rows, weights = (rows, 1.0) if profiles is None else profiles[number]
         parts.append((weight, scoring.csr_rows_sum(matrix, len(bundle.movie_ids), part_rows, weights)))
-    if bundle.trend_weight > 0:
-        parts.append((bundle.trend_weight, np.log1p(bundle.trending)))
-    return scoring.blend(als, parts)
+    return scoring.blend(als, parts, [(bundle.trend_weight, bundle.standardized_trending)])
 
 
 def popularity_share(n_known: int, prior: float = BLEND_PRIOR) -> float:
@@ -287,6 +319,4 @@ def scores_for(
     if len(rows) > blend_max_known:
         return "als_fold_in", method
     share = popularity_share(len(rows), blend_prior)
-    return "blend", (1.0 - share) * scoring.standardized(method) + share * scoring.standardized(
-        np.log1p(bundle.popularity)
-    )
+    return "blend", (1.0 - share) * scoring.standardized(method) + share * bundle.standardized_popularity

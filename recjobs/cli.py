@@ -265,7 +265,7 @@ def cold_start_command(liked, k, as_json, **values):
 
 
 @cli.command()
-@settings_options(["db", "serve_workers"])
+@settings_options(["db", "artifacts", "serve_workers"])
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8001, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option(

@@ -71,40 +71,44 @@ class ColdStartResult:
     seconds: float
 
 
-def _one_id(value) -> int:
+class NothingPublished(StateError):
+    """The database has no published run to answer from."""
+
+
+def _one_id(value, example: str) -> int:
     if isinstance(value, bool) or isinstance(value, float):
-        raise ConfigError(f"liked: {value!r} is not an integer movie id; expected integers, {LIKED_EXAMPLE}")
+        raise ConfigError(f"liked: {value!r} is not an integer movie id; expected integers, {example}")
     if isinstance(value, str):
         text = value.strip()
         if text == "":
-            raise ConfigError(f"liked: empty entry in the list; expected comma-separated integers, {LIKED_EXAMPLE}")
+            raise ConfigError(f"liked: empty entry in the list; expected comma-separated integers, {example}")
         if not re.fullmatch(r"[+-]?[0-9]+", text):
             shown = repr(text) if len(text) <= 40 else f"{text[:40]!r}... ({len(text)} characters)"
-            raise ConfigError(f"liked: {shown} is not an integer movie id; expected integers, {LIKED_EXAMPLE}")
+            raise ConfigError(f"liked: {shown} is not an integer movie id; expected integers, {example}")
         if len(text) > 100:  # int() of thousands of digits fails
             raise ConfigError(f"liked: a {len(text)}-digit number is not a valid movie id; expected 1 to {MAX_ID}")
         value = int(text)
     if not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"liked: {value!r} is not an integer movie id; expected integers, {LIKED_EXAMPLE}")
+        raise ConfigError(f"liked: {value!r} is not an integer movie id; expected integers, {example}")
     value = int(value)
     if not 1 <= value <= MAX_ID:
         raise ConfigError(f"liked: {value} is not a valid movie id; expected 1 to {MAX_ID}")
     return value
 
 
-def parse_liked(value) -> tuple[int, ...]:
+def parse_liked(value, example: str = LIKED_EXAMPLE) -> tuple[int, ...]:
     """Liked movie ids from '296,318,593' or a list of ints / digit strings; duplicates collapse
-    (first occurrence kept). Raises ConfigError for anything else."""
+    (first occurrence kept). Raises ConfigError for anything else; `example` ends its messages."""
     if value is None:
-        raise ConfigError(f"liked: no movie ids given; expected 1 to {MAX_LIKED} ids, {LIKED_EXAMPLE}")
+        raise ConfigError(f"liked: no movie ids given; expected 1 to {MAX_LIKED} ids, {example}")
     items = value.split(",") if isinstance(value, str) else value
     try:
         items = list(items)
     except TypeError:
-        raise ConfigError(f"liked: {value!r} is not a list of movie ids; {LIKED_EXAMPLE}") from None
+        raise ConfigError(f"liked: {value!r} is not a list of movie ids; {example}") from None
     if isinstance(value, str) and value.strip() == "" or not items:
-        raise ConfigError(f"liked: no movie ids given; expected 1 to {MAX_LIKED} ids, {LIKED_EXAMPLE}")
-    liked = tuple(dict.fromkeys(_one_id(item) for item in items))
+        raise ConfigError(f"liked: no movie ids given; expected 1 to {MAX_LIKED} ids, {example}")
+    liked = tuple(dict.fromkeys(_one_id(item, example) for item in items))
     if len(liked) > MAX_LIKED:
         raise ConfigError(f"liked: {len(liked)} distinct movie ids given; at most {MAX_LIKED} are accepted")
     return liked
@@ -137,7 +141,7 @@ def answer(
     the database. `where` names the database in errors."""
     served = conn.execute(db.sql("cold_start_job.served_run")).fetchone()
     if served is None:
-        raise StateError(f"{where}: no published run to answer from; run `recjobs run` first")
+        raise NothingPublished(f"{where}: no published run to answer from; run `recjobs run` first")
     run_id, artifacts_dir = served
     bundle = read_bundle(run_id, served_run_dir(artifacts_root, run_id, artifacts_dir))
     rows, unknown_ids = bundle.rows_of(liked)

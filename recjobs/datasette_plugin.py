@@ -13,6 +13,10 @@
 - A bad sort or `_through` argument is a 400 with one line, not a 500; a damaged database
   is a 500 that says so, never a 400 that blames the request.
 - `/-/health`: the published run, its age and how many users it serves; 503 when none.
+- `/recs/-/cold_start.json?liked=296,318,593&k=10`: the cold-start job's answer for a new
+  user (recjobs.cold_start.answer, from the published run's memory-mapped bundle), computed
+  in the server process and answered by the ASGI wrapper itself, after the checks above and
+  with the ETag; nothing is stored.
 - Answers of the canned queries that read only the published run (RUN_KEYED_QUERIES) carry
   an ETag made from the published run and its publish time, read before the query runs: a
   client sending it back gets 304 until the next publish, and an answer is never older than
@@ -21,15 +25,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 import re
 import sqlite3
+import time
+from pathlib import Path
 
 from datasette import hookimpl
 
 from .db import sql
+
+log = logging.getLogger(__name__)
 
 READ_METHODS = {"GET", "HEAD"}
 DENIED_ACTIONS = {sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH}
@@ -46,7 +56,10 @@ RUN_KEYED_QUERIES = (
     "genre_mix",
     "users_by_history_length",
 )
-RUN_KEYED_PATH = re.compile(rf"/recs/({'|'.join(RUN_KEYED_QUERIES)})\.json")
+COLD_START_PATH = "/recs/-/cold_start.json"
+RUN_KEYED_PATH = re.compile(rf"/recs/({'|'.join(RUN_KEYED_QUERIES)})\.json|{re.escape(COLD_START_PATH)}")
+COLD_START_COLUMNS = ("movie_id", "title", "genres", "year", "score")
+COLD_START_EXAMPLE = "e.g. ?liked=296,318,593&k=10"
 PUBLIC_TABLES = {"movies"}  # the default profile's only table, by row pages
 HEALTH_SQL = sql("health")
 DAMAGE_MESSAGES = ("database disk image is malformed", "file is not a database")
@@ -68,7 +81,7 @@ def default_profile_paths(canned_queries) -> re.Pattern:
     names = "|".join(re.escape(name) for name in canned_queries)
     return re.compile(
         rf"/|/recs(\.json)?|/recs/({names}|movies)(\.json)?|/recs/movies/[0-9]+(\.json)?"
-        r"|/-/health(\.json)?|/-/static/[A-Za-z0-9_-][A-Za-z0-9_.-]*"
+        rf"|/-/health(\.json)?|{re.escape(COLD_START_PATH)}|/-/static/[A-Za-z0-9_-][A-Za-z0-9_.-]*"
         r"|/-/static-plugins/[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)+|/favicon\.ico"
     )
 
@@ -172,18 +185,22 @@ def handle_exception(datasette, request, exception):
     return None
 
 
+def own_connection(datasette) -> sqlite3.Connection:
+    """This process's own read-only connection (autocommit, query_only) for the health, ETag
+    and cold-start reads; used only on the event loop's thread."""
+    conn = getattr(datasette, "_recjobs_pointer", None)
+    if conn is None:
+        from .db import plain_connect
+        from .serve import DATABASE
+
+        conn = datasette._recjobs_pointer = plain_connect(Path(datasette.get_database(DATABASE).path), read_only=True)
+    return conn
+
+
 def published_run(datasette) -> tuple | None:
     """(run_id, published_at, n_users) of the published run, or None: one indexed read (tens of
     microseconds) on this process's own read-only connection."""
-    conn = getattr(datasette, "_recjobs_pointer", None)
-    if conn is None:
-        from .serve import DATABASE
-
-        path = datasette.get_database(DATABASE).path
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        conn.execute("PRAGMA query_only = 1")
-        datasette._recjobs_pointer = conn
-    return conn.execute(HEALTH_SQL).fetchone()
+    return own_connection(datasette).execute(HEALTH_SQL).fetchone()
 
 
 def etag_of(published: tuple) -> bytes:
@@ -231,6 +248,76 @@ async def health(datasette):
     return Response.json(answer, headers=no_store)
 
 
+def _json_error(message: str, status: int):
+    from datasette.utils.asgi import Response
+
+    return Response.json({"ok": False, "error": message, "status": status, "title": None}, status=status)
+
+
+async def cold_start_answer(datasette, request):
+    """A new user's recommendations: the cold-start job's answer (same function, same numbers),
+    read from one snapshot so a publish meanwhile is answered from one run entirely. The server
+    stays read-only: the request is not stored (with `recjobs -v serve`, a DEBUG line logs it)."""
+    from datasette.utils.asgi import Response
+
+    from . import cold_start, db
+    from .errors import ConfigError, StateError
+    from .serve import DATABASE
+
+    started = time.perf_counter()
+    try:
+        for name in ("liked", "k", "_shape"):
+            if len(request.args.getlist(name)) > 1:
+                raise ConfigError(f"{name}: given {len(request.args.getlist(name))} times; expected once")
+        shape = request.args.get("_shape") or "objects"
+        if shape not in ("objects", "array"):
+            raise ConfigError(f"_shape: {shape[:40]!r} is not offered here; expected objects or array")
+        liked = cold_start.parse_liked(request.args.get("liked"), COLD_START_EXAMPLE)
+        k = cold_start.check_k(request.args.get("k") or 10)
+        conn = own_connection(datasette)
+        with db.snapshot(conn):
+            found = cold_start.answer(conn, datasette._recjobs_artifacts, liked, k, DATABASE)
+    except ConfigError as e:
+        return _json_error(str(e), 400)
+    except cold_start.NothingPublished as e:
+        return _json_error(str(e), 503)
+    except sqlite3.DatabaseError as e:
+        if str(e) in DAMAGE_MESSAGES:
+            return _json_error(DAMAGED % e, 500)
+        raise
+    except (StateError, OSError) as e:  # the bundle or the run's files: the operator's problem
+        log.warning("cold start over HTTP cannot answer: %s", e)
+        return _json_error("cold start is unavailable: the published run's files cannot be read (see the log)", 503)
+    rows = [dataclasses.asdict(r) for r in found.recommendations]
+    log.debug(
+        "cold start over HTTP: liked %s (unknown %s), k %d -> %s from run %s in %.2f ms",
+        found.liked,
+        found.unknown_ids,
+        k,
+        found.method,
+        found.run_id,
+        (time.perf_counter() - started) * 1000,
+    )
+    if shape == "array":
+        return Response.json(rows)
+    return Response.json(
+        {
+            "ok": True,
+            "database": DATABASE,
+            "query_name": "cold_start",
+            "run_id": found.run_id,
+            "method": found.method,
+            "liked": list(found.liked),
+            "unknown_ids": list(found.unknown_ids),
+            "k": k,
+            "columns": list(COLD_START_COLUMNS),
+            "rows": rows,
+            "truncated": False,
+            "query_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+    )
+
+
 @hookimpl
 def register_routes():
     return [(r"^/-/health(\.json)?$", health)]
@@ -275,6 +362,11 @@ def asgi_wrapper(datasette):
                         if etag in [tag.strip() for tag in asked.split(b",")]:
                             return await _not_modified(send, etag)
                         send = _with_etag(send, etag)
+                if scope["path"] == COLD_START_PATH:  # answered here: datasette's per-request work is most of its time
+                    from datasette.utils.asgi import Request
+
+                    response = await cold_start_answer(datasette, Request(scope, receive))
+                    return await response.asgi_send(send)
             await app(scope, receive, send)
 
         return read_only

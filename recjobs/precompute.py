@@ -1,5 +1,6 @@
 """precompute: top-k movies for every user of the published model and the most similar
-movies for every movie; then, if the run passes the quality gate, publish it.
+movies for every movie, and the run's cold-start bundle; then, if the run passes the quality
+gate, publish it.
 
 The rows, the catalog and the pointer flip are one transaction (recjobs.publish).
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import artifacts, db, model, publish, runs
+from . import artifacts, bundle, db, model, publish, runs
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
         top_ids, top_scores = fitted.recommend(all_users, everything, settings.k, settings)
         similar_ids, similar_scores = model.similar(fitted.als, settings.n_similar)
         catalog = artifacts.read_stored_catalog(directory)
+        bundle.ensure_bundle(directory)  # new users are answered from the moment the run is published
 
     with db.transaction(settings.db) as conn:
         db.check_integrity(conn, settings.db)  # never publish into a damaged file

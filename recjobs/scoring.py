@@ -23,15 +23,19 @@ def standardized(scores: np.ndarray) -> np.ndarray:
     return (scores - scores.mean(axis=-1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
 
 
-def blend(als_scores: np.ndarray, parts) -> np.ndarray:
-    """The method's scores from the ALS scores and (weight, scores) of each item-item part.
+def blend(als_scores: np.ndarray, parts, standardized_parts=()) -> np.ndarray:
+    """The method's scores from the ALS scores and (weight, scores) of each item-item part, then
+    of each part given already standardized (one a run reuses, such as its trending scores).
     With no part of positive weight the ALS scores are returned as they are (same order)."""
     parts = [(weight, scores) for weight, scores in parts if weight > 0]
-    if not parts:
+    ready = [(weight, scores) for weight, scores in standardized_parts if weight > 0]
+    if not parts and not ready:
         return als_scores
     total = standardized(als_scores)
     for weight, scores in parts:
         total += weight * standardized(scores)
+    for weight, scores in ready:
+        total += weight * scores
     return total
 
 

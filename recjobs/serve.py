@@ -22,13 +22,15 @@ import yaml
 
 from .db import SQL_DIR, sql
 from .errors import ConfigError, StateError
-from .settings import Settings
+from .settings import Settings, from_env
 
 log = logging.getLogger(__name__)
 
 CONFIG_PATH = SQL_DIR / "datasette.yaml"
 DATABASE = "recs"  # the URL path of the database, whatever its file is called
 PROFILES = ("default", "reporting")
+# what `serve` hands each worker process's asgi_app()
+ASGI_DB, ASGI_PROFILE, ASGI_ARTIFACTS = "RECJOBS_SERVE_DB", "RECJOBS_SERVE_PROFILE", "RECJOBS_SERVE_ARTIFACTS"
 
 
 @dataclass(frozen=True)
@@ -68,11 +70,14 @@ def front_page_list(queries: dict) -> str:
             f'<li><a href="{html.escape(path)}">{html.escape(query["title"])}</a> '
             f'(<a href="{html.escape(json_path)}">JSON</a>): {html.escape(query["description"])}</li>'
         )
-    health = (
+    more = (
+        '<li><a href="/recs/-/cold_start.json?liked=296,318,593&amp;k=10">Recommendations for a new user, '
+        "computed from the published model</a> (JSON): the cold-start job's answer for the liked movie ids; "
+        "prefer it to the similar-movies query above.</li>"
         '<li><a href="/-/health">Health</a>: the published run, its age in hours and the users it serves; '
         "503 when none.</li>"
     )
-    return f"<ul>{''.join(items)}{health}</ul>"
+    return f"<ul>{''.join(items)}{more}</ul>"
 
 
 def datasette_config(profile: str = "default") -> DatasetteConfig:
@@ -127,8 +132,9 @@ def check_database(path: Path) -> None:
         log.warning("%s has no published run yet: model_info reports it until a run is published", path)
 
 
-def build_datasette(db_path: Path, profile: str = "default"):
-    """A Datasette instance over db_path (read-only) with the profile's configuration."""
+def build_datasette(db_path: Path, profile: str = "default", artifacts: Path | None = None):
+    """A Datasette instance over db_path (read-only) with the profile's configuration; the
+    cold-start route reads the published run's bundle under `artifacts` (default: the settings')."""
     from datasette.app import Datasette
     from datasette.plugins import pm
 
@@ -150,6 +156,7 @@ def build_datasette(db_path: Path, profile: str = "default"):
         ds.remove_database(name)
         ds.add_database(database, name=DATABASE)
     assert ds.databases[DATABASE].is_mutable  # mode=ro, re-read on every request; never immutable
+    ds._recjobs_artifacts = Path(artifacts) if artifacts else from_env().artifacts  # read by the plugin
     return ds
 
 
@@ -167,6 +174,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8001, reporti
     profile = "reporting" if reporting else "default"
     workers = worker_count(settings)
     os.environ[ASGI_DB], os.environ[ASGI_PROFILE] = str(db_path), profile  # read by each worker's app()
+    os.environ[ASGI_ARTIFACTS] = str(Path(settings.artifacts).resolve())
     log.info(
         "serving %s read-only at http://%s:%d/%s (profile %s, %d processes)",
         db_path,
@@ -188,9 +196,8 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8001, reporti
     )
 
 
-ASGI_DB, ASGI_PROFILE = "RECJOBS_SERVE_DB", "RECJOBS_SERVE_PROFILE"
-
-
 def asgi_app():
     """The ASGI app of one server process: datasette over the file `serve` checked."""
-    return build_datasette(Path(os.environ[ASGI_DB]), os.environ.get(ASGI_PROFILE, "default")).app()
+    return build_datasette(
+        Path(os.environ[ASGI_DB]), os.environ.get(ASGI_PROFILE, "default"), os.environ.get(ASGI_ARTIFACTS)
+    ).app()

@@ -207,12 +207,20 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(db: Path, log_path: Path, reporting: bool = False, port: int | None = None, workers: int = 2):
+def running_server(
+    db: Path,
+    log_path: Path,
+    reporting: bool = False,
+    port: int | None = None,
+    workers: int = 2,
+    artifacts: Path | None = None,
+):
     """`recjobs serve` (`workers` processes) as a subprocess in its own process group; stopped by
-    pid on exit."""
+    pid on exit. Without `artifacts` the cold-start route reads the folder model_runs records."""
     port = port or free_port()
     args = [sys.executable, "-m", "recjobs", "serve", "--db", str(db), "--host", "127.0.0.1", "--port", str(port)]
     args += ["--serve-workers", str(workers)] + (["--reporting"] if reporting else [])
+    args += ["--artifacts", str(artifacts)] if artifacts else []
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -3,8 +3,9 @@
 Starts `recjobs serve` on a copy of --db twice in one run, with one server process and with
 --workers processes, and drives each with wrk (`--tool wrk`, the default; Debian package wrk)
 or Python threads: plain requests; plain requests while a run is published (`recjobs
-precompute` of the served run, in another process); and a caching client that sends back the
-ETag it got (If-None-Match), so unchanged answers come back as 304. Prints requests/s, p50,
+precompute` of the served run, in another process); a caching client that sends back the
+ETag it got (If-None-Match), so unchanged answers come back as 304; and new users on the
+cold-start route (1 to 10 random movies the model knows, k=10), plain and during a publish. Prints requests/s, p50,
 p99 and errors of each (median of the repeats) and the multi-process/one-process ratios.
 
     python tests/benchmarks/bench_serve.py --db artifacts/recs.db            # or: make bench-serve
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from support import copy_db, running_server  # noqa: E402
 
 PATH = "/recs/recommendations_for_user.json?user_id={}&k=10&_shape=array"
+COLD_START_PATH = "/recs/-/cold_start.json?k=10&_shape=array&liked="
 
 
 def user_ids(db: Path) -> list[int]:
@@ -86,15 +88,51 @@ def python_client(url: str, users: list[int], concurrency: int, seconds: float, 
     }
 
 
+def cold_start_movies(db: Path) -> list[int]:
+    """The movies the published model knows (its similar-movies rows), for random liked lists."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT s.movie_id FROM published_run AS p JOIN similar_movies AS s ON s.run_id = p.run_id"
+            )
+        ]
+    finally:
+        conn.close()
+
+
+def user_path_lua(users: list[int]) -> str:
+    """Lua for wrk: `path`, recommendations_for_user of a random known user."""
+    return (
+        "local users = {" + ",".join(map(str, users)) + "}\n"
+        "local function next_path()\n"
+        f"  return string.format('{PATH.replace('{}', '%d')}', users[math.random(#users)])\n"
+        "end\n"
+    )
+
+
+def cold_start_path_lua(movies: list[int]) -> str:
+    """Lua for wrk: `path`, the cold-start route for 1 to 10 random movies the model knows."""
+    return (
+        "local movies = {" + ",".join(map(str, movies)) + "}\n"
+        "local function next_path()\n"
+        "  local ids = {}\n"
+        "  for i = 1, math.random(1, 10) do ids[i] = movies[math.random(#movies)] end\n"
+        f"  return '{COLD_START_PATH}' .. table.concat(ids, ',')\n"
+        "end\n"
+    )
+
+
 def wrk_client(url: str, users: list[int], concurrency: int, seconds: float, caching: bool = False, until=None) -> dict:
-    """`seconds` of wrk, or until the event `until` is set (wrk prints its results on SIGINT)."""
+    """`seconds` of wrk, or until the event `until` is set (wrk prints its results on SIGINT).
+    `users`: known user ids, or the Lua of another `next_path` (cold_start_path_lua)."""
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk, or use --tool python")
     script = (
-        "local users = {" + ",".join(map(str, users)) + "}\n"
-        "local etag = nil\n"
+        (users if isinstance(users, str) else user_path_lua(users)) + "local etag = nil\n"
         "request = function()\n"
-        f"  local path = string.format('{PATH.replace('{}', '%d')}', users[math.random(#users)])\n"
+        "  local path = next_path()\n"
         + ("  if etag then return wrk.format('GET', path, {['If-None-Match'] = etag}) end\n" if caching else "")
         + "  return wrk.format('GET', path)\n"
         "end\n"
@@ -194,6 +232,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json-out", type=Path, help="also write the results here")
+    parser.add_argument("--cold-start-only", action="store_true", help="only the cold-start route's cases")
     args = parser.parse_args(argv)
     if not args.db.is_file():
         sys.exit(f"{args.db}: no database; run `recjobs run` first (or pass --db)")
@@ -201,19 +240,23 @@ def main(argv=None) -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         db = copy_db(args.db, Path(tmp) / "recs.db")
-        users = user_ids(db)
+        users, new_users = user_ids(db), cold_start_path_lua(cold_start_movies(db))
         for workers in (1, args.workers):
             with running_server(db, Path(tmp) / f"serve-{workers}.log", workers=workers) as server:
                 client(server.url, users, args.concurrency, 2)  # warm-up
-                for name, publish, caching in (
-                    ("plain", None, False),
-                    ("during a publish (job_nice 10, the default)", 10, False),
-                    ("during a publish at normal priority (job_nice 0)", 0, False),
-                    ("caching client (ETag, 304)", None, True),
+                for name, publish, caching, asked in (
+                    ("plain", None, False, users),
+                    ("during a publish (job_nice 10, the default)", 10, False, users),
+                    ("during a publish at normal priority (job_nice 0)", 0, False, users),
+                    ("caching client (ETag, 304)", None, True, users),
+                    ("cold start, new users naming 1-10 movies (/recs/-/cold_start.json)", None, False, new_users),
+                    ("cold start during a publish (job_nice 10)", 10, False, new_users),
                 ):
-                    if caching and args.tool != "wrk":
+                    if args.tool != "wrk" and (caching or asked is new_users):
                         continue
-                    row = measure(client, server.url, users, args, db, publish, caching)
+                    if args.cold_start_only and asked is not new_users:
+                        continue
+                    row = measure(client, server.url, asked, args, db, publish, caching)
                     results.append({"workers": workers, "case": name, **row})
                     print(
                         f"{workers} process(es), {name}: {row['rps']:.0f} req/s, p50 {row['p50_ms']:.1f} ms, "
