@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sqlite3
 import subprocess
 import sys
@@ -211,3 +212,26 @@ def answer_of_run(run_dir: Path, liked: tuple[int, ...], k: int) -> list[tuple[i
     _, scores = bundle.scores_for(run, rows)
     best = scoring.top_k(scores, rows, k)
     return [(int(m), round(float(s), 6)) for m, s in zip(run.movie_ids[best], scores[best], strict=True)]
+
+
+def test_the_readme_examples_of_the_route_are_real_answers(server):
+    """Each GET example in the README's "Over HTTP" section, against the same run ("first" on
+    ml-latest-small, default settings): the status, the keys, the movies and the errors."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Over HTTP", 1)[1].split("\n### ", 1)[0]
+    example = r"^GET http://127\.0\.0\.1:8001(/recs/-/cold_start\.json\S*)\n(?:(\d{3}) )?(.+)$"
+    examples = re.findall(example, section, re.M)
+    assert len(examples) >= 2
+    for path, status, shown in examples:
+        response, documented = server.get(path), json.loads(shown)
+        assert response.status_code == int(status or 200), path
+        answer = response.json()
+        assert list(answer) == list(documented), path
+        if response.status_code != 200:
+            assert answer == documented, path
+            continue
+        assert [r["movie_id"] for r in answer["rows"]] == [r["movie_id"] for r in documented["rows"]], path
+        assert [r["score"] for r in answer["rows"]] == pytest.approx([r["score"] for r in documented["rows"]], abs=1e-3)
+        assert {k: v for k, v in answer.items() if k not in ("rows", "query_ms")} == {
+            k: v for k, v in documented.items() if k not in ("rows", "query_ms")
+        }

@@ -5,12 +5,14 @@
 Builds a published run on the data set in a temporary folder (or uses --db/--artifacts,
 copying the database so the benchmark's requests land in the copy), then reports medians:
 
-- the whole process: the `recjobs -q cold-start --liked 296,318,593` command, run --runs times;
-  next to it the floor of `python -c "import numpy, sqlalchemy"` and Python's own start;
+- the whole process: the `recjobs -q cold-start --liked 296,318,593` command, run --runs times,
+  side by side with the import floor (`python -c "import numpy, click, sqlite3"`, what the
+  command needs), the old floor with SQLAlchemy, and Python's own start; the ratio of medians;
 - the in-process function `recjobs.cold_start.cold_start` (request stored), --calls times,
-  after one warm-up call, and the scoring alone (no database).
+  after one warm-up call; the scoring alone (no database); and `answer()` as the server's
+  cold-start route calls it (one snapshot, nothing stored).
 
-Targets (issue 6): whole process under 0.5 s, in-process under 5 ms, on ml-latest-small.
+Targets: whole process under 0.5 s, in-process under 5 ms, on ml-latest-small.
 """
 
 from __future__ import annotations
@@ -62,6 +64,34 @@ def recjobs_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "recjobs.cli"]
 
 
+IMPORTS_SHOWN = ("numpy", "click", "sqlite3", "recjobs", "recjobs.settings", "recjobs.cli", "recjobs.cold_start")
+
+
+def print_import_times(arguments: list[str], runs: int) -> None:
+    """Median cumulative import time of the command's top-level imports (`python -X importtime`)
+    named in IMPORTS_SHOWN, and of all its top-level imports together."""
+    seen: dict[str, list[float]] = {name: [] for name in (*IMPORTS_SHOWN, "all imports")}
+    for _ in range(runs):
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "recjobs", *arguments], capture_output=True, text=True
+        )
+        total = 0.0
+        for line in done.stderr.splitlines():
+            fields = line.removeprefix("import time:").split("|")
+            if not line.startswith("import time:") or not fields[1].strip().isdigit():
+                continue
+            name = fields[2].removeprefix(" ")
+            if name.startswith(" "):  # imported by another module: counted in its cumulative time
+                continue
+            total += int(fields[1])
+            if name in seen:
+                seen[name].append(int(fields[1]) / 1000)
+        seen["all imports"].append(total / 1000)
+    for name, values in seen.items():
+        if values:
+            print(describe(f"import {name} (-X importtime, cumulative)", values, "ms", 1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=REPO / "data_small")
@@ -101,13 +131,26 @@ def main() -> None:
             "--liked",
             LIKED,
         ]
-        walls, cpus = timed_runs(command, args.runs)
+        # side by side: each round runs the command and every floor once, so load hits all alike
+        floors = {
+            "import floor: python -c 'import numpy, click, sqlite3'": "import numpy, click, sqlite3",
+            "python -c 'import numpy, sqlalchemy' (the old floor)": "import numpy, sqlalchemy",
+            "python -c pass": "pass",
+        }
+        walls, cpus, floor_walls = [], [], {name: [] for name in floors}
+        for _ in range(args.runs):
+            wall, cpu = timed_runs(command, 1)
+            walls += wall
+            cpus += cpu
+            for name, code in floors.items():
+                floor_walls[name] += timed_runs([sys.executable, "-c", code], 1)[0]
         print(describe("recjobs cold-start (whole process, wall)", walls))
         print(describe("recjobs cold-start (whole process, CPU)", cpus))
-        floor, _ = timed_runs([sys.executable, "-c", "import numpy, sqlalchemy"], args.runs)
-        print(describe("python -c 'import numpy, sqlalchemy' (wall)", floor))
-        bare, _ = timed_runs([sys.executable, "-c", "pass"], args.runs)
-        print(describe("python -c pass (wall)", bare))
+        for name, values in floor_walls.items():
+            print(describe(f"{name} (wall)", values))
+        import_floor = statistics.median(next(iter(floor_walls.values())))
+        print(f"whole process / import floor: {statistics.median(walls) / import_floor:.2f}x (medians)")
+        print_import_times(command[command.index("-q") :], args.runs)
 
         liked = [int(i) for i in LIKED.split(",")]
         calls = []
@@ -124,13 +167,24 @@ def main() -> None:
             ]
         bundle = cb.read_bundle(run_id, cs.served_run_dir(settings.artifacts, run_id, artifacts_dir))
         rows = cs.np.searchsorted(bundle.movie_ids, liked)
-        scoring = []
+        scoring_times = []
         for _ in range(args.calls):
             started = time.perf_counter()
             _, scores = cb.scores_for(bundle, rows)
             scoring.top_k(scores, rows, 10)
-            scoring.append(time.perf_counter() - started)
-        print(describe("scoring alone (fold-in, blend, top 10)", scoring, "ms", 1000))
+            scoring_times.append(time.perf_counter() - started)
+        print(describe("scoring alone (fold-in, blend, top 10)", scoring_times, "ms", 1000))
+
+        from recjobs import db
+
+        conn, answers = db.plain_connect(settings.db, read_only=True), []
+        for _ in range(args.calls):
+            started = time.perf_counter()
+            with db.snapshot(conn):
+                cs.answer(conn, settings.artifacts, tuple(liked), 10, "recs")
+            answers.append(time.perf_counter() - started)
+        conn.close()
+        print(describe("answer() as the server calls it (nothing stored)", answers, "ms", 1000))
         if not args.db:
             shutil.rmtree(scratch / "artifacts", ignore_errors=True)
 
