@@ -77,6 +77,13 @@ bench-serve: setup
 	@test -f artifacts/recs.db || $(MAKE) nightly
 	$(BIN)/python tests/benchmarks/bench_serve.py --db artifacts/recs.db
 
+# A whole night per step (seconds, peak RSS) on ml-latest-small and synthetic 1M and 5M sets
+# (`recjobs synth`), beside the reference approach; SIZES=small,1M,5M,25M for MovieLens-25M's shape.
+SIZES ?= small,1M,5M
+.PHONY: bench-scale
+bench-scale: setup data
+	$(BIN)/python tests/benchmarks/bench_scale.py --sizes $(SIZES)
+
 # ---- Airflow: settings in airflow.env; AIRFLOW_HOME and the metadata database (SQLite) in artifacts/airflow
 AIRFLOW_DIR := $(CURDIR)/artifacts/airflow
 AIRFLOW_PORT ?=

@@ -236,6 +236,24 @@ def fetch_data(url, source_dir, **values):
     click.echo(f"{len(result.files)} checked files in {result.data_dir} (from {result.source})")
 
 
+@cli.command()
+@click.option("--users", type=int, required=True, help="Users (each rates at least 20 movies).")
+@click.option("--movies", type=int, required=True, help="Movies in the catalogue.")
+@click.option("--ratings", type=int, required=True, help="Ratings in all.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Random seed: the same seed, the same files.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Folder to write the CSVs to.")
+@one_line_errors
+def synth(users, movies, ratings, seed, out_dir):
+    """Write a synthetic MovieLens-layout data set of any size (long tails, tastes, sessions)."""
+    from .synth import synth as do_synth
+
+    result = do_synth(users, movies, ratings, seed, out_dir)
+    click.echo(
+        f"{result.n_ratings} ratings of {result.n_users} users on {result.n_movies} movies "
+        f"({result.n_tags} tags) in {result.out_dir} in {result.seconds:.1f}s"
+    )
+
+
 @cli.command("cold-start")
 @settings_options(["db", "artifacts"])
 @click.option(
