@@ -25,7 +25,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -265,15 +264,16 @@ async def cold_start_answer(datasette, request):
     from .serve import DATABASE
 
     started = time.perf_counter()
+    args = request.args  # parsed on every access: once
     try:
         for name in ("liked", "k", "_shape"):
-            if len(request.args.getlist(name)) > 1:
-                raise ConfigError(f"{name}: given {len(request.args.getlist(name))} times; expected once")
-        shape = request.args.get("_shape") or "objects"
+            if len(args.getlist(name)) > 1:
+                raise ConfigError(f"{name}: given {len(args.getlist(name))} times; expected once")
+        shape = args.get("_shape") or "objects"
         if shape not in ("objects", "array"):
             raise ConfigError(f"_shape: {shape[:40]!r} is not offered here; expected objects or array")
-        liked = cold_start.parse_liked(request.args.get("liked"), COLD_START_EXAMPLE)
-        k = cold_start.check_k(request.args.get("k") or 10)
+        liked = cold_start.parse_liked(args.get("liked"), COLD_START_EXAMPLE)
+        k = cold_start.check_k(args.get("k") or 10)
         conn = own_connection(datasette)
         with db.snapshot(conn):
             found = cold_start.answer(conn, datasette._recjobs_artifacts, liked, k, DATABASE)
@@ -288,7 +288,10 @@ async def cold_start_answer(datasette, request):
     except (StateError, OSError) as e:  # the bundle or the run's files: the operator's problem
         log.warning("cold start over HTTP cannot answer: %s", e)
         return _json_error("cold start is unavailable: the published run's files cannot be read (see the log)", 503)
-    rows = [dataclasses.asdict(r) for r in found.recommendations]
+    rows = [
+        {"movie_id": r.movie_id, "title": r.title, "genres": r.genres, "year": r.year, "score": r.score}
+        for r in found.recommendations
+    ]
     log.debug(
         "cold start over HTTP: liked %s (unknown %s), k %d -> %s from run %s in %.2f ms",
         found.liked,

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import re
 import sqlite3
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -157,32 +158,39 @@ def plain_connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
     return conn
 
 
+_plain_connections = threading.local()
+
+
+def _plain_connection(path: Path) -> sqlite3.Connection:
+    """This thread's connection to the file, kept like the engines' pools: opening one and
+    reading the schema again would cost more than a cold-start request."""
+    kept = _plain_connections.__dict__.setdefault("by_path", {})
+    key = str(Path(path).resolve())
+    if key not in kept:
+        kept[key] = plain_connect(Path(key))
+    return kept[key]
+
+
 @contextlib.contextmanager
 def plain_reading(path: Path):
     """`reading` on the standard library's sqlite3: one snapshot of an existing database."""
-    conn = plain_connect(path)
-    try:
-        with snapshot(conn):
-            yield conn
-    finally:
-        conn.close()
+    with snapshot(_plain_connection(path)) as conn:
+        yield conn
 
 
 @contextlib.contextmanager
 def plain_transaction(path: Path):
     """`transaction` on the standard library's sqlite3: the write lock up front, committed on
     success, rolled back on error."""
-    conn = plain_connect(path)
+    conn = _plain_connection(path)
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
             conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+        raise
+    conn.execute("COMMIT")
 
 
 def insert_many(conn: Connection, name: str, rows, chunk: int = 50_000) -> int:

@@ -18,9 +18,10 @@ FILTERED = -float(np.finfo(np.float32).max)  # the score implicit gives a filter
 
 def standardized(scores: np.ndarray) -> np.ndarray:
     """Each row (the last axis) to mean 0, standard deviation 1; a constant row becomes 0."""
-    scores = np.asarray(scores, dtype=np.float64)
-    spread = scores.std(axis=-1, keepdims=True)
-    return (scores - scores.mean(axis=-1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
+    centered = np.asarray(scores, dtype=np.float64)
+    centered = centered - centered.mean(axis=-1, keepdims=True)
+    spread = np.sqrt(np.mean(centered * centered, axis=-1, keepdims=True))  # what ndarray.std computes
+    return centered / np.where(spread > 0, spread, 1.0)
 
 
 def blend(als_scores: np.ndarray, parts, standardized_parts=()) -> np.ndarray:
