@@ -110,6 +110,14 @@ def summarize(
     return rows
 
 
+def users_evaluated(n_test_users: int, settings: Settings) -> np.ndarray:
+    """Which test users are evaluated: all of them, or a seeded random sample of eval_users
+    (sorted) when there are more; the bootstrap intervals then include the sampling error."""
+    if settings.eval_users == 0 or n_test_users <= settings.eval_users:
+        return np.arange(n_test_users)
+    return np.sort(np.random.default_rng(settings.random_seed).choice(n_test_users, settings.eval_users, replace=False))
+
+
 def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
     """Recall@10, NDCG@10 and MRR@10 with 95% bootstrap intervals on each user's test item (every
     movie rated before it filtered) for the evaluation model, the reference recipe and
@@ -123,6 +131,8 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
     test = parts == TEST
     test_rows = model.index(ratings["user_id"][test], user_ids)
     test_items = model.index(ratings["movie_id"][test], movie_ids)
+    sampled = users_evaluated(len(test_rows), settings)
+    test_rows, test_items = test_rows[sampled], test_items[sampled]
 
     tops = {"model": fitted.recommend(test_rows, before_test, CUTOFF, settings)[0]}
     tops["reference"] = reference_top(ratings, parts, user_ids, movie_ids, test_rows, settings)

@@ -17,6 +17,7 @@ from . import artifacts, scoring
 from .settings import Settings
 
 BATCH_USERS = 1024
+SEQUENCE_PAIRS_PER_BLOCK = 20_000_000  # about 0.5 GB of pair arrays at a time
 # The reference recipe every evaluation compares with: plain ALS (64 factors, regularization
 # 0.02, 20 iterations, confidence 1 + 20), no recency weighting, no item-item parts.
 REFERENCE_RECIPE = dict(
@@ -234,13 +235,8 @@ def similar(model, n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.vstack(ids_out), np.vstack(scores_out)
 
 
-def normalized_top(counts: sp.csr_matrix, item_counts: np.ndarray, keep: int) -> sp.csr_matrix:
-    """counts[i, j] / sqrt(n_i * n_j), the `keep` largest per row, the diagonal left out."""
-    scale = sp.diags(1.0 / np.sqrt(np.maximum(item_counts, 1.0)))
-    m = (scale @ counts @ scale).tocsr()
-    m.setdiag(0)
-    m.eliminate_zeros()
-    m.sort_indices()
+def top_per_row(m: sp.csr_matrix, keep: int) -> sp.csr_matrix:
+    """The `keep` largest entries of each row (ties at the cut kept), in place."""
     lengths = np.diff(m.indptr)
     if lengths.max(initial=0) > keep:
         for i in np.flatnonzero(lengths > keep):
@@ -248,7 +244,7 @@ def normalized_top(counts: sp.csr_matrix, item_counts: np.ndarray, keep: int) ->
             row = m.data[start:end]
             row[row < np.partition(row, len(row) - keep)[len(row) - keep]] = 0
         m.eliminate_zeros()
-    return m.astype(np.float32)
+    return m
 
 
 def item_similarity(positives: sp.csr_matrix, settings: Settings) -> sp.csr_matrix | None:
@@ -269,19 +265,36 @@ def item_similarity(positives: sp.csr_matrix, settings: Settings) -> sp.csr_matr
 def sequence_similarity(data: Interactions, n_items: int, settings: Settings) -> sp.csr_matrix | None:
     """Items x items: how often two movies were rated within sequence_window ratings of each
     other by the same user (any rating), over sqrt(n_i * n_j); the item_neighbours largest per
-    movie. None when sequence_weight is 0."""
+    movie. None when sequence_weight is 0. Built in blocks of rows of about
+    SEQUENCE_PAIRS_PER_BLOCK pairs, so its memory does not grow with the number of pairs."""
     if settings.sequence_weight <= 0:
         return None
-    users, items = data.sequence_users, data.sequence_items
-    counts = sp.csr_matrix((n_items, n_items), dtype=np.float64)
-    for offset in range(1, settings.sequence_window + 1):
-        if offset >= len(items):
-            break
-        same = users[offset:] == users[:-offset]
-        first, second = items[:-offset][same], items[offset:][same]
-        ones = np.ones(2 * len(first))
-        counts = counts + sp.csr_matrix((ones, (np.r_[first, second], np.r_[second, first])), shape=(n_items, n_items))
-    return normalized_top(counts, np.bincount(items, minlength=n_items).astype(np.float64), settings.item_neighbours)
+    users, items = data.sequence_users, data.sequence_items.astype(np.int32)
+    item_counts = np.bincount(items, minlength=n_items).astype(np.float64)
+    scale = 1.0 / np.sqrt(np.maximum(item_counts, 1.0))
+    window = min(settings.sequence_window, max(0, len(items) - 1))
+    together = [users[offset:] == users[:-offset] for offset in range(1, window + 1)]
+    # an item's row holds about 2 * window pairs per rating of it: rows split by that load
+    load = np.cumsum(item_counts * 2 * window)
+    n_blocks = max(1, int(np.ceil(load[-1] / SEQUENCE_PAIRS_PER_BLOCK))) if n_items and load[-1] else 1
+    cuts = np.searchsorted(load, np.arange(1, n_blocks) * load[-1] / n_blocks) if n_blocks > 1 else []
+    bounds = np.unique(np.r_[0, cuts, n_items]).astype(np.int64)
+    blocks = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        rows, cols = [], []
+        for offset, same in enumerate(together, start=1):
+            first, second = items[:-offset][same], items[offset:][same]
+            for row, col in ((first, second), (second, first)):
+                mine = (row >= lo) & (row < hi) & (row != col)  # a movie is not its own neighbour
+                rows.append(row[mine] - lo)
+                cols.append(col[mine])
+        rows, cols = np.concatenate(rows), np.concatenate(cols)
+        counts = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(hi - lo, n_items))
+        counts.sum_duplicates()
+        block = (sp.diags(scale[lo:hi]) @ counts @ sp.diags(scale)).tocsr()
+        block.sort_indices()
+        blocks.append(top_per_row(block, settings.item_neighbours).astype(np.float32))
+    return sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((n_items, n_items), dtype=np.float32)
 
 
 def save_similarity(path: Path, similarity: sp.csr_matrix | None) -> None:

@@ -19,8 +19,10 @@ FILTERED = -float(np.finfo(np.float32).max)  # the score implicit gives a filter
 def standardized(scores: np.ndarray) -> np.ndarray:
     """Each row (the last axis) to mean 0, standard deviation 1; a constant row becomes 0."""
     centered = np.asarray(scores, dtype=np.float64)
-    centered = centered - centered.mean(axis=-1, keepdims=True)
-    spread = np.sqrt(np.mean(centered * centered, axis=-1, keepdims=True))  # what ndarray.std computes
+    n = centered.shape[-1]
+    # what ndarray.mean and .std compute (a sum, then a division), without their Python wrappers
+    centered = centered - np.add.reduce(centered, axis=-1, keepdims=True) / n
+    spread = np.sqrt(np.add.reduce(centered * centered, axis=-1, keepdims=True) / n)
     return centered / np.where(spread > 0, spread, 1.0)
 
 
@@ -60,19 +62,25 @@ def top_n(scores: np.ndarray, exclude_rows: np.ndarray, exclude_cols: np.ndarray
 
 def top_k(scores: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
     """The k best columns of one score vector, best first, `exclude` left out (no padding)."""
-    exclude = np.asarray(exclude, dtype=np.int64)
-    ids, top_scores = top_n(np.asarray(scores)[None, :], np.zeros(len(exclude), np.int64), exclude, k)
-    return ids[0][~is_filtered(top_scores[0])]
+    scores = np.array(scores, dtype=np.float64)  # top_n for one row, without its 2-D bookkeeping
+    scores[np.asarray(exclude, dtype=np.int64)] = FILTERED
+    k = min(k, len(scores))
+    top = np.argpartition(-scores, k - 1)[:k]
+    top = top[np.lexsort((top, -scores[top]))]
+    return top[~is_filtered(scores[top])]
 
 
 def csr_rows_sum(matrix, n_cols: int, rows: np.ndarray, weights) -> np.ndarray:
     """sum_i weights[i] * matrix[rows[i]] for a CSR matrix given as (indptr, indices, data)."""
     indptr, indices, data = matrix
-    total = np.zeros(n_cols, dtype=np.float64)
-    for row, weight in zip(rows, np.broadcast_to(np.asarray(weights, dtype=np.float64), (len(rows),)), strict=True):
-        start, end = indptr[row], indptr[row + 1]
-        total[indices[start:end]] += weight * data[start:end]
-    return total
+    rows = np.asarray(rows, dtype=np.int64)
+    starts, lengths = indptr[rows], indptr[rows + 1] - indptr[rows]
+    if lengths.sum() == 0:
+        return np.zeros(n_cols, dtype=np.float64)
+    # every entry of the rows, row after row, summed in that order
+    positions = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    row_weights = np.repeat(np.broadcast_to(np.asarray(weights, dtype=np.float64), (len(rows),)), lengths)
+    return np.bincount(indices[positions], weights=row_weights * data[positions], minlength=n_cols)
 
 
 def trending_counts(rated_at: np.ndarray, cols: np.ndarray, positive: np.ndarray, n_items: int, days: float):

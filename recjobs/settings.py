@@ -56,6 +56,10 @@ class Settings:
         30.0, "The trending part counts the positives of this many days before now (the newest rating)."
     )
     random_seed: int = setting(42, "Seed for ALS initialisation.")
+    eval_users: int = setting(
+        20_000,
+        "Test users evaluated: a seeded random sample when there are more (the intervals show its error; 0: all).",
+    )
     keep_published: int = setting(3, "Published runs kept for rollback; older runs' rows are deleted.")
     gate_tolerance: float = setting(
         0.10, "A run is rejected if its Recall@10 is this much (relative) below the published run's."
@@ -88,6 +92,7 @@ class Settings:
             "sequence_decay": self.sequence_decay > 0,
             "trend_weight": self.trend_weight >= 0,
             "trend_days": self.trend_days > 0,
+            "eval_users": self.eval_users >= 0,
             "keep_published": self.keep_published >= 1,
             "gate_tolerance": 0 <= self.gate_tolerance < 1,
             "serve_workers": 0 <= self.serve_workers <= 64,

@@ -39,6 +39,25 @@ def test_checkerboard_held_out_item_comes_first(tmp_path):
     assert result.popularity_ndcg_at_10 < result.ndcg_at_10
 
 
+def test_many_test_users_are_evaluated_on_a_seeded_sample(tmp_path):
+    settings = Settings(
+        data_dir=checkerboard_dir(tmp_path / "data"),
+        db=tmp_path / "recs.db",
+        artifacts=tmp_path / "artifacts",
+        factors=4,
+        iterations=10,
+        k=5,
+        eval_users=15,
+    )
+    result = run_until_evaluate(settings)
+    assert result.n_users_evaluated == 15 and result.recall_at_10 == 1.0
+    chosen = ev.users_evaluated(40, settings)
+    assert len(set(chosen)) == 15 and list(chosen) == sorted(chosen)
+    assert np.array_equal(chosen, ev.users_evaluated(40, settings))  # the same users every time for a seed
+    assert not np.array_equal(chosen, ev.users_evaluated(40, settings.replace(random_seed=7)))
+    assert np.array_equal(ev.users_evaluated(40, settings.replace(eval_users=0)), np.arange(40))
+
+
 def read_inputs(settings, run_id):
     directory = artifacts.run_dir(settings.artifacts, run_id)
     return artifacts.read_ratings(directory), artifacts.read_parts(directory)

@@ -6,7 +6,8 @@ import ast
 from pathlib import Path
 
 RECJOBS = Path(__file__).resolve().parent.parent / "recjobs"
-# The jobs: each is a command and (but tune, fetch, backtest) a DAG task. They may import the library, not each other.
+# The jobs: each is a command and (but tune, fetch, synth, backtest) a DAG task.
+# They may import the library, not each other.
 JOBS = {
     "load",
     "split",
@@ -17,6 +18,7 @@ JOBS = {
     "cold_start_eval",
     "tune",
     "fetch",
+    "synth",
     "backtest",
 }
 # The faces: they run jobs for a user (CLI, `recjobs run`, datasette).

@@ -50,3 +50,43 @@ def test_same_data_same_settings_same_factors():
     m = model.matrix(users, items, np.ones(len(users), np.float32), (20, 8))
     a, b = model.fit(m, settings), model.fit(m, settings)
     assert np.array_equal(a.item_factors, b.item_factors)
+
+
+def sequence_data(users, items, n_items):
+    """Interactions holding only the sequence arrays sequence_similarity reads."""
+    import dataclasses
+
+    fields = {f.name: None for f in dataclasses.fields(model.Interactions)}
+    fields.update(sequence_users=np.asarray(users), sequence_items=np.asarray(items), trend_days=30.0)
+    return model.Interactions(**fields), n_items
+
+
+def test_sequence_similarity_counts_near_ratings_of_the_same_user_only():
+    # user 0 rates 0, 1, 2 in that order; user 1 rates 1, 2: window 1 pairs (0,1), (1,2), (1,2)
+    data, n_items = sequence_data([0, 0, 0, 1, 1], [0, 1, 2, 1, 2], 3)
+    similarity = model.sequence_similarity(data, n_items, Settings(sequence_window=1)).toarray()
+    expected = np.array([[0, 1 / np.sqrt(2), 0], [1 / np.sqrt(2), 0, 1], [0, 1, 0]])
+    assert np.allclose(similarity, expected)  # no pair across users (2 then 1), nothing on the diagonal
+
+
+def test_sequence_similarity_in_many_blocks_equals_the_plain_count(monkeypatch):
+    rng = np.random.default_rng(5)
+    users = np.sort(rng.integers(0, 40, 2_000))
+    items = rng.integers(0, 60, 2_000)
+    data, n_items = sequence_data(users, items, 60)
+    settings = Settings(sequence_window=4, item_neighbours=7)
+    counts = np.zeros((60, 60))
+    for offset in range(1, 5):
+        for a, b, same in zip(items[:-offset], items[offset:], users[:-offset] == users[offset:], strict=True):
+            if same and a != b:
+                counts[a, b] += 1
+                counts[b, a] += 1
+    n = np.maximum(np.bincount(items, minlength=60), 1)
+    plain = counts / np.sqrt(np.outer(n, n))
+    for per_block in (10**9, 500):  # one block, then about 30
+        monkeypatch.setattr(model, "SEQUENCE_PAIRS_PER_BLOCK", per_block)
+        similarity = model.sequence_similarity(data, n_items, settings).toarray()
+        for row in range(60):  # each row keeps its 7 largest (ties at the cut kept)
+            cut = np.sort(plain[row])[-7]
+            kept = np.where(plain[row] >= max(cut, 1e-12), plain[row], 0)
+            assert np.allclose(similarity[row], kept, atol=1e-6), (per_block, row)
