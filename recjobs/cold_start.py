@@ -60,14 +60,10 @@ class ColdStartAnswer:
 
 
 @dataclass(frozen=True)
-class ColdStartResult:
+class ColdStartResult(ColdStartAnswer):
+    """The job's result: the answer, the stored request's id and the time it took."""
+
     request_id: int
-    run_id: str
-    method: str  # 'als_fold_in', 'blend' or 'popularity'
-    liked: tuple[int, ...]  # as given, duplicates collapsed
-    unknown_ids: tuple[int, ...]  # liked ids the served model does not know
-    k: int
-    recommendations: tuple[Recommendation, ...]  # best first
     seconds: float
 
 

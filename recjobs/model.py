@@ -281,7 +281,7 @@ def sequence_similarity(data: Interactions, n_items: int, settings: Settings) ->
     bounds = np.unique(np.r_[0, cuts, n_items]).astype(np.int64)
     blocks = []
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        rows, cols = [], []
+        rows, cols = [np.empty(0, np.int32)], [np.empty(0, np.int32)]  # no pairs at all: an empty block
         for offset, same in enumerate(together, start=1):
             first, second = items[:-offset][same], items[offset:][same]
             for row, col in ((first, second), (second, first)):

@@ -22,16 +22,21 @@ def run_until_evaluate(settings: Settings, run_id: str = "r1") -> ev.EvaluateRes
     return ev.evaluate(settings, run_id)
 
 
-def test_checkerboard_held_out_item_comes_first(tmp_path):
-    settings = Settings(
+def checkerboard_settings(tmp_path, **changes) -> Settings:
+    """A quick model on the 40-user checkerboard data set."""
+    return Settings(
         data_dir=checkerboard_dir(tmp_path / "data"),
         db=tmp_path / "recs.db",
         artifacts=tmp_path / "artifacts",
         factors=4,
         iterations=10,
         k=5,
+        **changes,
     )
-    result = run_until_evaluate(settings)
+
+
+def test_checkerboard_held_out_item_comes_first(tmp_path):
+    result = run_until_evaluate(checkerboard_settings(tmp_path))
     assert result.n_users_evaluated == 40
     assert result.recall_at_10 == 1.0 and result.ndcg_at_10 == 1.0 and result.mrr_at_10 == 1.0
     # the reference recipe now sees and filters what the method does: the held-out item too
@@ -40,15 +45,7 @@ def test_checkerboard_held_out_item_comes_first(tmp_path):
 
 
 def test_many_test_users_are_evaluated_on_a_seeded_sample(tmp_path):
-    settings = Settings(
-        data_dir=checkerboard_dir(tmp_path / "data"),
-        db=tmp_path / "recs.db",
-        artifacts=tmp_path / "artifacts",
-        factors=4,
-        iterations=10,
-        k=5,
-        eval_users=15,
-    )
+    settings = checkerboard_settings(tmp_path, eval_users=15)
     result = run_until_evaluate(settings)
     assert result.n_users_evaluated == 15 and result.recall_at_10 == 1.0
     chosen = ev.users_evaluated(40, settings)

@@ -90,3 +90,10 @@ def test_sequence_similarity_in_many_blocks_equals_the_plain_count(monkeypatch):
             cut = np.sort(plain[row])[-7]
             kept = np.where(plain[row] >= max(cut, 1e-12), plain[row], 0)
             assert np.allclose(similarity[row], kept, atol=1e-6), (per_block, row)
+
+
+def test_sequence_similarity_of_too_few_ratings_is_empty():
+    for users, items in (([], []), ([0], [3])):
+        data, n_items = sequence_data(np.array(users, int), np.array(items, int), 5)
+        similarity = model.sequence_similarity(data, n_items, Settings())
+        assert similarity.shape == (5, 5) and similarity.nnz == 0

@@ -235,3 +235,30 @@ def test_the_readme_examples_of_the_route_are_real_answers(server):
         assert {k: v for k, v in answer.items() if k not in ("rows", "query_ms")} == {
             k: v for k, v in documented.items() if k not in ("rows", "query_ms")
         }
+
+
+def test_nothing_published_is_a_503_and_missing_run_files_a_503_that_names_no_path(served, tmp_path):
+    import asyncio
+    import shutil
+
+    from recjobs import db, serve
+
+    def ask(database: Path, artifacts: Path):
+        ds = serve.build_datasette(database.resolve(), "default", artifacts)
+        return asyncio.run(ds.client.get(ROUTE + "?liked=296,318,593"))
+
+    db.engine_for(tmp_path / "empty.db")
+    nothing = ask(tmp_path / "empty.db", tmp_path)
+    assert nothing.status_code == 503
+    assert nothing.json()["error"] == "recs: no published run to answer from; run `recjobs run` first"
+    # the run's files gone (its folder moved away, the recorded one too): one line, no server path
+    moved = copy_db(served.db, tmp_path / "moved.db")
+    with sqlite3.connect(moved) as conn:
+        conn.execute("UPDATE model_runs SET artifacts_dir = ?", (str(tmp_path / "gone"),))
+    (tmp_path / "artifacts").mkdir()
+    shutil.copytree(served.artifacts / "first", tmp_path / "artifacts" / "first")
+    shutil.rmtree(tmp_path / "artifacts" / "first" / "cold_start")
+    (tmp_path / "artifacts" / "first" / "ratings.npz").unlink()  # the bundle cannot be written again
+    broken = ask(moved, tmp_path / "artifacts")
+    assert broken.status_code == 503 and str(tmp_path) not in broken.text
+    assert broken.json()["error"].startswith("cold start is unavailable: the published run's files cannot be read")

@@ -38,17 +38,19 @@ PATH = "/recs/recommendations_for_user.json?user_id={}&k=10&_shape=array"
 COLD_START_PATH = "/recs/-/cold_start.json?k=10&_shape=array&liked="
 
 
-def user_ids(db: Path) -> list[int]:
+def published_ids(db: Path, query: str) -> list[int]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return [
-            r[0]
-            for r in conn.execute(
-                "SELECT DISTINCT r.user_id FROM published_run AS p JOIN recommendations AS r ON r.run_id = p.run_id"
-            )
-        ]
+        return [r[0] for r in conn.execute(query)]
     finally:
         conn.close()
+
+
+def user_ids(db: Path) -> list[int]:
+    """The users the published run has recommendations for."""
+    return published_ids(
+        db, "SELECT DISTINCT r.user_id FROM published_run AS p JOIN recommendations AS r ON r.run_id = p.run_id"
+    )
 
 
 def python_client(url: str, users: list[int], concurrency: int, seconds: float, until=None) -> dict:
@@ -90,16 +92,9 @@ def python_client(url: str, users: list[int], concurrency: int, seconds: float, 
 
 def cold_start_movies(db: Path) -> list[int]:
     """The movies the published model knows (its similar-movies rows), for random liked lists."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return [
-            r[0]
-            for r in conn.execute(
-                "SELECT DISTINCT s.movie_id FROM published_run AS p JOIN similar_movies AS s ON s.run_id = p.run_id"
-            )
-        ]
-    finally:
-        conn.close()
+    return published_ids(
+        db, "SELECT DISTINCT s.movie_id FROM published_run AS p JOIN similar_movies AS s ON s.run_id = p.run_id"
+    )
 
 
 def user_path_lua(users: list[int]) -> str:
