@@ -141,21 +141,27 @@ def checkerboard_dir(folder, n_users=40, n_items=20, seed=0, low_rated=0):
 # ---- a real `recjobs serve` --------------------------------------------------------------
 
 
-def small_published_settings(root: Path, run_id: str = "first"):
-    """Settings of a database under root with one published run on the checkerboard data (40
-    users, 20 movies): seconds, where a behaviour needs a published run but not MovieLens."""
-    from recjobs import pipeline
+def checkerboard_settings(root: Path, **changes):
+    """Settings of a quick model on the checkerboard data (40 users, 20 movies) under root."""
     from recjobs.settings import Settings
 
-    settings = Settings(
+    return Settings(
         data_dir=checkerboard_dir(root / "data"),
         db=root / "recs.db",
         artifacts=root / "artifacts",
         factors=4,
         iterations=10,
         k=5,
-        n_similar=3,
+        **changes,
     )
+
+
+def small_published_settings(root: Path, run_id: str = "first"):
+    """Settings of a database under root with one published run on the checkerboard data (40
+    users, 20 movies): seconds, where a behaviour needs a published run but not MovieLens."""
+    from recjobs import pipeline
+
+    settings = checkerboard_settings(root, n_similar=3)
     assert pipeline.run(settings, run_id).precompute.status == "published"
     return settings
 

@@ -12,7 +12,7 @@ from recjobs import evaluate as ev
 from recjobs.holdout import AFTER, TEST
 from recjobs.precompute import precompute
 from recjobs.settings import Settings
-from support import checkerboard_dir, write_dataset
+from support import checkerboard_dir, checkerboard_settings, write_dataset
 
 
 def run_until_evaluate(settings: Settings, run_id: str = "r1") -> ev.EvaluateResult:
@@ -20,19 +20,6 @@ def run_until_evaluate(settings: Settings, run_id: str = "r1") -> ev.EvaluateRes
     split.split(settings, run_id)
     train.train(settings, run_id)
     return ev.evaluate(settings, run_id)
-
-
-def checkerboard_settings(tmp_path, **changes) -> Settings:
-    """A quick model on the 40-user checkerboard data set."""
-    return Settings(
-        data_dir=checkerboard_dir(tmp_path / "data"),
-        db=tmp_path / "recs.db",
-        artifacts=tmp_path / "artifacts",
-        factors=4,
-        iterations=10,
-        k=5,
-        **changes,
-    )
 
 
 def test_checkerboard_held_out_item_comes_first(tmp_path):
