@@ -256,7 +256,7 @@ def _json_error(message: str, status: int):
 async def cold_start_answer(datasette, request):
     """A new user's recommendations: the cold-start job's answer (same function, same numbers),
     read from one snapshot so a publish meanwhile is answered from one run entirely. The server
-    stays read-only: the request is not stored (with `recjobs -v serve`, a DEBUG line logs it)."""
+    stays read-only: the request is not stored (under `recjobs -v serve` the access log keeps it)."""
     from datasette.utils.asgi import Response
 
     from . import cold_start, db
