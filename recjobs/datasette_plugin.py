@@ -17,6 +17,12 @@
   user (recjobs.cold_start.answer, from the published run's memory-mapped bundle), computed
   in the server process and answered by the ASGI wrapper itself, after the checks above and
   with the ETag; nothing is stored.
+- The lookups applications call all day (LOOKUP_QUERIES: a user's recommendations and
+  history, a movie's neighbours) asked as `.json?...&_shape=array` with only their own
+  parameters are answered by the wrapper too: the canned query's SQL, run as datasette
+  runs it (same parameters, row limit and time limit) on this process's own read-only
+  connection, answered with datasette's bytes and headers. Any other argument, shape or
+  error goes to datasette, as does HEAD.
 - Answers of the canned queries that read only the published run (RUN_KEYED_QUERIES) carry
   an ETag made from the published run and its publish time, read before the query runs: a
   client sending it back gets 304 until the next publish, and an answer is never older than
@@ -32,6 +38,7 @@ import logging
 import re
 import sqlite3
 import time
+import urllib.parse
 from pathlib import Path
 
 from datasette import hookimpl
@@ -57,6 +64,13 @@ RUN_KEYED_QUERIES = (
 )
 COLD_START_PATH = "/recs/-/cold_start.json"
 RUN_KEYED_PATH = re.compile(rf"/recs/({'|'.join(RUN_KEYED_QUERIES)})\.json|{re.escape(COLD_START_PATH)}")
+LOOKUP_QUERIES = ("recommendations_for_user", "similar_movies", "user_history", "cold_start")
+LOOKUP_PATH = re.compile(rf"/recs/({'|'.join(LOOKUP_QUERIES)})\.json")
+JSON_HEADERS = [
+    (b"referrer-policy", b"no-referrer"),
+    (b"content-type", b"application/json; charset=utf-8"),
+    (b"vary", b"Cookie, Authorization"),
+]  # what datasette sends with a canned query's JSON
 COLD_START_COLUMNS = ("movie_id", "title", "genres", "year", "score")
 COLD_START_EXAMPLE = "e.g. ?liked=296,318,593&k=10"
 PUBLIC_TABLES = {"movies"}  # the default profile's only table, by row pages
@@ -193,6 +207,7 @@ def own_connection(datasette) -> sqlite3.Connection:
         from .serve import DATABASE
 
         conn = datasette._recjobs_pointer = plain_connect(Path(datasette.get_database(DATABASE).path), read_only=True)
+        conn.set_authorizer(_authorize)
     return conn
 
 
@@ -321,6 +336,54 @@ async def cold_start_answer(datasette, request):
     )
 
 
+def lookup_queries(datasette) -> dict[str, tuple[str, frozenset]]:
+    """name -> (SQL, declared parameters) of the LOOKUP_QUERIES this profile serves."""
+    kept = getattr(datasette, "_recjobs_lookups", None)
+    if kept is None:
+        from .serve import DATABASE
+
+        queries = datasette.metadata("queries", database=DATABASE) or {}
+        kept = datasette._recjobs_lookups = {
+            name: (queries[name]["sql"], frozenset(queries[name].get("params") or ()))
+            for name in LOOKUP_QUERIES
+            if name in queries and "params" in queries[name]
+        }
+    return kept
+
+
+def lookup_answer(datasette, name: str, query_string: bytes) -> bytes | None:
+    """The body datasette would send for /recs/<name>.json?<query_string> when it is a plain
+    `_shape=array` lookup with only the query's own parameters (each once); else None."""
+    from datasette.utils import CustomJSONEncoder, remove_infinites, sqlite_timelimit
+
+    found = lookup_queries(datasette).get(name)
+    if found is None:
+        return None
+    sql_text, declared = found
+    args = urllib.parse.parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    given = dict(args)
+    if len(given) != len(args) or given.pop("_shape", None) != "array" or not given.keys() <= declared:
+        return None
+    params = {p: "" for p in declared} | given  # datasette: a missing parameter is ""
+    limit = datasette.setting("max_returned_rows")
+    conn = own_connection(datasette)
+    try:
+        with sqlite_timelimit(conn, datasette.setting("sql_time_limit_ms")):
+            cursor = conn.execute(sql_text, params)
+            rows = cursor.fetchmany(limit + 1)
+    except sqlite3.Error:
+        return None  # datasette runs it again and answers the error its own way
+    columns = [d[0] for d in cursor.description]
+    answer = [dict(zip(columns, remove_infinites(row), strict=True)) for row in rows[:limit]]
+    return json.dumps(answer, cls=CustomJSONEncoder).encode()
+
+
+async def _send_json(send, body: bytes) -> None:
+    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 @hookimpl
 def register_routes():
     return [(r"^/-/health(\.json)?$", health)]
@@ -365,6 +428,11 @@ def asgi_wrapper(datasette):
                         if etag in [tag.strip() for tag in asked.split(b",")]:
                             return await _not_modified(send, etag)
                         send = _with_etag(send, etag)
+                lookup = LOOKUP_PATH.fullmatch(scope["path"])
+                if lookup and scope["method"] == "GET":
+                    body = lookup_answer(datasette, lookup[1], query)
+                    if body is not None:
+                        return await _send_json(send, body)
                 if scope["path"] == COLD_START_PATH:  # answered here: datasette's per-request work is most of its time
                     from datasette.utils.asgi import Request
 

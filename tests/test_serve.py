@@ -647,6 +647,75 @@ def test_run_keyed_answers_carry_one_etag_per_published_run(server):
     assert "etag" not in server.get("/recs/run_metrics_history.json").headers
 
 
+def lookup_requests(ro) -> list[tuple[str, str]]:
+    """(query, query string) of lookups: known, unknown and the most active users (more rows
+    than max_returned_rows), edge and malformed parameters, percent-encoding, missing ones."""
+    busiest = ro.execute("SELECT user_id FROM ratings GROUP BY user_id ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
+    users = [1, 2, 3, 610, busiest, 999999]
+    asks = [("recommendations_for_user", f"user_id={u}&k={k}") for u in users for k in (1, 10, 100)]
+    asks += [("user_history", f"user_id={u}") for u in users]
+    asks += [("similar_movies", f"movie_id={m}&k={k}") for m in (1, 296, 318, 99999999) for k in ("", "7")]
+    asks += [("cold_start", "liked=296,318,593&k=10"), ("cold_start", "liked=1"), ("cold_start", "liked=x")]
+    asks += [
+        ("recommendations_for_user", "user_id=%31&k=%33"),
+        ("recommendations_for_user", "k=5"),
+        ("recommendations_for_user", ""),
+        ("recommendations_for_user", "user_id=1&k=0"),
+        ("recommendations_for_user", "user_id=1&k=101"),
+        ("recommendations_for_user", "user_id=%C3%A9"),
+        ("recommendations_for_user", "user_id=1%20OR%201=1"),
+        ("recommendations_for_user", "user_id=1&user_id=2"),
+        ("similar_movies", "movie_id=1&k=-3"),
+        ("user_history", "user_id=1.0"),
+    ]
+    return asks
+
+
+def test_lookups_the_plugin_answers_are_datasettes_own_bytes_and_headers(server, db_copy, ro):
+    from recjobs import datasette_plugin
+
+    ds = serve.build_datasette(db_copy.resolve())
+    answered_by_plugin = 0
+    for query, args in lookup_requests(ro):
+        prefix = f"{args}&" if args else ""
+        mine = server.get(f"/recs/{query}.json?{prefix}_shape=array")
+        # an argument the plugin does not take (and datasette ignores here) leaves it to datasette
+        theirs = server.get(f"/recs/{query}.json?{prefix}_shape=array&_json_infinity=0")
+        assert (mine.status_code, mine.content) == (theirs.status_code, theirs.content), (query, args)
+        for header in ("content-type", "referrer-policy", "vary", "etag", "cache-control"):
+            assert mine.headers.get(header) == theirs.headers.get(header), (query, args, header)
+        in_process = datasette_plugin.lookup_answer(ds, query, f"{prefix}_shape=array".encode())
+        if "user_id=1&user_id=2" in args:
+            assert in_process is None  # a parameter given twice is datasette's to answer
+        else:
+            assert in_process == mine.content, (query, args)
+            answered_by_plugin += 1
+        assert datasette_plugin.lookup_answer(ds, query, f"{prefix}_shape=array&_json_infinity=0".encode()) is None
+    assert answered_by_plugin >= 40
+    for other_shape in (b"user_id=1", b"user_id=1&_shape=objects", b"user_id=1&_shape=arrays&k=3"):
+        assert datasette_plugin.lookup_answer(ds, "recommendations_for_user", other_shape) is None
+    assert datasette_plugin.lookup_answer(ds, "model_info", b"_shape=array") is None  # a lookup only
+
+
+def test_lookups_the_plugin_answers_keep_the_read_only_guards_and_datasettes_time_limit(db_copy, monkeypatch):
+    from recjobs import datasette_plugin
+
+    ds = serve.build_datasette(db_copy.resolve())
+    conn = datasette_plugin.own_connection(ds)
+    assert conn.execute("PRAGMA query_only").fetchone() == (1,)
+    with pytest.raises(sqlite3.DatabaseError, match="not authorized"):
+        conn.execute(f"ATTACH DATABASE '{db_copy}' AS other")
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        conn.execute("DELETE FROM movies")
+    # a lookup over datasette's time limit is interrupted and left to datasette (which says so)
+    endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT max(i) FROM n WHERE :user_id"
+    lookups = {"recommendations_for_user": (endless, frozenset({"user_id"}))}
+    monkeypatch.setattr(ds, "_recjobs_lookups", lookups, raising=False)
+    started = time.perf_counter()
+    assert datasette_plugin.lookup_answer(ds, "recommendations_for_user", b"user_id=1&_shape=array") is None
+    assert time.perf_counter() - started < ds.setting("sql_time_limit_ms") / 1000 + 1
+
+
 def test_the_front_page_lists_every_canned_query_with_a_working_example(server):
     import html
 

@@ -4,9 +4,11 @@ Starts `recjobs serve` on a copy of --db twice in one run, with one server proce
 --workers processes, and drives each with wrk (`--tool wrk`, the default; Debian package wrk)
 or Python threads: plain requests; plain requests while a run is published (`recjobs
 precompute` of the served run, in another process); a caching client that sends back the
-ETag it got (If-None-Match), so unchanged answers come back as 304; and new users on the
-cold-start route (1 to 10 random movies the model knows, k=10), plain and during a publish. Prints requests/s, p50,
-p99 and errors of each (median of the repeats) and the multi-process/one-process ratios.
+ETag it got (If-None-Match), so unchanged answers come back as 304; the same requests through
+datasette's own query view (an extra argument the plugin's lookup lane leaves to datasette),
+plain and during a publish; and new users on the cold-start route (1 to 10 random movies the
+model knows, k=10), plain and during a publish. Prints requests/s, p50, p99 and errors of each
+(median of the repeats) and the multi-process/one-process ratios.
 
     python tests/benchmarks/bench_serve.py --db artifacts/recs.db            # or: make bench-serve
 """
@@ -35,6 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from support import copy_db, running_server  # noqa: E402
 
 PATH = "/recs/recommendations_for_user.json?user_id={}&k=10&_shape=array"
+# the same answer through datasette's own query view: the plugin's lookup lane leaves any other
+# argument to datasette, and _json_infinity=0 is datasette's default
+DATASETTE_PATH = PATH + "&_json_infinity=0"
 COLD_START_PATH = "/recs/-/cold_start.json?k=10&_shape=array&liked="
 
 
@@ -97,12 +102,12 @@ def cold_start_movies(db: Path) -> list[int]:
     )
 
 
-def user_path_lua(users: list[int]) -> str:
+def user_path_lua(users: list[int], path: str = PATH) -> str:
     """Lua for wrk: `path`, recommendations_for_user of a random known user."""
     return (
         "local users = {" + ",".join(map(str, users)) + "}\n"
         "local function next_path()\n"
-        f"  return string.format('{PATH.replace('{}', '%d')}', users[math.random(#users)])\n"
+        f"  return string.format('{path.replace('{}', '%d')}', users[math.random(#users)])\n"
         "end\n"
     )
 
@@ -236,6 +241,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = copy_db(args.db, Path(tmp) / "recs.db")
         users, new_users = user_ids(db), cold_start_path_lua(cold_start_movies(db))
+        via_datasette = user_path_lua(users, DATASETTE_PATH)
         for workers in (1, args.workers):
             with running_server(db, Path(tmp) / f"serve-{workers}.log", workers=workers) as server:
                 client(server.url, users, args.concurrency, 2)  # warm-up
@@ -244,10 +250,12 @@ def main(argv=None) -> None:
                     ("during a publish (job_nice 10, the default)", 10, False, users),
                     ("during a publish at normal priority (job_nice 0)", 0, False, users),
                     ("caching client (ETag, 304)", None, True, users),
+                    ("plain, through datasette's query view (lookup lane off)", None, False, via_datasette),
+                    ("during a publish, through datasette's query view (job_nice 10)", 10, False, via_datasette),
                     ("cold start, new users naming 1-10 movies (/recs/-/cold_start.json)", None, False, new_users),
                     ("cold start during a publish (job_nice 10)", 10, False, new_users),
                 ):
-                    if args.tool != "wrk" and (caching or asked is new_users):
+                    if args.tool != "wrk" and (caching or isinstance(asked, str)):
                         continue
                     if args.cold_start_only and asked is not new_users:
                         continue
