@@ -69,12 +69,15 @@ def held_out_users(
     seed: int,
     min_positives: int = max(SEED_COUNTS) + MIN_LATER_POSITIVES,
     share: float = HOLD_OUT_SHARE,
+    limit: int = 0,
 ) -> np.ndarray:
-    """A seeded random `share` of the users with at least `min_positives` positives (sorted)."""
+    """A seeded random `share` of the users with at least `min_positives` positives, at most
+    `limit` of them (0: no cap); sorted."""
     eligible = eligible_users(user_id, positive, min_positives)
     if len(eligible) < 2:
         return eligible[:0]
     size = max(1, int(round(share * len(eligible))))
+    size = min(size, limit) if limit else size
     return np.sort(np.random.default_rng(seed).choice(eligible, size=size, replace=False))
 
 
@@ -139,7 +142,7 @@ def evaluate_cold_start(settings: Settings, run_id: str) -> ColdStartEvalResult:
     bundle.ensure_bundle(directory)  # the serving bundle (precompute writes it for a published run)
     ratings = artifacts.read_ratings(directory)
     positive = ratings["rating"] >= settings.positive_threshold
-    held = held_out_users(ratings["user_id"], positive, settings.random_seed)
+    held = held_out_users(ratings["user_id"], positive, settings.random_seed, limit=settings.cold_start_eval_users)
     if len(held) == 0:
         log.info(
             "evaluate_cold_start %s: no user has %d positives; nothing to measure",
@@ -241,12 +244,12 @@ class BlendPriorChoice:
 
 
 def tuning_users(
-    user_id: np.ndarray, positive: np.ndarray, seed: int, share: float = HOLD_OUT_SHARE
+    user_id: np.ndarray, positive: np.ndarray, seed: int, share: float = HOLD_OUT_SHARE, limit: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """(the reported draw, a tuning draw): the reported draw is held_out_users(seed), exactly what
     evaluate_cold_start holds out; the tuning draw is as many users (sorted), drawn with the seed
     (seed, TUNING_DRAW) from the eligible users not in the reported draw."""
-    reported = held_out_users(user_id, positive, seed, share=share)
+    reported = held_out_users(user_id, positive, seed, share=share, limit=limit)
     rest = np.setdiff1d(eligible_users(user_id, positive), reported)
     size = min(len(reported), len(rest))
     tuning = np.sort(np.random.default_rng((seed, TUNING_DRAW)).choice(rest, size=size, replace=False))
@@ -263,7 +266,9 @@ def choose_blend_prior(
     Same protocol as evaluate_cold_start: the first N liked movies in time order are the seeds."""
     started = time.perf_counter()
     positive = ratings["rating"] >= settings.positive_threshold
-    reported, tuning = tuning_users(ratings["user_id"], positive, settings.random_seed)
+    reported, tuning = tuning_users(
+        ratings["user_id"], positive, settings.random_seed, limit=settings.cold_start_eval_users
+    )
     if len(tuning) == 0:
         raise ValueError("no eligible user outside the reported draw; too few users to choose a prior")
     _, held_out_bundle = fit_without(ratings, tuning, settings, run_id)

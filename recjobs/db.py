@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import re
 import sqlite3
 import threading
@@ -194,16 +195,10 @@ def plain_transaction(path: Path):
 
 
 def insert_many(conn: Connection, name: str, rows, chunk: int = 50_000) -> int:
-    """Run sql/<name>.sql (qmark placeholders) over an iterable of tuples."""
+    """Run sql/<name>.sql (qmark placeholders) over an iterable of tuples, `chunk` at a time."""
     statement = sql(name)
-    batch, total = [], 0
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= chunk:
-            conn.exec_driver_sql(statement, batch)
-            total += len(batch)
-            batch = []
-    if batch:
+    rows, total = iter(rows), 0
+    while batch := list(itertools.islice(rows, chunk)):
         conn.exec_driver_sql(statement, batch)
         total += len(batch)
     return total

@@ -17,6 +17,7 @@ from . import artifacts, scoring
 from .settings import Settings
 
 BATCH_USERS = 1024
+SCORE_BATCH_ENTRIES = 2**20  # users x items scored at once: 8 MB per float64 array (measured: 2**22 and 2**19 slower)
 SEQUENCE_PAIRS_PER_BLOCK = 20_000_000  # about 0.5 GB of pair arrays at a time
 # The reference recipe every evaluation compares with: plain ALS (64 factors, regularization
 # 0.02, 20 iterations, confidence 1 + 20), no recency weighting, no item-item parts.
@@ -120,9 +121,13 @@ class Interactions:
             return np.broadcast_to(np.log1p(self.trending.astype(np.float64)), (len(rows), len(self.trending)))
         out = np.empty((len(rows), len(self.trending)))
         times, items = self.positive_times, self.positive_items
-        for i, now in enumerate(self.now[rows]):
-            lo, hi = np.searchsorted(times, [now - self.trend_days * 86_400, now], side="right")
-            out[i] = np.log1p(np.bincount(items[lo:hi], minlength=len(self.trending)))
+        now = np.asarray(self.now[rows])
+        # whole seconds, in the times' own type: a float query would copy `times` on every search
+        since = np.floor(now - self.trend_days * 86_400).astype(times.dtype)
+        lo = np.searchsorted(times, since, side="right")
+        hi = np.searchsorted(times, now.astype(times.dtype), side="right")
+        for i in range(len(rows)):
+            out[i] = np.log1p(np.bincount(items[lo[i] : hi[i]], minlength=len(self.trending)))
         return out
 
 
@@ -320,19 +325,29 @@ class Fitted:
     def scores(self, rows: np.ndarray, data: Interactions, settings: Settings) -> np.ndarray:
         """standardized ALS scores + blend_weight * standardized cosine item-item scores of the
         user's recency-weighted positives + sequence_weight * standardized sequence scores of
-        the user's last few ratings; users x items."""
+        the user's last few ratings + trend_weight * standardized trending scores; users x items
+        (scoring.blend, with the sparse parts standardized through their nonzeros only)."""
         als = np.asarray(self.als.user_factors[rows] @ self.als.item_factors.T, np.float64)
-        parts = (
-            (settings.blend_weight, self.similarity, data.profile),
-            (settings.sequence_weight, self.sequence, data.recent),
-        )
-        item_item = [
-            (weight, (profile[rows] @ similarity).toarray())
-            for weight, similarity, profile in parts
+        parts = [
+            (weight, similarity, profile)
+            for weight, similarity, profile in (
+                (settings.blend_weight, self.similarity, data.profile),
+                (settings.sequence_weight, self.sequence, data.recent),
+            )
             if similarity is not None and weight > 0
         ]
-        trend = [(settings.trend_weight, data.trend_scores(rows))] if settings.trend_weight > 0 else []
-        return scoring.blend(als, item_item + trend)
+        if not parts and settings.trend_weight <= 0:
+            return als
+        total = scoring.standardized(als, overwrite=True)
+        for weight, similarity, profile in parts:
+            # a sparse product has no duplicate entries (its indices may be unsorted): as required
+            scoring.add_standardized_sparse(total, weight, (profile[rows] @ similarity).tocsr())
+        if settings.trend_weight > 0:
+            if data.now is None:  # one trending vector for everyone: standardized once
+                total += settings.trend_weight * scoring.standardized(np.log1p(data.trending.astype(np.float64)))
+            else:
+                total += settings.trend_weight * scoring.standardized(data.trend_scores(rows))
+        return total
 
     def recommend(self, rows: np.ndarray, data: Interactions, n: int, settings: Settings):
         """Top-n item rows and scores per user row, every movie in data.seen left out. Batched."""
@@ -340,13 +355,12 @@ class Fitted:
             return top_n(self.als, rows, data.seen, n)  # ALS alone: implicit's own top-N
         n = min(n, self.als.item_factors.shape[0])
         ids_out, scores_out = [np.empty((0, n), np.int64)], [np.empty((0, n))]
-        batch_size = max(
-            16, min(BATCH_USERS, 2**22 // max(1, self.als.item_factors.shape[0]))
-        )  # ~32 MB per score array
+        batch_size = max(16, min(BATCH_USERS, SCORE_BATCH_ENTRIES // max(1, self.als.item_factors.shape[0])))
         with threadpool_limits(limits=1, user_api="blas"):
             for start in range(0, len(rows), batch_size):
                 batch = rows[start : start + batch_size]
-                ids, scores = scoring.top_n(self.scores(batch, data, settings), *data.seen[batch].nonzero(), n)
+                scores = self.scores(batch, data, settings)
+                ids, scores = scoring.top_n(scores, *data.seen[batch].nonzero(), n, overwrite=True)
                 ids_out.append(ids)
                 scores_out.append(scores)
         return np.vstack(ids_out), np.vstack(scores_out)

@@ -64,7 +64,14 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
                 publish.ranked_rows(run_id, factors.user_ids, factors.movie_ids, top_ids, top_scores),
                 publish.ranked_rows(run_id, factors.movie_ids, factors.movie_ids, similar_ids, similar_scores),
             )
-            publish.store_catalog(conn, catalog)
+            written = publish.store_catalog(conn, catalog, run_id)
+            log.info(
+                "catalog: %s; ratings %d added, %d changed, %d removed",
+                "every rating written" if written.rewritten else "only what changed written",
+                written.added,
+                written.changed,
+                written.removed,
+            )
             publish.flip(conn, run_id)
             n_users = len(all_users)
         else:

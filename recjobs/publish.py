@@ -8,12 +8,15 @@ complete set. The database file is never replaced.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from . import db, runs
+from . import artifacts, db, runs
 from .artifacts import Catalog
 from .errors import StateError
 from .scoring import is_filtered
@@ -60,13 +63,25 @@ def gate(run: dict, current: dict | None, tolerance: float) -> GateDecision:
     return GateDecision(True, "passed the quality gate")
 
 
-def ranked_rows(run_id: str, owner_ids, movie_ids, top_rows, top_scores):
+def ranked_rows(run_id: str, owner_ids, movie_ids, top_rows, top_scores, rows_per_chunk: int = 50_000):
     """(run_id, owner id, rank, movie id, score) per kept entry of top lists (one list per row of
-    `top_rows`, movie rows into `movie_ids`); padding (filtered movies) is never stored."""
-    for owner, (rows, scores) in enumerate(zip(top_rows, top_scores, strict=True)):
+    `top_rows`, movie rows into `movie_ids`); padding (filtered movies) is never stored. Made
+    with numpy a chunk of lists at a time, so the Python tuples alive stay few."""
+    owner_ids, movie_ids = np.asarray(owner_ids), np.asarray(movie_ids)
+    top_rows, top_scores = np.asarray(top_rows), np.asarray(top_scores)
+    lists_per_chunk = max(1, rows_per_chunk // max(1, top_rows.shape[1] if top_rows.ndim == 2 else 1))
+    for start in range(0, len(top_rows), lists_per_chunk):
+        rows, scores = top_rows[start : start + lists_per_chunk], top_scores[start : start + lists_per_chunk]
         keep = (rows >= 0) & ~is_filtered(scores)
-        for rank, (item, score) in enumerate(zip(rows[keep], scores[keep], strict=True), start=1):
-            yield run_id, int(owner_ids[owner]), rank, int(movie_ids[item]), float(score)
+        rank = np.cumsum(keep, axis=1)  # 1, 2, ... over the kept entries of each list
+        owner, column = np.nonzero(keep)  # list by list, best first
+        yield from zip(
+            itertools.repeat(run_id),
+            owner_ids[start + owner].tolist(),
+            rank[owner, column].tolist(),
+            movie_ids[rows[owner, column]].tolist(),
+            scores[owner, column].astype(np.float64).tolist(),
+        )
 
 
 def store_run_rows(conn, run_id: str, recommendations, similar_movies) -> tuple[int, int]:
@@ -79,9 +94,24 @@ def store_run_rows(conn, run_id: str, recommendations, similar_movies) -> tuple[
     )
 
 
-def store_catalog(conn, catalog: Catalog) -> None:
-    """Replace movies, ratings and tags with the run's catalog."""
-    for table in ("tags", "ratings", "movies"):
+@dataclass(frozen=True)
+class CatalogWrite:
+    """What store_catalog did to the ratings table."""
+
+    rewritten: bool  # every row deleted and written again (no usable earlier catalog, or most changed)
+    added: int
+    changed: int
+    removed: int
+
+
+REWRITE_SHARE = 0.5  # more changed rows than this share of the ratings: rewrite them all
+
+
+def store_catalog(conn, catalog: Catalog, run_id: str) -> CatalogWrite:
+    """Replace movies and tags with the run's catalog, and make the ratings table hold the run's
+    ratings: only the rows added, changed or removed since the run it was last written from
+    (catalog_source) when that run's ratings file is still there and matches the table."""
+    for table in ("tags", "movies"):
         conn.exec_driver_sql(db.sql(f"publish.delete_{table}"))
     m = catalog.movies
     db.insert_many(
@@ -97,18 +127,73 @@ def store_catalog(conn, catalog: Catalog) -> None:
             strict=True,
         ),
     )
-    r = catalog.ratings
-    db.insert_many(
-        conn,
-        "publish.insert_rating",
-        zip(r["user_id"].tolist(), r["movie_id"].tolist(), r["rating"].tolist(), r["rated_at"].tolist(), strict=True),
-    )
+    written = _store_ratings(conn, {c: np.asarray(catalog.ratings[c]) for c in RATING_COLUMNS})
+    conn.execute(db.query("publish.set_catalog_source"), {"run_id": run_id})
     t = catalog.tags
     db.insert_many(
         conn,
         "publish.insert_tag",
         zip(t["user_id"].tolist(), t["movie_id"].tolist(), t["tag"].tolist(), t["tagged_at"].tolist(), strict=True),
     )
+    return written
+
+
+RATING_COLUMNS = ("user_id", "movie_id", "rating", "rated_at")
+
+
+def _by_key(ratings: dict) -> tuple[np.ndarray, dict]:
+    """The ratings in (user_id, movie_id) order, the table's key, and that key as one int64."""
+    order = np.lexsort((ratings["movie_id"], ratings["user_id"]))
+    ordered = {c: np.asarray(ratings[c])[order] for c in RATING_COLUMNS}
+    return (ordered["user_id"].astype(np.int64) << 32) | ordered["movie_id"].astype(np.int64), ordered
+
+
+def _previous_ratings(conn) -> dict | None:
+    """The ratings the table holds, from the files of the run it was written from; None when
+    unknown (no source recorded, its file gone or unreadable, or its count differs)."""
+    source = conn.execute(db.query("publish.catalog_source")).first()
+    if source is None or source.artifacts_dir is None:
+        return None
+    try:
+        previous = artifacts.read_ratings(Path(source.artifacts_dir))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, StateError) as e:
+        log.info("catalog: the ratings of %s cannot be read (%s); writing every rating", source.run_id, e)
+        return None
+    if conn.exec_driver_sql(db.sql("publish.count_ratings")).scalar() != len(previous["user_id"]):
+        log.info("catalog: the ratings table no longer matches run %s; writing every rating", source.run_id)
+        return None
+    return previous
+
+
+def _store_ratings(conn, ratings: dict) -> CatalogWrite:
+    new_key, new = _by_key(ratings)
+    previous = _previous_ratings(conn)
+    if previous is not None:
+        old_key, old = _by_key(previous)
+        at = np.minimum(np.searchsorted(old_key, new_key), max(len(old_key) - 1, 0))
+        found = (old_key[at] == new_key) if len(old_key) else np.zeros(len(new_key), bool)
+        differs = found & (
+            (old["rating"][at].astype(np.float32) != new["rating"].astype(np.float32))
+            | (old["rated_at"][at] != new["rated_at"])
+        )
+        gone = ~np.isin(old_key, new_key, assume_unique=True)
+        n_changes = int((~found).sum() + differs.sum() + gone.sum())
+        if n_changes <= REWRITE_SHARE * len(new_key):
+            stale = np.r_[old_key[gone], new_key[differs]]
+            stale_keys = zip((stale >> 32).tolist(), (stale & 0xFFFFFFFF).tolist(), strict=True)
+            db.insert_many(conn, "publish.delete_rating", stale_keys)
+            _insert_ratings(conn, new, ~found | differs)
+            return CatalogWrite(False, int((~found).sum()), int(differs.sum()), int(gone.sum()))
+    conn.exec_driver_sql(db.sql("publish.delete_ratings"))
+    _insert_ratings(conn, new, np.ones(len(new_key), bool))
+    return CatalogWrite(True, len(new_key), 0, 0)
+
+
+def _insert_ratings(conn, ordered: dict, rows: np.ndarray) -> None:
+    """Insert the chosen rows, in key order (appends to the table's b-tree)."""
+    columns = [ordered[c][rows] for c in RATING_COLUMNS]
+    columns[2] = columns[2].astype(np.float64)
+    db.insert_many(conn, "publish.insert_rating", zip(*(c.tolist() for c in columns), strict=True))
 
 
 def _nullable(column) -> list:

@@ -16,14 +16,15 @@ import numpy as np
 FILTERED = -float(np.finfo(np.float32).max)  # the score implicit gives a filtered (already rated) movie
 
 
-def standardized(scores: np.ndarray) -> np.ndarray:
-    """Each row (the last axis) to mean 0, standard deviation 1; a constant row becomes 0."""
-    centered = np.asarray(scores, dtype=np.float64)
-    n = centered.shape[-1]
-    # what ndarray.mean and .std compute (a sum, then a division), without their Python wrappers
-    centered = centered - np.add.reduce(centered, axis=-1, keepdims=True) / n
-    spread = np.sqrt(np.add.reduce(centered * centered, axis=-1, keepdims=True) / n)
-    return centered / np.where(spread > 0, spread, 1.0)
+def standardized(scores: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    """Each row (the last axis) to mean 0, standard deviation 1; a constant row becomes 0.
+    `overwrite`: the caller's float64 `scores` may be standardized in place (saves a copy)."""
+    out = np.asarray(scores, dtype=np.float64) if overwrite else np.array(scores, dtype=np.float64)
+    n = out.shape[-1]
+    out -= np.add.reduce(out, axis=-1, keepdims=True) / n
+    spread = np.sqrt(np.einsum("...i,...i->...", out, out) / n)[..., None]
+    out /= np.where(spread > 0, spread, 1.0)
+    return out
 
 
 def blend(als_scores: np.ndarray, parts, standardized_parts=()) -> np.ndarray:
@@ -42,16 +43,39 @@ def blend(als_scores: np.ndarray, parts, standardized_parts=()) -> np.ndarray:
     return total
 
 
+def add_standardized_sparse(total: np.ndarray, weight: float, part) -> None:
+    """total += weight * standardized(part as dense rows), for a CSR `part` (indptr, indices and
+    data, no duplicate entries) of total's shape: a row's mean and spread come from its nonzeros
+    (the rest are zeros), so only the nonzeros are touched besides one constant per row."""
+    n_rows, n_cols = total.shape
+    lengths = np.diff(part.indptr)
+    row_of = np.repeat(np.arange(n_rows), lengths)
+    values = np.asarray(part.data, dtype=np.float64)
+    mean = np.bincount(row_of, weights=values, minlength=n_rows) / n_cols
+    deviation = values - mean[row_of]
+    # the two-pass variance of the dense row: its nonzeros' squared deviations, then its zeros'
+    variance = (
+        np.bincount(row_of, weights=deviation * deviation, minlength=n_rows) + (n_cols - lengths) * mean**2
+    ) / n_cols
+    spread = np.sqrt(variance)
+    scale = np.where(spread > 0, weight / np.where(spread > 0, spread, 1.0), 0.0)  # a constant row adds 0
+    total -= (mean * scale)[:, None]
+    if not total.flags.c_contiguous:
+        raise ValueError("add_standardized_sparse adds into a C-contiguous array only")
+    total.reshape(-1)[row_of * n_cols + part.indices] += values * scale[row_of]  # one flat index: fast
+
+
 def is_filtered(scores: np.ndarray) -> np.ndarray:
     """True where a top list holds padding (a filtered movie), never to be shown."""
     return np.asarray(scores) <= FILTERED / 2
 
 
-def top_n(scores: np.ndarray, exclude_rows: np.ndarray, exclude_cols: np.ndarray, n: int):
+def top_n(scores: np.ndarray, exclude_rows: np.ndarray, exclude_cols: np.ndarray, n: int, overwrite: bool = False):
     """Top-n columns and scores per row of a dense users x items matrix, best first (ties by
     column), the (row, column) pairs excluded left out. Like implicit, a row with fewer than
-    n movies left is padded with excluded ones scored FILTERED."""
-    scores = np.array(scores, dtype=np.float64)
+    n movies left is padded with excluded ones scored FILTERED. `overwrite`: the caller's
+    float64 `scores` may be written to (saves a copy)."""
+    scores = np.asarray(scores, dtype=np.float64) if overwrite else np.array(scores, dtype=np.float64)
     scores[exclude_rows, exclude_cols] = FILTERED
     n = min(n, scores.shape[1])
     top = np.argpartition(-scores, n - 1, axis=1)[:, :n]

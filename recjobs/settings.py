@@ -60,6 +60,10 @@ class Settings:
         20_000,
         "Test users evaluated: a seeded random sample when there are more (the intervals show its error; 0: all).",
     )
+    cold_start_eval_users: int = setting(
+        2_000,
+        "New users the cold-start evaluation holds out: a seeded 20% of those eligible, at most this many (0: no cap).",
+    )
     keep_published: int = setting(3, "Published runs kept for rollback; older runs' rows are deleted.")
     gate_tolerance: float = setting(
         0.10, "A run is rejected if its Recall@10 is this much (relative) below the published run's."
@@ -93,6 +97,7 @@ class Settings:
             "trend_weight": self.trend_weight >= 0,
             "trend_days": self.trend_days > 0,
             "eval_users": self.eval_users >= 0,
+            "cold_start_eval_users": self.cold_start_eval_users >= 0,
             "keep_published": self.keep_published >= 1,
             "gate_tolerance": 0 <= self.gate_tolerance < 1,
             "serve_workers": 0 <= self.serve_workers <= 64,

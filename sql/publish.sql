@@ -68,6 +68,20 @@ DELETE FROM movies;
 -- name: insert_movie
 INSERT INTO movies (movie_id, title, genres, year, imdb_id, tmdb_id) VALUES (?, ?, ?, ?, ?, ?);
 
+-- name: delete_rating
+DELETE FROM ratings WHERE user_id = ? AND movie_id = ?;
+
+-- name: catalog_source
+-- The run the ratings table was last written from, and where its files are.
+SELECT c.run_id, r.artifacts_dir FROM catalog_source AS c JOIN model_runs AS r USING (run_id);
+
+-- name: count_ratings
+SELECT count(*) FROM ratings;
+
+-- name: set_catalog_source
+INSERT INTO catalog_source (id, run_id) VALUES (1, :run_id)
+ON CONFLICT (id) DO UPDATE SET run_id = excluded.run_id;
+
 -- name: insert_rating
 INSERT INTO ratings (user_id, movie_id, rating, rated_at) VALUES (?, ?, ?, ?);
 

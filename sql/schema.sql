@@ -87,6 +87,13 @@ CREATE TABLE IF NOT EXISTS published_run (
     published_at TEXT NOT NULL
 );
 
+-- The run whose loaded ratings the ratings table holds (its artifacts' ratings.npz): the next
+-- publish writes only what changed since. Internal to the publish step.
+CREATE TABLE IF NOT EXISTS catalog_source (
+    id     INTEGER PRIMARY KEY CHECK (id = 1),
+    run_id TEXT NOT NULL REFERENCES model_runs (run_id)
+);
+
 CREATE VIEW IF NOT EXISTS current_recommendations AS
 SELECT r.user_id, r.rank, r.movie_id, m.title, r.score
 FROM published_run AS p

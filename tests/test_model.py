@@ -97,3 +97,65 @@ def test_sequence_similarity_of_too_few_ratings_is_empty():
         data, n_items = sequence_data(np.array(users, int), np.array(items, int), 5)
         similarity = model.sequence_similarity(data, n_items, Settings())
         assert similarity.shape == (5, 5) and similarity.nnz == 0
+
+
+def test_a_sparse_part_standardized_through_its_nonzeros_equals_the_dense_standardized_part():
+    import scipy.sparse as sp
+
+    from recjobs import scoring
+
+    rng = np.random.default_rng(7)
+    dense = sp.random(50, 40, density=0.1, random_state=8, format="csr").toarray() * 3
+    dense[3] = 0  # no nonzero
+    dense[5] = 2.5  # every column, one value: a constant row
+    dense[7] = 0
+    dense[7, 11] = 4.0  # one nonzero
+    part = sp.csr_matrix(dense)
+    start = rng.normal(size=(50, 40))
+    total = start.copy()
+    scoring.add_standardized_sparse(total, 0.7, part)
+    np.testing.assert_allclose(total, start + 0.7 * scoring.standardized(dense), rtol=1e-12, atol=1e-12)
+    assert np.array_equal(total[3], start[3]) and np.array_equal(total[5], start[5])
+
+
+def random_ratings(n_users: int, n_movies: int, n: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    pairs = np.unique(np.c_[rng.integers(1, n_users + 1, n), rng.integers(1, n_movies + 1, n)], axis=0)
+    return {
+        "user_id": pairs[:, 0],
+        "movie_id": pairs[:, 1] * 10,
+        "rating": rng.choice([1.0, 2.5, 3.5, 4.0, 5.0], len(pairs)),
+        "rated_at": rng.integers(1_500_000_000, 1_500_000_000 + 400 * 86_400, len(pairs)),
+    }
+
+
+def test_the_methods_scores_and_top_lists_equal_the_dense_blend_of_every_part():
+    """Fitted.scores standardizes the sparse parts through their nonzeros; the dense blend of
+    every part (scoring.blend, as the cold-start job computes it) is the definition."""
+    import dataclasses
+
+    from recjobs import scoring
+
+    ratings = random_ratings(120, 90, 4000, seed=3)
+    user_ids, movie_ids = np.unique(ratings["user_id"]), np.unique(ratings["movie_id"])
+    settings = Settings(factors=8, iterations=3, blend_weight=0.5, sequence_weight=0.3, trend_weight=0.2)
+    data = model.interactions(ratings, np.ones(len(ratings["rating"]), bool), user_ids, movie_ids, settings)
+    fitted = model.fit_method(data, settings)
+    rows = np.arange(len(user_ids))
+    per_user_now = dataclasses.replace(data, now=np.random.default_rng(4).choice(ratings["rated_at"], len(rows)))
+    for d in (data, per_user_now):
+        als = np.asarray(fitted.als.user_factors[rows] @ fitted.als.item_factors.T, np.float64)
+        expected = scoring.blend(
+            als,
+            [
+                (0.5, (d.profile[rows] @ fitted.similarity).toarray()),
+                (0.3, (d.recent[rows] @ fitted.sequence).toarray()),
+                (0.2, d.trend_scores(rows)),
+            ],
+        )
+        got = fitted.scores(rows, d, settings)
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+        ids, top = fitted.recommend(rows, d, 10, settings)
+        want_ids, want_top = scoring.top_n(expected, *d.seen[rows].nonzero(), 10)
+        assert (ids == want_ids).mean() > 0.999  # ties within 1e-9 may swap, nothing else
+        np.testing.assert_allclose(top, want_top, rtol=1e-9, atol=1e-9)

@@ -155,3 +155,67 @@ def test_a_damaged_database_is_never_published_into_nor_served(small_published):
         pipeline.run(settings, "second")
     with pytest.raises(StateError, match=r"recs.db: the database is damaged \(quick_check: .+\); restore it"):
         serve.check_database(settings.db)
+
+
+def test_the_ratings_table_gets_only_what_changed_since_the_run_it_was_written_from(tmp_path):
+    """A night writes the ratings added, changed and removed since the catalog's source run;
+    the table then equals the new ratings exactly, as a full rewrite would leave it."""
+    import numpy as np
+    import pandas as pd
+
+    from recjobs import artifacts, db, publish, runs
+    from recjobs.artifacts import Catalog
+    from recjobs.settings import Settings
+
+    rng = np.random.default_rng(5)
+    pairs = np.unique(np.c_[rng.integers(1, 300, 6000), rng.integers(1, 500, 6000)], axis=0)
+    first = pd.DataFrame(
+        {
+            "user_id": pairs[:, 0],
+            "movie_id": pairs[:, 1],
+            "rating": rng.choice([0.5, 3.0, 4.5, 5.0], len(pairs)),
+            "rated_at": rng.integers(1_000_000, 2_000_000, len(pairs)),
+        }
+    ).sample(frac=1, random_state=1)  # not in key order
+    second = first.iloc[40:].copy()  # 40 removed
+    second.iloc[:25, second.columns.get_loc("rating")] = 1.0  # 25 ratings changed (some may equal: counted below)
+    second.iloc[25:35, second.columns.get_loc("rated_at")] += 7  # 10 times changed
+    added = pd.DataFrame({"user_id": [1000, 1000, 1001], "movie_id": [1, 2, 1], "rating": 4.0, "rated_at": 3_000_000})
+    second = pd.concat([second, added])
+    movies = pd.DataFrame({"movie_id": [1], "title": ["x"], "genres": ["Drama"], "year": [None], "imdb_id": [None]})
+    movies["tmdb_id"] = None
+    tags = pd.DataFrame({"user_id": [], "movie_id": [], "tag": [], "tagged_at": []})
+    settings, path = Settings(), tmp_path / "recs.db"
+
+    def night(run_id: str, ratings: pd.DataFrame) -> publish.CatalogWrite:
+        directory = tmp_path / run_id
+        directory.mkdir()
+        artifacts.save_ratings(directory, ratings)
+        with db.transaction(path) as conn:
+            runs.start(conn, run_id, settings, directory, "sha")
+            stored = pd.DataFrame(artifacts.read_ratings(directory)).astype({"rating": float})  # as precompute reads it
+            return publish.store_catalog(conn, Catalog(movies, stored, tags), run_id)
+
+    def table() -> list:
+        with db.reading(path) as conn:
+            return [tuple(r) for r in conn.exec_driver_sql("SELECT * FROM ratings ORDER BY user_id, movie_id")]
+
+    def expected(ratings: pd.DataFrame) -> list:
+        ordered = ratings.sort_values(["user_id", "movie_id"])
+        return [
+            (int(u), int(m), float(np.float32(r)), int(t))
+            for u, m, r, t in ordered[["user_id", "movie_id", "rating", "rated_at"]].itertuples(index=False)
+        ]
+
+    assert night("a", first) == publish.CatalogWrite(True, len(first), 0, 0)  # nothing written before: all
+    assert table() == expected(first)
+    n_changed = int((first.iloc[40:65]["rating"] != 1.0).sum()) + 10
+    assert night("b", second) == publish.CatalogWrite(False, 3, n_changed, 40)
+    assert table() == expected(second)
+    assert night("c", second) == publish.CatalogWrite(False, 0, 0, 0)  # unchanged: nothing written
+    (tmp_path / "c" / artifacts.RATINGS).unlink()  # the source's file gone: everything again
+    assert night("d", first).rewritten and table() == expected(first)
+    with db.transaction(path) as conn:  # the table no longer matches its source: everything again
+        conn.exec_driver_sql("DELETE FROM ratings WHERE user_id = 1")
+    assert night("e", second).rewritten and table() == expected(second)
+    assert night("f", first.iloc[: len(first) // 3]).rewritten  # most of it changed: a rewrite is cheaper
