@@ -4,13 +4,15 @@ synthetic MovieLens-layout sets (`recjobs synth`) of 1M, 5M and 25M ratings.
     python tests/benchmarks/bench_scale.py --sizes small,1M,5M      # or: make bench-scale
     python tests/benchmarks/bench_scale.py --sizes 25M --work /big/disk
 
-Each step runs as its own process (the step commands), so its wall time and its peak RSS
-(os.wait4) are its own. Next to them, in the same run, the reference approach on a sample:
-the reference plan's per-user Python loop over implicit's `model.recommend` (users/s, against
-the users the precompute step scored per second, writes included), `pd.read_csv` with default
-settings (against the load step), and a per-row INSERT loop (rows/s, against the precompute
-step's rows written per second). Writes a JSON and a Markdown table (--out, default
-artifacts/bench-scale/).
+Each size runs two nights on one database: the first on the set without its newest 0.5% of
+ratings (nothing published before: what a first night costs), the second on the whole set with
+the first night's run published (what a usual night costs). Each step runs as its own process
+(the step commands), so its wall time and its peak RSS (os.wait4) are its own. Next to them, in
+the same run, the reference approach on a sample: the reference plan's per-user Python loop
+over implicit's `model.recommend` (users/s, against the users the precompute step scored per
+second, writes included), `pd.read_csv` with default settings (against the load step), and a
+per-row INSERT loop (rows/s, against the precompute step's rows written per second). Writes a
+JSON and a Markdown table (--out, default artifacts/bench-scale/).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ SIZES = {
 STEPS = ("load", "split", "train", "evaluate", "precompute", "evaluate-cold-start")
 REFERENCE_USERS = 2_000
 REFERENCE_ROWS = 200_000
+NEW_RATINGS_SHARE = 0.005  # the second night's new ratings: the newest 0.5% (a day or so of a busy service)
 
 
 def timed(command: list[str], env: dict) -> dict:
@@ -61,6 +64,29 @@ def data_for(size: str, work: Path, env: dict) -> tuple[Path, dict | None]:
     command = [sys.executable, "-m", "recjobs", "-q", "synth", "--users", str(users), "--movies", str(movies)]
     command += ["--ratings", str(ratings), "--seed", "42", "--out", str(folder)]
     return folder, timed(command, env)
+
+
+def day_before(data: Path, work: Path, size: str) -> Path:
+    """The set as the night before saw it: without its newest NEW_RATINGS_SHARE of ratings (by
+    time); the other files are the same. Made once under --work."""
+    import numpy as np
+    import pandas as pd
+
+    folder = work / f"data-{size}-day-before"
+    if (folder / "ratings.csv").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    ratings = pd.read_csv(
+        data / "ratings.csv", dtype={"userId": "int64", "movieId": "int64", "rating": "float64", "timestamp": "int64"}
+    )
+    keep = int(round(len(ratings) * (1 - NEW_RATINGS_SHARE)))
+    ratings.iloc[np.sort(np.argsort(ratings["timestamp"].to_numpy(), kind="stable")[:keep])].to_csv(
+        folder / "ratings.csv", index=False
+    )
+    for name in ("movies.csv", "links.csv", "tags.csv"):
+        if (data / name).is_file():
+            (folder / name).write_bytes((data / name).read_bytes())
+    return folder
 
 
 def reference(data: Path, db: Path, artifacts: Path, run_id: str) -> dict:
@@ -107,36 +133,54 @@ def reference(data: Path, db: Path, artifacts: Path, run_id: str) -> dict:
     }
 
 
-def night(size: str, work: Path, env: dict) -> dict:
-    data, synth_timing = data_for(size, work, env)
-    where = work / size
-    if where.exists():
-        subprocess.run(["rm", "-rf", str(where)], check=True)
-    db, artifacts = where / "recs.db", where / "artifacts"
-    common = ["--data-dir", str(data), "--db", str(db), "--artifacts", str(artifacts), "--run-id", "night1"]
+def steps_of_a_night(data: Path, db: Path, artifacts: Path, run_id: str, size: str, label: str, env: dict) -> dict:
+    common = ["--data-dir", str(data), "--db", str(db), "--artifacts", str(artifacts), "--run-id", run_id]
     steps = {}
     for step in STEPS:
         steps[step] = timed([sys.executable, "-m", "recjobs", "-q", step, *common], env)
         print(
-            f"{size} {step}: {steps[step]['seconds']:.1f} s, peak RSS {steps[step]['peak_rss_mb']:.0f} MB", flush=True
+            f"{size} {label} {step}: {steps[step]['seconds']:.1f} s, peak RSS {steps[step]['peak_rss_mb']:.0f} MB",
+            flush=True,
         )
+    return steps
+
+
+def night(size: str, work: Path, env: dict) -> dict:
+    """Two nights on one database: the first on the set without its newest ratings (nothing
+    published before), the second on the whole set with the first night's run published."""
+    data, synth_timing = data_for(size, work, env)
+    before = day_before(data, work, size)
+    where = work / size
+    if where.exists():
+        subprocess.run(["rm", "-rf", str(where)], check=True)
+    db, artifacts = where / "recs.db", where / "artifacts"
+    steps = steps_of_a_night(before, db, artifacts, "night1", size, "first night", env)
+    second = steps_of_a_night(data, db, artifacts, "night2", size, "second night", env)
     with sqlite3.connect(db) as conn:
-        n_ratings = conn.execute("SELECT n_ratings FROM model_runs WHERE run_id = 'night1'").fetchone()[0]
-        n_users = conn.execute("SELECT count(DISTINCT user_id) FROM recommendations").fetchone()[0]
-        n_rows = conn.execute("SELECT (SELECT count(*) FROM recommendations) + (SELECT count(*) FROM similar_movies)")
-        n_rows = n_rows.fetchone()[0]
+        n_ratings = conn.execute("SELECT n_ratings FROM model_runs WHERE run_id = 'night2'").fetchone()[0]
+        n_users = conn.execute("SELECT count(DISTINCT user_id) FROM recommendations WHERE run_id = 'night1'")
+        n_users = n_users.fetchone()[0]
+        n_rows = conn.execute(
+            "SELECT (SELECT count(*) FROM recommendations WHERE run_id = 'night1')"
+            " + (SELECT count(*) FROM similar_movies WHERE run_id = 'night1')"
+        ).fetchone()[0]
+        published = conn.execute("SELECT run_id FROM published_run").fetchone()[0]
     ref = reference(data, db, artifacts, "night1")
     users_per_second = n_users / steps["precompute"]["seconds"]
     rows_per_second = n_rows / steps["precompute"]["seconds"]
     return {
         "size": size,
         "n_ratings": n_ratings,
+        "n_new_ratings_second_night": n_ratings - int(round(n_ratings * (1 - NEW_RATINGS_SHARE))),
         "n_users": n_users,
         "rows_published": n_rows,
+        "published_after_second_night": published,
         "synth": synth_timing,
         "steps": steps,
+        "second_night_steps": second,
         "total_seconds": round(sum(s["seconds"] for s in steps.values()), 1),
-        "peak_rss_mb": max(s["peak_rss_mb"] for s in steps.values()),
+        "second_night_total_seconds": round(sum(s["seconds"] for s in second.values()), 1),
+        "peak_rss_mb": max(s["peak_rss_mb"] for s in [*steps.values(), *second.values()]),
         "users_per_second_precompute": round(users_per_second, 1),
         "rows_per_second_precompute": round(rows_per_second),
         "reference": ref,
@@ -154,11 +198,14 @@ def markdown(results: list[dict]) -> str:
         "|---|---|" + "---|" * len(STEPS) + "---|---|",
     ]
     for r in results:
-        cells = [f"{r['steps'][s]['seconds']:.1f} s / {r['steps'][s]['peak_rss_mb'] / 1024:.2f} GB" for s in STEPS]
-        lines.append(
-            f"| {r['size']} | {r['n_ratings']:,} | " + " | ".join(cells) + f" | {r['total_seconds']:.0f} s | "
-            f"{r['peak_rss_mb'] / 1024:.2f} GB |"
-        )
+        for label, steps in (("first night", r["steps"]), ("second night", r["second_night_steps"])):
+            cells = [f"{steps[s]['seconds']:.1f} s / {steps[s]['peak_rss_mb'] / 1024:.2f} GB" for s in STEPS]
+            total = sum(steps[s]["seconds"] for s in STEPS)
+            peak = max(steps[s]["peak_rss_mb"] for s in STEPS)
+            lines.append(
+                f"| {r['size']}, {label} | {r['n_ratings']:,} | " + " | ".join(cells) + f" | {total:.0f} s | "
+                f"{peak / 1024:.2f} GB |"
+            )
     lines += [
         "",
         "| data | users/s (precompute, writes included) | per-user loop users/s | ratio | rows/s written | "
