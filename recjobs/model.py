@@ -198,6 +198,62 @@ def fit(user_items: sp.csr_matrix, settings: Settings, show_progress: bool = Fal
     return model
 
 
+class _Converged(Exception):
+    """Raised from implicit's per-iteration callback to end a fit that has converged."""
+
+
+@dataclass(frozen=True)
+class FitReport:
+    iterations: int  # ALS iterations run
+    change: float  # relative change of the item factors in the last iteration
+    warm: bool  # started from an earlier fit's factors
+
+
+def start_from(previous: Factors, user_ids: np.ndarray, movie_ids: np.ndarray, settings: Settings):
+    """(user_factors, item_factors) to start a fit from: an earlier fit's rows matched by
+    MovieLens id, implicit's own random start (uniform * 0.01, seeded) for new users and movies.
+    None when the earlier fit has another number of factors."""
+    if previous.item_factors.shape[1] != settings.factors:
+        return None
+    rng = np.random.default_rng(settings.random_seed)
+    started = []
+    for ids, old_ids, old_factors in (
+        (user_ids, previous.user_ids, previous.user_factors),
+        (movie_ids, previous.movie_ids, previous.item_factors),
+    ):
+        factors = rng.random((len(ids), settings.factors), dtype=np.float32) * 0.01
+        at = np.minimum(np.searchsorted(old_ids, ids), max(len(old_ids) - 1, 0))
+        known = (old_ids[at] == ids) if len(old_ids) else np.zeros(len(ids), bool)
+        factors[known] = old_factors[at[known]]
+        started.append(factors)
+    return tuple(started)
+
+
+def fit_until_converged(user_items: sp.csr_matrix, settings: Settings, start=None, show_progress: bool = False):
+    """ALS until the item factors change by less than settings.als_tolerance (relative, Frobenius
+    norm) in an iteration, at most settings.iterations; from `start` (start_from) when given.
+    Returns (model, FitReport)."""
+    model = new_als(settings)
+    if start is not None:
+        model.user_factors, model.item_factors = (np.ascontiguousarray(f, dtype=np.float32) for f in start)
+    last = {"iterations": 0, "change": float("nan"), "before": None if start is None else model.item_factors.copy()}
+
+    def check(iteration, _elapsed, _loss):
+        now = model.item_factors
+        if last["before"] is not None:
+            last["change"] = float(np.linalg.norm(now - last["before"]) / max(np.linalg.norm(now), 1e-12))
+        last["iterations"], last["before"] = iteration + 1, now.copy()
+        if last["change"] < settings.als_tolerance:
+            raise _Converged
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        try:
+            model.fit(user_items, show_progress=show_progress, callback=check)
+        except _Converged:
+            pass
+    return model, FitReport(last["iterations"], round(last["change"], 6), start is not None)
+
+
 def from_factors(user_factors: np.ndarray, item_factors: np.ndarray, settings: Settings):
     model = new_als(settings)
     model.user_factors = np.ascontiguousarray(user_factors, dtype=np.float32)
@@ -321,6 +377,7 @@ class Fitted:
     als: object
     similarity: sp.csr_matrix | None = None  # cosine item-item of positives
     sequence: sp.csr_matrix | None = None
+    fit_report: FitReport | None = None  # how the ALS part was fitted (None: read from files)
 
     def scores(self, rows: np.ndarray, data: Interactions, settings: Settings) -> np.ndarray:
         """standardized ALS scores + blend_weight * standardized cosine item-item scores of the
@@ -385,10 +442,13 @@ class Fitted:
         return fitted, factors
 
 
-def fit_method(data: Interactions, settings: Settings, show_progress: bool = False) -> Fitted:
+def fit_method(data: Interactions, settings: Settings, show_progress: bool = False, start=None) -> Fitted:
+    """The method's three parts; ALS until converged (fit_until_converged), from `start` when given."""
     n_items = data.seen.shape[1]
+    als, report = fit_until_converged(data.confidence, settings, start, show_progress)
     return Fitted(
-        fit(data.confidence, settings, show_progress),
+        als,
         item_similarity(data.positives, settings),
         sequence_similarity(data, n_items, settings),
+        report,
     )

@@ -28,7 +28,14 @@ class Settings:
     n_similar: int = setting(20, "Similar movies stored per movie.")
     factors: int = setting(64, "ALS latent factors.")
     regularization: float = setting(0.2, "ALS L2 regularization.")
-    iterations: int = setting(20, "ALS iterations.")
+    iterations: int = setting(20, "ALS iterations, at most (fewer once the factors have converged).")
+    als_tolerance: float = setting(
+        0.025,
+        "ALS stops when an iteration changes the item factors by less than this (relative); 0: every iteration.",
+    )
+    warm_start: bool = setting(
+        True, "Start the night's ALS fits from the published run's factors (matched by id) when there is one."
+    )
     alpha: float = setting(80.0, "Confidence of a positive rating: 1 + alpha * weight.")
     negative_weight: float = setting(0.0, "Weight of ratings below the positive threshold (0 = ignore them).")
     positive_threshold: float = setting(4.0, "Ratings at or above this are positives.")
@@ -85,6 +92,7 @@ class Settings:
             "factors": 1 <= self.factors <= 2048,
             "regularization": self.regularization >= 0,
             "iterations": 1 <= self.iterations <= 1000,
+            "als_tolerance": 0 <= self.als_tolerance < 1,
             "alpha": self.alpha > 0,
             "negative_weight": self.negative_weight >= 0,
             "positive_threshold": 0.5 <= self.positive_threshold <= 5.0,
@@ -116,6 +124,8 @@ class Settings:
             "factors",
             "regularization",
             "iterations",
+            "als_tolerance",
+            "warm_start",
             "alpha",
             "negative_weight",
             "positive_threshold",
@@ -139,6 +149,9 @@ def setting_help() -> dict[str, tuple[object, str]]:
     return {f.name: (f.default, f.metadata["help"]) for f in dataclasses.fields(Settings)}
 
 
+BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 def from_env(environ=os.environ, **overrides) -> Settings:
     """Settings from RECJOBS_<NAME> environment variables, then explicit overrides."""
     values = {}
@@ -148,8 +161,12 @@ def from_env(environ=os.environ, **overrides) -> Settings:
             continue
         kind = type(f.default)
         try:
-            values[f.name] = Path(raw) if isinstance(f.default, Path) else kind(raw)
-        except ValueError:
-            raise ConfigError(f"RECJOBS_{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+            if kind is bool:
+                values[f.name] = BOOLEANS[raw.strip().lower()]
+            else:
+                values[f.name] = Path(raw) if isinstance(f.default, Path) else kind(raw)
+        except (ValueError, KeyError):
+            expected = "true or false" if kind is bool else f"a valid {kind.__name__}"
+            raise ConfigError(f"RECJOBS_{f.name.upper()}={raw!r}: expected {expected}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)

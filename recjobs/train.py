@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from . import artifacts, db, model, runs
+from . import artifacts, db, model, publish, runs
 from .holdout import evaluation_data
 from .settings import Settings
 
@@ -31,15 +33,38 @@ class TrainResult:
     n_full_interactions: int
     eval_fit_seconds: float
     full_fit_seconds: float
+    eval_iterations: int  # ALS iterations until converged (at most settings.iterations)
+    full_iterations: int
+    warm_started: bool  # both fits started from the published run's factors
     seconds: float
 
 
+def published_factors(settings: Settings, name: str) -> model.Factors | None:
+    """The published run's `name` model (its factors and ids), to warm-start from; None when
+    warm_start is off, nothing is published or its file cannot be read."""
+    if not settings.warm_start:
+        return None
+    with db.reading(settings.db) as conn:
+        current = publish.current_run(conn)
+    if current is None or not current.get("artifacts_dir"):
+        return None
+    path = Path(current["artifacts_dir"]) / artifacts.model_file(name)
+    try:
+        return model.Factors.read(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        log.warning("train: no warm start from %s (%s); starting from random factors", path, e)
+        return None
+
+
 def fit_and_save(data: model.Interactions, settings: Settings, user_ids, movie_ids, directory, name: str):
-    """Fit the method and save it as the run's `name` model: (its path, seconds)."""
+    """Fit the method (from the published run's `name` factors when there are some) and save it as
+    the run's `name` model: (its path, seconds, FitReport)."""
     started = time.perf_counter()
-    fitted = model.fit_method(data, settings, show_progress=sys.stderr.isatty())
+    previous = published_factors(settings, name)
+    start = model.start_from(previous, user_ids, movie_ids, settings) if previous is not None else None
+    fitted = model.fit_method(data, settings, show_progress=sys.stderr.isatty(), start=start)
     seconds = time.perf_counter() - started
-    return fitted.save(directory, name, user_ids, movie_ids), seconds
+    return fitted.save(directory, name, user_ids, movie_ids), seconds, fitted.fit_report
 
 
 def train(settings: Settings, run_id: str) -> TrainResult:
@@ -54,9 +79,13 @@ def train(settings: Settings, run_id: str) -> TrainResult:
     movie_ids = np.unique(ratings["movie_id"])
 
     eval_data = evaluation_data(ratings, parts, user_ids, movie_ids, settings)
-    eval_path, eval_seconds = fit_and_save(eval_data, settings, user_ids, movie_ids, directory, artifacts.EVAL)
+    eval_path, eval_seconds, eval_report = fit_and_save(
+        eval_data, settings, user_ids, movie_ids, directory, artifacts.EVAL
+    )
     full_data = model.interactions(ratings, np.ones(len(parts), bool), user_ids, movie_ids, settings)
-    full_path, full_seconds = fit_and_save(full_data, settings, user_ids, movie_ids, directory, artifacts.FULL)
+    full_path, full_seconds, full_report = fit_and_save(
+        full_data, settings, user_ids, movie_ids, directory, artifacts.FULL
+    )
     artifacts.write_json(directory / artifacts.PARAMS, settings.model_params())
 
     result = TrainResult(
@@ -69,19 +98,26 @@ def train(settings: Settings, run_id: str) -> TrainResult:
         n_full_interactions=int(full_data.confidence.nnz),
         eval_fit_seconds=round(eval_seconds, 3),
         full_fit_seconds=round(full_seconds, 3),
+        eval_iterations=eval_report.iterations,
+        full_iterations=full_report.iterations,
+        warm_started=eval_report.warm and full_report.warm,
         seconds=round(time.perf_counter() - started, 3),
     )
     with db.transaction(settings.db) as conn:
         runs.update(conn, run_id, n_users=len(user_ids), n_items=len(movie_ids))
         runs.record_seconds(conn, run_id, "train", result.seconds)
     log.info(
-        "train %s: %d users x %d items; eval model %d interactions in %.1fs, published model %d interactions in %.1fs",
+        "train %s: %d users x %d items (%s); eval model %d interactions, %d ALS iterations, %.1fs; "
+        "published model %d interactions, %d ALS iterations, %.1fs",
         run_id,
         result.n_users,
         result.n_items,
+        "warm start from the published run" if result.warm_started else "random start",
         result.n_eval_interactions,
+        result.eval_iterations,
         eval_seconds,
         result.n_full_interactions,
+        result.full_iterations,
         full_seconds,
     )
     return result

@@ -159,3 +159,32 @@ def test_the_methods_scores_and_top_lists_equal_the_dense_blend_of_every_part():
         want_ids, want_top = scoring.top_n(expected, *d.seen[rows].nonzero(), 10)
         assert (ids == want_ids).mean() > 0.999  # ties within 1e-9 may swap, nothing else
         np.testing.assert_allclose(top, want_top, rtol=1e-9, atol=1e-9)
+
+
+def test_a_warm_start_takes_the_earlier_fits_rows_by_id_and_new_ids_start_small():
+    previous = model.Factors(
+        user_ids=np.array([1, 2, 5]),
+        movie_ids=np.array([10, 20]),
+        user_factors=np.arange(12, dtype=np.float32).reshape(3, 4) + 1,
+        item_factors=np.arange(8, dtype=np.float32).reshape(2, 4) + 1,
+    )
+    users, items = model.start_from(previous, np.array([2, 3, 5]), np.array([5, 20]), Settings(factors=4))
+    assert np.array_equal(users[[0, 2]], previous.user_factors[[1, 2]])  # users 2 and 5, by id
+    assert np.array_equal(items[1], previous.item_factors[1])  # movie 20
+    assert (0 <= users[1]).all() and (users[1] < 0.01).all() and (items[0] < 0.01).all()  # new: implicit's start
+    assert model.start_from(previous, np.array([2]), np.array([20]), Settings(factors=8)) is None  # other shape
+
+
+def test_als_stops_once_converged_and_a_warm_start_converges_in_fewer_iterations():
+    users, items = checker_board(60, 30)
+    rng = np.random.default_rng(0)
+    keep = rng.random(len(users)) < 0.8
+    m = model.matrix(users[keep], items[keep], np.full(keep.sum(), 21.0, np.float32), (60, 30))
+    every = Settings(factors=4, iterations=25, als_tolerance=0.0)
+    _, full = model.fit_until_converged(m, every)
+    assert (full.iterations, full.warm) == (25, False)  # tolerance 0: every iteration
+    cold_model, cold = model.fit_until_converged(m, every.replace(als_tolerance=0.03))
+    assert cold.iterations < 25 and cold.change < 0.03
+    start = (cold_model.user_factors, cold_model.item_factors)
+    _, warm = model.fit_until_converged(m, every.replace(als_tolerance=0.03), start=start)
+    assert warm.warm and warm.iterations < cold.iterations and warm.change < 0.03

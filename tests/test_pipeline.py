@@ -219,3 +219,16 @@ def test_the_ratings_table_gets_only_what_changed_since_the_run_it_was_written_f
         conn.exec_driver_sql("DELETE FROM ratings WHERE user_id = 1")
     assert night("e", second).rewritten and table() == expected(second)
     assert night("f", first.iloc[: len(first) // 3]).rewritten  # most of it changed: a rewrite is cheaper
+
+
+def test_a_night_after_a_published_run_starts_als_from_its_factors(tmp_path):
+    from recjobs import pipeline
+    from support import small_published_settings
+
+    settings = small_published_settings(tmp_path).replace(iterations=40)  # run "first", random start
+    warm = pipeline.run(settings, "second").train
+    assert warm.warm_started
+    assert warm.eval_iterations < 40 and warm.full_iterations < 40
+    cold = pipeline.run(settings.replace(warm_start=False), "third").train
+    assert not cold.warm_started
+    assert cold.full_iterations > warm.full_iterations

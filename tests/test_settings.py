@@ -27,3 +27,13 @@ def test_out_of_range(name, value):
 
 def test_every_setting_has_help():
     assert all(help_text.strip() for _, help_text in setting_help().values())
+
+
+def test_a_yes_or_no_setting_reads_true_or_false_from_the_environment():
+    from recjobs.errors import ConfigError
+    from recjobs.settings import from_env
+
+    assert from_env({"RECJOBS_WARM_START": "false"}).warm_start is False
+    assert from_env({"RECJOBS_WARM_START": "Yes"}).warm_start is True
+    with pytest.raises(ConfigError, match=r"RECJOBS_WARM_START='maybe': expected true or false"):
+        from_env({"RECJOBS_WARM_START": "maybe"})
