@@ -166,7 +166,7 @@ def from_env(environ=os.environ, **overrides) -> Settings:
             else:
                 values[f.name] = Path(raw) if isinstance(f.default, Path) else kind(raw)
         except (ValueError, KeyError):
-            expected = "true or false" if kind is bool else f"a valid {kind.__name__}"
-            raise ConfigError(f"RECJOBS_{f.name.upper()}={raw!r}: expected {expected}") from None
+            expected = "; expected true or false" if kind is bool else ""
+            raise ConfigError(f"RECJOBS_{f.name.upper()}={raw!r} is not a valid {kind.__name__}{expected}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifacts, db, model, publish, runs
+from . import artifacts, db, model, runs
 from .holdout import evaluation_data
 from .settings import Settings
 
@@ -39,16 +39,16 @@ class TrainResult:
     seconds: float
 
 
-def published_factors(settings: Settings, name: str) -> model.Factors | None:
-    """The published run's `name` model (its factors and ids), to warm-start from; None when
-    warm_start is off, nothing is published or its file cannot be read."""
+def warm_start_factors(settings: Settings, run_id: str, name: str) -> model.Factors | None:
+    """The `name` model (factors and ids) of the newest published run recorded before this one,
+    to start from; None when warm_start is off, there is none or its file cannot be read."""
     if not settings.warm_start:
         return None
     with db.reading(settings.db) as conn:
-        current = publish.current_run(conn)
-    if current is None or not current.get("artifacts_dir"):
+        source = conn.execute(db.query("runs.warm_start_source"), {"run_id": run_id}).first()
+    if source is None:
         return None
-    path = Path(current["artifacts_dir"]) / artifacts.model_file(name)
+    path = Path(source.artifacts_dir) / artifacts.model_file(name)
     try:
         return model.Factors.read(path)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
@@ -56,11 +56,12 @@ def published_factors(settings: Settings, name: str) -> model.Factors | None:
         return None
 
 
-def fit_and_save(data: model.Interactions, settings: Settings, user_ids, movie_ids, directory, name: str):
-    """Fit the method (from the published run's `name` factors when there are some) and save it as
-    the run's `name` model: (its path, seconds, FitReport)."""
+def fit_and_save(data: model.Interactions, settings: Settings, run_id: str, user_ids, movie_ids, name: str):
+    """Fit the method (from the last published run's `name` factors when there are some) and save
+    it as the run's `name` model: (its path, seconds, FitReport)."""
     started = time.perf_counter()
-    previous = published_factors(settings, name)
+    directory = artifacts.run_dir(settings.artifacts, run_id)
+    previous = warm_start_factors(settings, run_id, name)
     start = model.start_from(previous, user_ids, movie_ids, settings) if previous is not None else None
     fitted = model.fit_method(data, settings, show_progress=sys.stderr.isatty(), start=start)
     seconds = time.perf_counter() - started
@@ -80,11 +81,11 @@ def train(settings: Settings, run_id: str) -> TrainResult:
 
     eval_data = evaluation_data(ratings, parts, user_ids, movie_ids, settings)
     eval_path, eval_seconds, eval_report = fit_and_save(
-        eval_data, settings, user_ids, movie_ids, directory, artifacts.EVAL
+        eval_data, settings, run_id, user_ids, movie_ids, artifacts.EVAL
     )
     full_data = model.interactions(ratings, np.ones(len(parts), bool), user_ids, movie_ids, settings)
     full_path, full_seconds, full_report = fit_and_save(
-        full_data, settings, user_ids, movie_ids, directory, artifacts.FULL
+        full_data, settings, run_id, user_ids, movie_ids, artifacts.FULL
     )
     artifacts.write_json(directory / artifacts.PARAMS, settings.model_params())
 

@@ -48,3 +48,12 @@ SELECT run_id FROM model_runs ORDER BY started_at DESC, run_id DESC LIMIT 1;
 -- Runs still 'running' that started before the given time; the caller holds the run lock, so no process is on them.
 SELECT run_id, artifacts_dir FROM model_runs
 WHERE status = 'running' AND run_id != :run_id AND started_at < :before;
+
+-- name: warm_start_source
+-- The published run a night's ALS fits start from: the newest one recorded before this run,
+-- so a re-run of the night (a retry, a cleared DAG run) starts from the same one.
+SELECT run_id, artifacts_dir FROM model_runs
+WHERE status = 'published' AND artifacts_dir IS NOT NULL
+  AND rowid < (SELECT rowid FROM model_runs WHERE run_id = :run_id)
+ORDER BY rowid DESC
+LIMIT 1;

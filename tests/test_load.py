@@ -29,7 +29,7 @@ def test_good_load_saves_the_catalog_and_starts_the_run(tiny_settings):
     assert con.execute("SELECT count(*) FROM movies").fetchone() == (0,)
     catalog = read_stored_catalog(tiny_settings.artifacts / "r1")
     with db.transaction(tiny_settings.db) as conn:
-        store_catalog(conn, catalog)
+        store_catalog(conn, catalog, "r1")
     toy = con.execute("SELECT title, genres, year, imdb_id, tmdb_id FROM movies WHERE movie_id = 1").fetchone()
     assert toy == ("Toy Story (1995)", "Adventure|Animation", 1995, "0114709", 862)
     assert con.execute("SELECT tmdb_id FROM movies WHERE movie_id = 6").fetchone() == (None,)

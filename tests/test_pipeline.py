@@ -62,10 +62,10 @@ def test_second_run_publishes_and_rollback_restores_the_first(small_published):
     settings = small_published
     con = sqlite3.connect(settings.db)
     first_rows = con.execute("SELECT user_id, rank, movie_id FROM current_recommendations").fetchall()
-    second = pipeline.run(settings, "second")
+    second = pipeline.run(settings.replace(warm_start=False), "second")
     assert second.precompute.status == "published"
     assert con.execute("SELECT run_id FROM published_run").fetchone() == ("second",)
-    # same data and settings: the same recommendations
+    # same data and settings, both from a random start: the same recommendations
     assert con.execute("SELECT user_id, rank, movie_id FROM current_recommendations").fetchall() == first_rows
 
     assert publish.rollback(settings).to_run_id == "first"
@@ -229,6 +229,14 @@ def test_a_night_after_a_published_run_starts_als_from_its_factors(tmp_path):
     warm = pipeline.run(settings, "second").train
     assert warm.warm_started
     assert warm.eval_iterations < 40 and warm.full_iterations < 40
+
+    def published_rows():
+        with sqlite3.connect(settings.db) as con:
+            return con.execute("SELECT user_id, rank, movie_id, score FROM current_recommendations").fetchall()
+
+    rows = published_rows()
+    again = pipeline.run(settings, "second").train  # a retried night starts from "first" again, not itself
+    assert again.warm_started and published_rows() == rows
     cold = pipeline.run(settings.replace(warm_start=False), "third").train
     assert not cold.warm_started
     assert cold.full_iterations > warm.full_iterations

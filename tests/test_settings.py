@@ -35,5 +35,5 @@ def test_a_yes_or_no_setting_reads_true_or_false_from_the_environment():
 
     assert from_env({"RECJOBS_WARM_START": "false"}).warm_start is False
     assert from_env({"RECJOBS_WARM_START": "Yes"}).warm_start is True
-    with pytest.raises(ConfigError, match=r"RECJOBS_WARM_START='maybe': expected true or false"):
+    with pytest.raises(ConfigError, match=r"RECJOBS_WARM_START='maybe' is not a valid bool; expected true or false"):
         from_env({"RECJOBS_WARM_START": "maybe"})
