@@ -47,6 +47,8 @@ def add_standardized_sparse(total: np.ndarray, weight: float, part) -> None:
     """total += weight * standardized(part as dense rows), for a CSR `part` (indptr, indices and
     data, no duplicate entries) of total's shape: a row's mean and spread come from its nonzeros
     (the rest are zeros), so only the nonzeros are touched besides one constant per row."""
+    if not total.flags.c_contiguous:
+        raise ValueError("add_standardized_sparse adds into a C-contiguous array only")
     n_rows, n_cols = total.shape
     lengths = np.diff(part.indptr)
     row_of = np.repeat(np.arange(n_rows), lengths)
@@ -60,8 +62,6 @@ def add_standardized_sparse(total: np.ndarray, weight: float, part) -> None:
     spread = np.sqrt(variance)
     scale = np.where(spread > 0, weight / np.where(spread > 0, spread, 1.0), 0.0)  # a constant row adds 0
     total -= (mean * scale)[:, None]
-    if not total.flags.c_contiguous:
-        raise ValueError("add_standardized_sparse adds into a C-contiguous array only")
     total.reshape(-1)[row_of * n_cols + part.indices] += values * scale[row_of]  # one flat index: fast
 
 
