@@ -184,6 +184,26 @@ for _name, (_module, _function) in STEP_JOBS.items():
     step_command(_name, _module, _function)
 
 
+@cli.command("score-shard", cls=JobCommand, job=("shards", "score_shard"))
+@settings_options()
+@click.option("--shard", type=int, required=True, help="Which user range: 0 to score_shards - 1.")
+@click.option("--run-id", default=None, help="The run to work on [default: the newest run].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@one_line_errors
+def score_shard_command(shard, run_id, as_json, **values):
+    from . import runs
+    from .shards import score_shard
+
+    settings = build_settings(values)
+    run_id = run_id or runs.latest_id(settings)
+    if run_id is None:
+        raise RecJobsError(f"no run in {settings.db}; run `recjobs load` first")
+    runs.lower_priority(settings)
+    # no run lock: shards of one run are scored side by side; they write only their staging files
+    with runs.failure_recorded(settings, run_id, "score_shard"):
+        echo_result(score_shard(settings, run_id, shard), as_json)
+
+
 @cli.command()
 @settings_options(settings_module.PATH_SETTINGS)
 @click.option("--to", "to_run_id", default=None, help="Run to serve [default: the previous published run].")

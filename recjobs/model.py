@@ -266,13 +266,21 @@ def popularity_model(item_counts: np.ndarray, n_users: int, settings: Settings):
     return from_factors(np.ones((n_users, 1)), item_counts.reshape(-1, 1), settings)
 
 
-def top_n(model, rows: np.ndarray, exclude: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
+def score_batch(n_items: int) -> int:
+    """Users scored at once by Fitted.recommend: about SCORE_BATCH_ENTRIES scores. BLAS may round
+    a user's scores differently in another batch, so shards are cut at multiples of it."""
+    return max(16, min(BATCH_USERS, SCORE_BATCH_ENTRIES // max(1, n_items)))
+
+
+def top_n(
+    model, rows: np.ndarray, exclude: sp.csr_matrix, n: int, batch_size: int = BATCH_USERS
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-n item rows and scores for user rows, items in `exclude[row]` left out. Batched."""
-    ids_out, scores_out = [], []
     n = min(n, model.item_factors.shape[0])
+    ids_out, scores_out = [np.empty((0, n), np.int32)], [np.empty((0, n), np.float32)]
     with threadpool_limits(limits=1, user_api="blas"):
-        for start in range(0, len(rows), BATCH_USERS):
-            batch = rows[start : start + BATCH_USERS]
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
             ids, scores = model.recommend(batch, exclude[batch], N=n, filter_already_liked_items=True)
             ids_out.append(ids)
             scores_out.append(scores)
@@ -408,11 +416,11 @@ class Fitted:
 
     def recommend(self, rows: np.ndarray, data: Interactions, n: int, settings: Settings):
         """Top-n item rows and scores per user row, every movie in data.seen left out. Batched."""
+        batch_size = score_batch(self.als.item_factors.shape[0])
         if self.similarity is None and self.sequence is None and settings.trend_weight <= 0:
-            return top_n(self.als, rows, data.seen, n)  # ALS alone: implicit's own top-N
+            return top_n(self.als, rows, data.seen, n, batch_size)  # ALS alone: implicit's own top-N
         n = min(n, self.als.item_factors.shape[0])
         ids_out, scores_out = [np.empty((0, n), np.int64)], [np.empty((0, n))]
-        batch_size = max(16, min(BATCH_USERS, SCORE_BATCH_ENTRIES // max(1, self.als.item_factors.shape[0])))
         with threadpool_limits(limits=1, user_api="blas"):
             for start in range(0, len(rows), batch_size):
                 batch = rows[start : start + batch_size]
@@ -420,6 +428,77 @@ class Fitted:
                 ids, scores = scoring.top_n(scores, *data.seen[batch].nonzero(), n, overwrite=True)
                 ids_out.append(ids)
                 scores_out.append(scores)
+        return np.vstack(ids_out), np.vstack(scores_out)
+
+    def recommend_candidates(
+        self, rows: np.ndarray, candidates: dict, data: Interactions, n: int, settings: Settings, per_part: int = 0
+    ):
+        """Top-n item rows and scores per user row, among the user's `candidates` (row -> item
+        rows, such as Spark's ALS top spark_candidates) and the `per_part` (default
+        spark_candidates) best movies of each item-item part and of the trending part, every
+        movie in data.seen left out. Each candidate gets the score `scores` gives it (each part
+        standardized over the user's whole row), so the lists are `recommend`'s whenever its
+        top-n are among the candidates. Padded like `recommend`."""
+        per_part = per_part or settings.spark_candidates
+        n_items = self.als.item_factors.shape[0]
+        n = min(n, n_items)
+        parts = [
+            (weight, similarity, profile)
+            for weight, similarity, profile in (
+                (settings.blend_weight, self.similarity, data.profile),
+                (settings.sequence_weight, self.sequence, data.recent),
+            )
+            if similarity is not None and weight > 0
+        ]
+        trend = settings.trend_weight > 0
+        trending = np.log1p(data.trending.astype(np.float64))
+        ids_out, scores_out = [np.empty((0, n), np.int64)], [np.empty((0, n))]
+        with threadpool_limits(limits=1, user_api="blas"):
+            batch_size = score_batch(n_items)
+            for start in range(0, len(rows), batch_size):
+                batch = np.asarray(rows[start : start + batch_size])
+                given = [np.asarray(candidates.get(int(row), ()), np.int64) for row in batch]
+                found_rows = [np.repeat(np.arange(len(batch)), [len(g) for g in given])]
+                found_cols = [np.concatenate([np.empty(0, np.int64), *given])]
+                products = [(weight, (profile[batch] @ similarity).tocsr()) for weight, similarity, profile in parts]
+                for _, product in products:
+                    best = top_per_row(product.copy(), per_part).tocoo()
+                    found_rows.append(best.row)
+                    found_cols.append(best.col)
+                if trend and data.now is None:  # the same trending movies for everyone
+                    top_trending = np.argsort(-trending, kind="stable")[:per_part]
+                    found_rows.append(np.repeat(np.arange(len(batch)), len(top_trending)))
+                    found_cols.append(np.tile(top_trending, len(batch)))
+                found_rows, found_cols = np.concatenate(found_rows), np.concatenate(found_cols)
+                found = sp.csr_matrix(
+                    (np.ones(len(found_rows)), (found_rows, found_cols)),
+                    shape=(len(batch), n_items),
+                )
+                found = found - found.multiply(data.seen[batch])  # never a movie the user rated
+                found.eliminate_zeros()
+                found.sort_indices()
+                row_of = np.repeat(np.arange(len(batch)), np.diff(found.indptr))
+                cols = found.indices.astype(np.int64)
+                users = self.als.user_factors[batch]
+                als = np.einsum("ef,ef->e", users[row_of], self.als.item_factors[cols]).astype(np.float64)
+                if not parts and not trend:
+                    total = als
+                else:
+                    total = scoring.standardized_at(als, row_of, *scoring.dot_row_stats(users, self.als.item_factors))
+                for weight, product in products:
+                    product.sort_indices()
+                    _, mean, spread = scoring.sparse_row_stats(product, n_items)
+                    values = scoring.values_at(product, row_of, cols)
+                    total += weight * scoring.standardized_at(values, row_of, mean, spread)
+                if trend:
+                    if data.now is None:
+                        total += settings.trend_weight * scoring.standardized(trending)[cols]
+                    else:
+                        per_user = scoring.standardized(data.trend_scores(batch))
+                        total += settings.trend_weight * per_user[row_of, cols]
+                top_cols, top_scores = scoring.top_n_entries(row_of, cols, total, len(batch), n)
+                ids_out.append(top_cols)
+                scores_out.append(top_scores)
         return np.vstack(ids_out), np.vstack(scores_out)
 
     def save(self, directory: Path, name: str, user_ids, movie_ids) -> Path:

@@ -1,6 +1,6 @@
-"""precompute: top-k movies for every user of the published model and the most similar
-movies for every movie, and the run's cold-start bundle; then, if the run passes the quality
-gate, publish it.
+"""precompute: top-k movies for every user of the published model (the score_shard files,
+scoring here any shard without one) and the most similar movies for every movie, and the
+run's cold-start bundle; then, if the run passes the quality gate, publish it.
 
 The rows, the catalog and the pointer flip are one transaction (recjobs.publish).
 """
@@ -11,9 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
-from . import artifacts, bundle, db, model, publish, runs
+from . import artifacts, bundle, db, model, publish, runs, shards
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,18 +36,19 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
     pointer in one transaction. A rejected run leaves what readers see unchanged."""
     started = time.perf_counter()
     directory = artifacts.run_dir(settings.artifacts, run_id)
-    fitted, factors = model.Fitted.read(directory, artifacts.FULL, settings)
     with db.reading(settings.db) as conn:
         decision = publish.gate(runs.get(conn, run_id), publish.current_run(conn), settings.gate_tolerance)
     n_users = n_recs = n_similar = 0
     if decision.publish:
-        ratings = artifacts.read_ratings(directory)
-        everything = model.interactions(
-            ratings, np.ones(len(ratings["rating"]), bool), factors.user_ids, factors.movie_ids, settings
+        factors, top_ids, top_scores, from_files = shards.all_users(settings, run_id)
+        log.info(
+            "precompute %s: %d of %d shards from score_shard files, the rest scored here",
+            run_id,
+            from_files,
+            settings.score_shards,
         )
-        all_users = np.arange(len(factors.user_ids))
-        top_ids, top_scores = fitted.recommend(all_users, everything, settings.k, settings)
-        similar_ids, similar_scores = model.similar(fitted.als, settings.n_similar)
+        als = model.from_factors(factors.user_factors, factors.item_factors, settings)
+        similar_ids, similar_scores = model.similar(als, settings.n_similar)
         catalog = artifacts.read_stored_catalog(directory)
         bundle.ensure_bundle(directory)  # new users are answered from the moment the run is published
 
@@ -73,7 +72,7 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
                 written.removed,
             )
             publish.flip(conn, run_id)
-            n_users = len(all_users)
+            n_users = len(factors.user_ids)
         else:
             runs.finish(conn, run_id, "rejected", decision.reason)
         pruned = publish.prune(conn, settings.keep_published)

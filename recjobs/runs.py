@@ -118,7 +118,7 @@ def failure_recorded(settings: Settings, run_id: str, step: str, attempt: int | 
     try:
         yield
     except Exception as e:
-        if step not in RUN_STEPS or not Path(settings.db).is_file():
+        if step not in RUN_STEPS + ("score_shard",) or not Path(settings.db).is_file():
             raise
         where = step if attempt is None else f"{step} try {attempt}"
         try:

@@ -43,13 +43,10 @@ def blend(als_scores: np.ndarray, parts, standardized_parts=()) -> np.ndarray:
     return total
 
 
-def add_standardized_sparse(total: np.ndarray, weight: float, part) -> None:
-    """total += weight * standardized(part as dense rows), for a CSR `part` (indptr, indices and
-    data, no duplicate entries) of total's shape: a row's mean and spread come from its nonzeros
-    (the rest are zeros), so only the nonzeros are touched besides one constant per row."""
-    if not total.flags.c_contiguous:
-        raise ValueError("add_standardized_sparse adds into a C-contiguous array only")
-    n_rows, n_cols = total.shape
+def sparse_row_stats(part, n_cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row of each stored entry, mean, spread) of each row of a CSR `part` (no duplicate
+    entries) read as dense rows of n_cols: from its nonzeros, the rest being zeros."""
+    n_rows = len(part.indptr) - 1
     lengths = np.diff(part.indptr)
     row_of = np.repeat(np.arange(n_rows), lengths)
     values = np.asarray(part.data, dtype=np.float64)
@@ -59,10 +56,65 @@ def add_standardized_sparse(total: np.ndarray, weight: float, part) -> None:
     variance = (
         np.bincount(row_of, weights=deviation * deviation, minlength=n_rows) + (n_cols - lengths) * mean**2
     ) / n_cols
-    spread = np.sqrt(variance)
+    return row_of, mean, np.sqrt(variance)
+
+
+def add_standardized_sparse(total: np.ndarray, weight: float, part) -> None:
+    """total += weight * standardized(part as dense rows), for a CSR `part` (indptr, indices and
+    data, no duplicate entries) of total's shape: a row's mean and spread come from its nonzeros
+    (the rest are zeros), so only the nonzeros are touched besides one constant per row."""
+    if not total.flags.c_contiguous:
+        raise ValueError("add_standardized_sparse adds into a C-contiguous array only")
+    n_cols = total.shape[1]
+    row_of, mean, spread = sparse_row_stats(part, n_cols)
     scale = np.where(spread > 0, weight / np.where(spread > 0, spread, 1.0), 0.0)  # a constant row adds 0
     total -= (mean * scale)[:, None]
+    values = np.asarray(part.data, dtype=np.float64)
     total.reshape(-1)[row_of * n_cols + part.indices] += values * scale[row_of]  # one flat index: fast
+
+
+def standardized_at(values: np.ndarray, row_of: np.ndarray, mean: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Entries of rows whose (dense) mean and spread are known, standardized as `standardized`
+    would standardize the whole rows; a constant row gives 0."""
+    safe = np.where(spread > 0, spread, 1.0)
+    return np.where(spread[row_of] > 0, (values - mean[row_of]) / safe[row_of], 0.0)
+
+
+def dot_row_stats(user_factors: np.ndarray, item_factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread of each user's dense ALS row (user_factors @ item_factors.T) without
+    making it: from the items' mean factor vector and their Gram matrix."""
+    users = np.asarray(user_factors, np.float64)
+    items = np.asarray(item_factors, np.float64)
+    n = len(items)
+    mean = users @ (items.sum(axis=0) / n)
+    second = np.einsum("uf,uf->u", users @ (items.T @ items / n), users)
+    return mean, np.sqrt(np.maximum(second - mean * mean, 0.0))
+
+
+def values_at(part, row_of: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """part[row_of[e], cols[e]] for every entry e, of a CSR `part` with sorted indices."""
+    n_cols = part.shape[1]
+    lengths = np.diff(part.indptr)
+    keys = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths) * n_cols + part.indices
+    wanted = row_of.astype(np.int64) * n_cols + cols
+    at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+    found = (keys[at] == wanted) if len(keys) else np.zeros(len(wanted), bool)
+    return np.where(found, np.asarray(part.data, np.float64)[at] if len(keys) else 0.0, 0.0)
+
+
+def top_n_entries(row_of: np.ndarray, cols: np.ndarray, scores: np.ndarray, n_rows: int, n: int):
+    """Top-n (column, score) per row from scored entries (row, column, score), best first (ties
+    by column); rows with fewer entries are padded with column -1 scored FILTERED."""
+    order = np.lexsort((cols, -scores, row_of))
+    row_of, cols, scores = row_of[order], cols[order], scores[order]
+    starts = np.searchsorted(row_of, np.arange(n_rows))
+    place = np.arange(len(row_of)) - starts[row_of]
+    keep = place < n
+    top_cols = np.full((n_rows, n), -1, np.int64)
+    top_scores = np.full((n_rows, n), FILTERED)
+    top_cols[row_of[keep], place[keep]] = cols[keep]
+    top_scores[row_of[keep], place[keep]] = scores[keep]
+    return top_cols, top_scores
 
 
 def is_filtered(scores: np.ndarray) -> np.ndarray:

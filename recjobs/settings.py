@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
 
 # settings that are paths: relative ones are resolved against the project folder by the DAGs
-PATH_SETTINGS = ("data_dir", "db", "artifacts")
+PATH_SETTINGS = ("data_dir", "db", "artifacts", "spark_checkpoint_dir")
+ENGINES = ("implicit", "spark")
+SPARK_MASTER = re.compile(r"^(local(\[(\*|[1-9][0-9]*)\])?|spark://[^\s/]+(/.*)?|sc://[^\s/]+(/.*)?)$")
+MEMORY = re.compile(r"^[1-9][0-9]*[kmgt]?$")
 
 
 def setting(default, help: str):
@@ -75,6 +79,31 @@ class Settings:
     gate_tolerance: float = setting(
         0.10, "A run is rejected if its Recall@10 is this much (relative) below the published run's."
     )
+    engine: str = setting(
+        "implicit",
+        "Where the heavy parts of train run: implicit (this machine) or spark (ALS, item-item counts and per-user "
+        "candidates as Spark jobs, at spark_master).",
+    )
+    score_shards: int = setting(
+        2, "User ranges scored apart (the DAG maps one score_shard task over each); the published rows are the same."
+    )
+    spark_master: str = setting(
+        "local[*]", "Spark master for engine=spark: local[N], spark://host:port, or a Spark Connect sc://host:port URL."
+    )
+    spark_driver_memory: str = setting("2g", "Spark driver memory for engine=spark (local mode: all of Spark's).")
+    spark_partitions: int = setting(8, "Spark shuffle partitions and ALS user and item blocks for engine=spark.")
+    spark_checkpoint_dir: Path = setting(
+        Path("artifacts/spark-checkpoints"),
+        "Spark checkpoint folder for engine=spark (ALS checkpoints; on a cluster, shared storage).",
+    )
+    spark_regularization: float = setting(
+        0.01,
+        "Spark ALS regParam for engine=spark (Spark scales it by each user's and movie's number of ratings; "
+        "implicit does not).",
+    )
+    spark_candidates: int = setting(
+        200, "engine=spark: ALS candidates per user from Spark, re-ranked with the item-item and trending parts."
+    )
     serve_workers: int = setting(0, "Server processes of `recjobs serve` (0: one per CPU core).")
     job_nice: int = setting(
         10,
@@ -108,12 +137,20 @@ class Settings:
             "cold_start_eval_users": self.cold_start_eval_users >= 0,
             "keep_published": self.keep_published >= 1,
             "gate_tolerance": 0 <= self.gate_tolerance < 1,
+            "engine": self.engine in ENGINES,
+            "score_shards": 1 <= self.score_shards <= 1000,
+            "spark_master": bool(SPARK_MASTER.match(self.spark_master)),
+            "spark_driver_memory": bool(MEMORY.match(self.spark_driver_memory.lower())),
+            "spark_partitions": 1 <= self.spark_partitions <= 100_000,
+            "spark_regularization": self.spark_regularization >= 0,
+            "spark_candidates": self.k <= self.spark_candidates <= 10_000,
             "serve_workers": 0 <= self.serve_workers <= 64,
             "job_nice": 0 <= self.job_nice <= 19,
         }
         for name, ok in checks.items():
             if not ok:
-                raise ConfigError(f"setting {name}={getattr(self, name)!r} is out of range; see `recjobs run --help`")
+                hint = f"expected {EXPECTED[name]}" if name in EXPECTED else "see `recjobs run --help`"
+                raise ConfigError(f"setting {name}={getattr(self, name)!r} is out of range; {hint}")
 
     def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -138,6 +175,9 @@ class Settings:
             "trend_weight",
             "trend_days",
             "random_seed",
+            "engine",
+            "spark_regularization",
+            "spark_candidates",
             "k",
             "n_similar",
         )
@@ -148,6 +188,13 @@ def setting_help() -> dict[str, tuple[object, str]]:
     """name -> (default, help), in declaration order."""
     return {f.name: (f.default, f.metadata["help"]) for f in dataclasses.fields(Settings)}
 
+
+EXPECTED = {
+    "engine": " or ".join(ENGINES),
+    "spark_master": "local[*], local[N], spark://host:port or sc://host:port",
+    "spark_driver_memory": "a size such as 2g or 512m",
+    "spark_candidates": "at least k, at most 10000",
+}
 
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 

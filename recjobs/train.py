@@ -1,4 +1,5 @@
-"""train: fit the method (recency-weighted ALS and the two item-item matrices) twice:
+"""train: fit the method (recency-weighted ALS and the two item-item matrices) twice, with
+implicit on this machine or in Spark (settings.engine):
 
 - the evaluation model, on every rating each user made before their test item;
 - the published model, on all loaded ratings.
@@ -6,7 +7,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import sys
 import time
 import zipfile
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifacts, db, model, runs
+from . import artifacts, db, model, runs, spark_engine
 from .holdout import evaluation_data
 from .settings import Settings
 
@@ -56,14 +59,18 @@ def warm_start_factors(settings: Settings, run_id: str, name: str) -> model.Fact
         return None
 
 
-def fit_and_save(data: model.Interactions, settings: Settings, run_id: str, user_ids, movie_ids, name: str):
-    """Fit the method (from the last published run's `name` factors when there are some) and save
-    it as the run's `name` model: (its path, seconds, FitReport)."""
+def fit_and_save(data: model.Interactions, settings: Settings, run_id: str, user_ids, movie_ids, name: str, spark=None):
+    """Fit the method and save it as the run's `name` model: (its path, seconds, FitReport).
+    With implicit, from the last published run's `name` factors when there are some; with a
+    Spark session, in Spark (spark_engine)."""
     started = time.perf_counter()
     directory = artifacts.run_dir(settings.artifacts, run_id)
-    previous = warm_start_factors(settings, run_id, name)
-    start = model.start_from(previous, user_ids, movie_ids, settings) if previous is not None else None
-    fitted = model.fit_method(data, settings, show_progress=sys.stderr.isatty(), start=start)
+    if spark is not None:
+        fitted = spark_engine.fit_method(spark, data, settings, directory, name)
+    else:
+        previous = warm_start_factors(settings, run_id, name)
+        start = model.start_from(previous, user_ids, movie_ids, settings) if previous is not None else None
+        fitted = model.fit_method(data, settings, show_progress=sys.stderr.isatty(), start=start)
     seconds = time.perf_counter() - started
     return fitted.save(directory, name, user_ids, movie_ids), seconds, fitted.fit_report
 
@@ -80,13 +87,15 @@ def train(settings: Settings, run_id: str) -> TrainResult:
     movie_ids = np.unique(ratings["movie_id"])
 
     eval_data = evaluation_data(ratings, parts, user_ids, movie_ids, settings)
-    eval_path, eval_seconds, eval_report = fit_and_save(
-        eval_data, settings, run_id, user_ids, movie_ids, artifacts.EVAL
-    )
     full_data = model.interactions(ratings, np.ones(len(parts), bool), user_ids, movie_ids, settings)
-    full_path, full_seconds, full_report = fit_and_save(
-        full_data, settings, run_id, user_ids, movie_ids, artifacts.FULL
-    )
+    shutil.rmtree(spark_engine.candidates_dir(directory, artifacts.FULL), ignore_errors=True)  # an earlier try's
+    with spark_engine.session(settings) if settings.engine == "spark" else contextlib.nullcontext() as spark:
+        eval_path, eval_seconds, eval_report = fit_and_save(
+            eval_data, settings, run_id, user_ids, movie_ids, artifacts.EVAL, spark
+        )
+        full_path, full_seconds, full_report = fit_and_save(
+            full_data, settings, run_id, user_ids, movie_ids, artifacts.FULL, spark
+        )
     artifacts.write_json(directory / artifacts.PARAMS, settings.model_params())
 
     result = TrainResult(
@@ -108,9 +117,10 @@ def train(settings: Settings, run_id: str) -> TrainResult:
         runs.update(conn, run_id, n_users=len(user_ids), n_items=len(movie_ids))
         runs.record_seconds(conn, run_id, "train", result.seconds)
     log.info(
-        "train %s: %d users x %d items (%s); eval model %d interactions, %d ALS iterations, %.1fs; "
+        "train %s (%s): %d users x %d items (%s); eval model %d interactions, %d ALS iterations, %.1fs; "
         "published model %d interactions, %d ALS iterations, %.1fs",
         run_id,
+        settings.engine,
         result.n_users,
         result.n_items,
         "warm start from the published run" if result.warm_started else "random start",

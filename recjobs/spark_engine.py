@@ -1,0 +1,238 @@
+"""The Spark engine (settings.engine = "spark"): the method's heavy parts as Spark jobs.
+
+- ALS: pyspark.ml's ALS with implicitPrefs, on the implicit engine's own confidences;
+- the cosine and sequence item-item parts: co-occurrence counts as DataFrame jobs (the
+  sequence part pairs each rating with the user's next sequence_window ratings);
+- per-user candidates: the ALS top spark_candidates of every user, written as Parquet files
+  (artifacts/<run_id>/candidates_full/) that the score shards re-rank (recjobs.shards).
+
+What it returns is the implicit engine's model.Fitted, saved as the same model files, so
+evaluation, scoring and publishing are one code path for both engines. Spark runs in local
+mode by default; with a spark:// master or an sc:// Spark Connect URL the cluster must see the
+artifacts folder at the same path (shared storage). Data goes in and out as Parquet.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .errors import ConfigError
+from .model import FitReport, Fitted, Interactions, from_factors
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_EVERY = 5  # ALS iterations between checkpoints (Spark ignores it without a checkpoint folder)
+
+
+def candidates_dir(directory: Path, name: str) -> Path:
+    """The Parquet folder of the `name` model's per-user candidates (one row per user)."""
+    return Path(directory) / f"candidates_{name}"
+
+
+@contextmanager
+def session(settings: Settings):
+    """A SparkSession for the settings' master: local mode on loopback, a spark:// cluster, or
+    Spark Connect (sc://). Stopped on exit."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise ConfigError("engine=spark needs pyspark; install the spark extra: pip install -e '.[spark]'") from None
+    master = settings.spark_master
+    builder = SparkSession.builder.appName("recjobs")
+    if master.startswith("sc://"):
+        builder = builder.remote(master)
+    else:
+        builder = builder.master(master).config("spark.driver.memory", settings.spark_driver_memory)
+        builder = builder.config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+        if master.startswith("local"):  # nothing leaves this machine
+            builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+    checkpoints = Path(settings.spark_checkpoint_dir).resolve()
+    builder = builder.config("spark.sql.shuffle.partitions", str(settings.spark_partitions))
+    builder = builder.config("spark.checkpoint.dir", str(checkpoints))
+    spark = builder.getOrCreate()
+    if not master.startswith("sc://"):
+        spark.sparkContext.setLogLevel("ERROR")
+        spark.sparkContext.setCheckpointDir(str(checkpoints))
+    try:
+        yield spark
+    finally:
+        spark.stop()
+
+
+def write_parquet(path: Path, **columns: np.ndarray) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({name: np.ascontiguousarray(values) for name, values in columns.items()}), path)
+    return str(path)
+
+
+def to_numpy(frame, *columns: str) -> list[np.ndarray]:
+    """Collect a DataFrame's columns to the driver as numpy arrays (through Arrow)."""
+    table = frame.select(*columns).toArrow()
+    return [table.column(name).to_numpy() for name in columns]
+
+
+def factor_matrix(frame, n_rows: int, rank: int) -> np.ndarray:
+    """ALS userFactors / itemFactors (id, features) as rows x rank; rows Spark never saw are 0."""
+    table = frame.toArrow()
+    ids = table.column("id").to_numpy()
+    features = table.column("features").combine_chunks().flatten().to_numpy().reshape(-1, rank)
+    out = np.zeros((n_rows, rank), np.float32)
+    out[ids] = features
+    return out
+
+
+def as_csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_items: int) -> sp.csr_matrix:
+    m = sp.csr_matrix((values.astype(np.float32), (rows, cols)), shape=(n_items, n_items))
+    m.sum_duplicates()
+    m.sort_indices()
+    return m
+
+
+def item_similarity(spark, positives_path: str, n_items: int, settings: Settings) -> sp.csr_matrix | None:
+    """Cosine item-item similarity of the positives (co-count / sqrt(n_i * n_j)), the
+    item_neighbours nearest per movie, itself left out; as model.item_similarity."""
+    if settings.blend_weight <= 0:
+        return None
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    positives = spark.read.parquet(positives_path)
+    counts = positives.groupBy("item").agg(F.count("*").alias("n"))
+    pairs = (
+        positives.alias("a")
+        .join(positives.alias("b"), "user")
+        .where(F.col("a.item") != F.col("b.item"))
+        .groupBy(F.col("a.item").alias("i"), F.col("b.item").alias("j"))
+        .agg(F.count("*").alias("together"))
+    )
+    cosine = (
+        pairs.join(counts.select(F.col("item").alias("i"), F.col("n").alias("n_i")), "i")
+        .join(counts.select(F.col("item").alias("j"), F.col("n").alias("n_j")), "j")
+        .select("i", "j", (F.col("together") / F.sqrt(F.col("n_i") * F.col("n_j"))).alias("value"))
+    )
+    nearest = Window.partitionBy("i").orderBy(F.col("value").desc(), F.col("j"))
+    top = cosine.withColumn("place", F.row_number().over(nearest)).where(F.col("place") <= settings.item_neighbours)
+    return as_csr(*to_numpy(top, "i", "j", "value"), n_items)
+
+
+def sequence_similarity(spark, sequence_path: str, n_items: int, settings: Settings) -> sp.csr_matrix | None:
+    """How often two movies were rated within sequence_window ratings of each other by the same
+    user, over sqrt(n_i * n_j); the item_neighbours largest per movie, ties at the cut kept; as
+    model.sequence_similarity. `sequence_path` holds every rating in (user, time, movie) order
+    with its place in that order."""
+    if settings.sequence_weight <= 0:
+        return None
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    ratings = spark.read.parquet(sequence_path)
+    offsets = spark.range(1, settings.sequence_window + 1).withColumnRenamed("id", "offset")
+    earlier = ratings.crossJoin(offsets).select(
+        "user", (F.col("place") + F.col("offset")).alias("place"), F.col("item").alias("earlier")
+    )
+    near = ratings.join(earlier, ["user", "place"]).where(F.col("item") != F.col("earlier"))
+    both_ways = near.select(F.col("earlier").alias("i"), F.col("item").alias("j")).unionAll(
+        near.select(F.col("item").alias("i"), F.col("earlier").alias("j"))
+    )
+    counts = ratings.groupBy("item").agg(F.count("*").alias("n"))
+    scaled = (
+        both_ways.groupBy("i", "j")
+        .agg(F.count("*").alias("together"))
+        .join(counts.select(F.col("item").alias("i"), F.col("n").alias("n_i")), "i")
+        .join(counts.select(F.col("item").alias("j"), F.col("n").alias("n_j")), "j")
+        .select("i", "j", (F.col("together") / F.sqrt(F.col("n_i") * F.col("n_j"))).alias("value"))
+    )
+    largest = Window.partitionBy("i").orderBy(F.col("value").desc())
+    top = scaled.withColumn("place", F.rank().over(largest)).where(F.col("place") <= settings.item_neighbours)
+    return as_csr(*to_numpy(top, "i", "j", "value"), n_items)
+
+
+def fit_method(spark, data: Interactions, settings: Settings, directory: Path, name: str) -> Fitted:
+    """The method's three parts fitted in Spark on `data`; for the published model (name
+    "full") also the per-user ALS candidates, written to candidates_dir(directory, name)."""
+    from pyspark.ml.recommendation import ALS
+
+    n_users, n_items = data.seen.shape
+    staging = Path(directory) / f"spark_input_{name}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    confidence = data.confidence.tocoo()
+    positives = data.positives.tocoo()
+    inputs = {
+        "confidence": write_parquet(
+            staging / "confidence.parquet",
+            user=confidence.row.astype(np.int32),
+            item=confidence.col.astype(np.int32),
+            # Spark's implicit confidence is 1 + alpha * rating: with alpha 1, ours exactly
+            rating=(confidence.data - 1.0).astype(np.float32),
+        ),
+        "positives": write_parquet(
+            staging / "positives.parquet", user=positives.row.astype(np.int32), item=positives.col.astype(np.int32)
+        ),
+        "sequence": write_parquet(
+            staging / "sequence.parquet",
+            user=data.sequence_users.astype(np.int32),
+            item=data.sequence_items.astype(np.int32),
+            place=np.arange(len(data.sequence_items), dtype=np.int64),
+        ),
+    }
+    als = ALS(
+        rank=settings.factors,
+        maxIter=settings.iterations,
+        regParam=settings.spark_regularization,
+        implicitPrefs=True,
+        alpha=1.0,
+        userCol="user",
+        itemCol="item",
+        ratingCol="rating",
+        numUserBlocks=settings.spark_partitions,
+        numItemBlocks=settings.spark_partitions,
+        checkpointInterval=CHECKPOINT_EVERY,
+        seed=settings.random_seed,
+    ).fit(spark.read.parquet(inputs["confidence"]))
+    fitted = Fitted(
+        from_factors(
+            factor_matrix(als.userFactors, n_users, settings.factors),
+            factor_matrix(als.itemFactors, n_items, settings.factors),
+            settings,
+        ),
+        item_similarity(spark, inputs["positives"], n_items, settings),
+        sequence_similarity(spark, inputs["sequence"], n_items, settings),
+        FitReport(settings.iterations, float("nan"), False),
+    )
+    if name == "full":
+        candidates = candidates_dir(directory, name)
+        shutil.rmtree(candidates, ignore_errors=True)
+        als.setBlockSize(4096)
+        (
+            als.recommendForAllUsers(settings.spark_candidates)
+            .selectExpr("user", "recommendations.item AS items")
+            .repartition(settings.spark_partitions)
+            .write.parquet(str(candidates))
+        )
+    shutil.rmtree(staging, ignore_errors=True)
+    return fitted
+
+
+def read_candidates(directory: Path, name: str, rows: np.ndarray) -> dict[int, np.ndarray] | None:
+    """The Spark candidates (item rows, best ALS score first) of the given user rows; None
+    when the run has none (the implicit engine)."""
+    path = candidates_dir(directory, name)
+    if not path.is_dir():
+        return None
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(path, format="parquet").to_table(filter=pc.field("user").isin(np.asarray(rows, np.int32)))
+    users = table.column("user").to_numpy()
+    items = table.column("items").to_pylist()
+    return {int(user): np.asarray(found, np.int64) for user, found in zip(users, items, strict=True)}
