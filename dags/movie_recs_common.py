@@ -6,7 +6,9 @@ while Airflow parses them. Listed in .airflowignore, as it defines no DAG.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime as dt
 import hashlib
 import importlib
 import logging
@@ -54,10 +56,22 @@ def setting_params(names) -> dict[str, Param]:
         value = getattr(configured, name)
         if isinstance(default, Path):
             params[name] = Param(str(value), type="string", minLength=1, description=help_text)
+        elif name == "engine":
+            params[name] = Param(value, type="string", enum=list(recjobs_settings.ENGINES), description=help_text)
+        elif isinstance(default, str):
+            params[name] = Param(value, type="string", minLength=1, description=help_text)
         else:
             kind = {int: "integer", float: "number"}[type(default)]
             params[name] = Param(value, type=kind, description=help_text)
     return params
+
+
+def retry_delay() -> dt.timedelta:
+    """Airflow's [core] default_task_retry_delay, given to the tasks explicitly: a mapped task
+    is otherwise retried after a built-in 300 s (Airflow 3.3's serialized mapped operators)."""
+    from airflow.sdk.configuration import conf
+
+    return dt.timedelta(seconds=conf.getint("core", "default_task_retry_delay", fallback=300))
 
 
 def recjobs_run_id(airflow_run_id: str) -> str:
@@ -78,10 +92,18 @@ def inject_fault(task_id: str, try_number: int, after_job: bool) -> None:
             raise RuntimeError(f"fault injected by {FAULT_ENV}={spec} into {task_id} try {try_number}")
 
 
-def run_step(module: str, upstream: dict | None = None, function: str | None = None) -> dict:
+def shard_numbers() -> list[int]:
+    """0 .. score_shards - 1 for this run's settings: what the nightly DAG maps score_shard over."""
+    return list(range(configured_settings(**get_current_context()["params"]).score_shards))
+
+
+def run_step(
+    module: str, upstream: dict | None = None, function: str | None = None, lock: bool = True, **arguments
+) -> dict:
     """Run recjobs.<module>.<function> (default: the module's name) on this Airflow run's recjobs
     run: the upstream task's run id, else one derived from the Airflow run id (the same on
-    every try), holding the database's run lock (runs.run_lock). A failure is recorded by the
+    every try), holding the database's run lock (runs.run_lock) unless `lock` is False (score
+    shards, which run side by side and write only their own files). A failure is recorded by the
     recjobs rule (runs.failure_recorded); bad input or settings fail the task at once. The small
     result goes to XCom."""
     from airflow.sdk.exceptions import AirflowFailException
@@ -97,9 +119,10 @@ def run_step(module: str, upstream: dict | None = None, function: str | None = N
     runs.lower_priority(settings)  # before the job's imports: threads started later inherit it
     job = getattr(importlib.import_module(f"recjobs.{module}"), function)
     try:
-        with runs.run_lock(settings, run_id), runs.failure_recorded(settings, run_id, function, attempt=try_number):
+        locked = runs.run_lock(settings, run_id) if lock else contextlib.nullcontext()
+        with locked, runs.failure_recorded(settings, run_id, function, attempt=try_number):
             inject_fault(task_id, try_number, after_job=False)
-            result = job(settings, run_id)
+            result = job(settings, run_id, **arguments)
             inject_fault(task_id, try_number, after_job=True)
     except (DataError, ConfigError) as e:  # a retry would fail the same way
         raise AirflowFailException(str(e)) from e

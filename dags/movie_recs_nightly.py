@@ -4,11 +4,14 @@
 Retrains the ALS movie recommender every night and publishes its recommendations to the
 SQLite database that datasette serves. One task per recjobs job, as `recjobs run`:
 
-`load` -> `split` -> `train` -> `evaluate` -> `precompute` -> `evaluate_cold_start`
+`load` -> `split` -> `train` -> `evaluate` and `score_shard` (mapped) -> `precompute` -> `evaluate_cold_start`
 
 - **load** validates the CSVs in `data_dir` and starts the run record (`model_runs`).
 - **split**, **train**, **evaluate** write `artifacts/<run_id>/` and the run's metrics.
-- **precompute** stores the top-k movies per user and, if the run passes the quality gate,
+- **score_shard** is mapped over `score_shards` user ranges (Airflow dynamic task mapping), beside
+  evaluate: each writes its users' top-k movies to a staging file. The executor spreads them over cores
+  (LocalExecutor) or workers (CeleryExecutor, KubernetesExecutor) sharing the artifacts folder.
+- **precompute** stores every shard's top-k movies per user and, if the run passes the quality gate,
   publishes it in the same transaction (an event of the asset `file://<database>`). A run the
   gate rejects ends with `precompute` *skipped*: the published recommendations stay as they were.
 - **evaluate_cold_start** measures the cold-start answers of the run (it gates nothing).
@@ -18,7 +21,8 @@ redoes the same run: the same tables, never a duplicate row. A failed task is re
 `model_runs` (status `failed`) and never touches the run readers are served.
 
 Params (defaults from the `RECJOBS_*` settings): `factors`, `regularization`, `iterations`,
-`k`, `data_dir`. The database and artifacts folders come from `RECJOBS_DB` and
+`k`, `data_dir`, `engine` (`implicit`, or `spark`: train runs its heavy parts in Spark at
+`spark_master`), `score_shards`. The database and artifacts folders come from `RECJOBS_DB` and
 `RECJOBS_ARTIFACTS`; relative paths are taken from the project folder. The retry delay is
 Airflow's `[core] default_task_retry_delay` (the project's `airflow.env` sets it).
 """
@@ -29,7 +33,7 @@ import datetime as dt
 
 from airflow.sdk import dag, task
 
-from movie_recs_common import recs_db_asset, run_step, setting_params
+from movie_recs_common import recs_db_asset, retry_delay, run_step, setting_params, shard_numbers
 
 
 @dag(
@@ -39,8 +43,8 @@ from movie_recs_common import recs_db_asset, run_step, setting_params
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=dt.timedelta(hours=6),
-    default_args={"retries": 2, "execution_timeout": dt.timedelta(hours=1)},
-    params=setting_params(("factors", "regularization", "iterations", "k", "data_dir")),
+    default_args={"retries": 2, "retry_delay": retry_delay(), "execution_timeout": dt.timedelta(hours=1)},
+    params=setting_params(("factors", "regularization", "iterations", "k", "data_dir", "engine", "score_shards")),
     tags=["movie-recs", "nightly"],
     doc_md=__doc__,
 )
@@ -61,6 +65,14 @@ def movie_recs_nightly():
     def evaluate(trained: dict) -> dict:
         return run_step("evaluate", trained)
 
+    @task
+    def plan_shards(trained: dict) -> list[int]:
+        return shard_numbers()
+
+    @task(multiple_outputs=False)
+    def score_shard(trained: dict, shard: int) -> dict:
+        return run_step("shards", trained, "score_shard", lock=False, shard=shard)
+
     @task(multiple_outputs=False, outlets=[recs_db_asset()])
     def precompute(evaluated: dict) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
@@ -75,7 +87,11 @@ def movie_recs_nightly():
         # after a rejected run `published` is None (precompute skipped): the run id is derived again
         return run_step("cold_start_eval", published, "evaluate_cold_start")
 
-    evaluate_cold_start(precompute(evaluate(train(split(load())))))
+    trained = train(split(load()))
+    scored = score_shard.partial(trained=trained).expand(shard=plan_shards(trained))  # beside evaluate
+    published = precompute(evaluate(trained))
+    scored >> published
+    evaluate_cold_start(published)
 
 
 dag = movie_recs_nightly()

@@ -28,6 +28,7 @@ class PrecomputeResult:
     pruned_runs: tuple[str, ...]
     db_path: str
     seconds: float
+    shards_from_files: int = 0  # score shards whose score_shard file was published (the rest scored here)
 
 
 def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
@@ -38,7 +39,7 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
     directory = artifacts.run_dir(settings.artifacts, run_id)
     with db.reading(settings.db) as conn:
         decision = publish.gate(runs.get(conn, run_id), publish.current_run(conn), settings.gate_tolerance)
-    n_users = n_recs = n_similar = 0
+    n_users = n_recs = n_similar = from_files = 0
     if decision.publish:
         factors, top_ids, top_scores, from_files = shards.all_users(settings, run_id)
         log.info(
@@ -80,7 +81,16 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
         runs.record_seconds(conn, run_id, "precompute", seconds)
     status = "published" if decision.publish else "rejected"
     result = PrecomputeResult(
-        run_id, status, decision.reason, n_users, n_recs, n_similar, tuple(pruned), str(settings.db), round(seconds, 3)
+        run_id,
+        status,
+        decision.reason,
+        n_users,
+        n_recs,
+        n_similar,
+        tuple(pruned),
+        str(settings.db),
+        round(seconds, 3),
+        from_files,
     )
     if decision.publish:
         log.info(

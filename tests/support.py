@@ -312,7 +312,26 @@ WRITE_SQL = [
 
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 DAGS = REPO / "dags"
-NIGHTLY_TASKS = ["load", "split", "train", "evaluate", "precompute", "evaluate_cold_start"]
+NIGHTLY_TASKS = [
+    "load",
+    "split",
+    "train",
+    "evaluate",
+    "plan_shards",
+    "score_shard",
+    "precompute",
+    "evaluate_cold_start",
+]
+# task -> the tasks right after it; score_shard is mapped over the user ranges, beside evaluate
+NIGHTLY_EDGES = {
+    "load": ["split"],
+    "split": ["train"],
+    "train": ["evaluate", "plan_shards", "score_shard"],
+    "plan_shards": ["score_shard"],
+    "evaluate": ["precompute"],
+    "score_shard": ["precompute"],
+    "precompute": ["evaluate_cold_start"],
+}
 # Small model settings keep each run short; the steps and tables are the same as the defaults'.
 SMALL_RUN = {"factors": 16, "iterations": 5, "k": 10}
 SLICE_USERS = 150  # the slice of ml-latest-small for the runs that only need a run to happen
@@ -424,6 +443,17 @@ def tries(home: Path, airflow_run_id: str) -> dict[str, tuple[int, str]]:
         home / "airflow.db", "SELECT task_id, try_number, state FROM task_instance WHERE run_id = ?", airflow_run_id
     )
     return {task_id: (n, state) for task_id, n, state in rows}
+
+
+def mapped_tries(home: Path, airflow_run_id: str, task_id: str) -> dict[int, tuple[int, str]]:
+    """map index -> (try number, state) of a mapped task's instances."""
+    rows = query(
+        home / "airflow.db",
+        "SELECT map_index, try_number, state FROM task_instance WHERE run_id = ? AND task_id = ?",
+        airflow_run_id,
+        task_id,
+    )
+    return {index: (n, state) for index, n, state in rows}
 
 
 def newest_run(db: Path) -> dict:

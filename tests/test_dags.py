@@ -17,6 +17,7 @@ import pytest
 
 from support import (
     DAGS,
+    NIGHTLY_EDGES,
     NIGHTLY_TASKS,
     REPO,
     SMALL_RUN,
@@ -52,6 +53,7 @@ out = {"seconds": seconds, "import_errors": {str(k): v for k, v in bag.import_er
 for dag_id, dag in bag.dags.items():
     out["dags"][dag_id] = {
         "order": [t.task_id for t in dag.topological_sort()],
+        "mapped": sorted(t.task_id for t in dag.tasks if "Mapped" in type(t).__name__),
         "edges": sorted([t.task_id, d] for t in dag.tasks for d in t.downstream_task_ids),
         "max_active_runs": dag.max_active_runs, "catchup": dag.catchup,
         "schedule": str(dag.schedule) if dag.schedule is not None else None,
@@ -100,8 +102,11 @@ def test_dags_parse_without_errors_fast_and_light(parsed):
 
 def test_nightly_dag_runs_the_jobs_in_order(parsed):
     dag = parsed["dags"]["movie_recs_nightly"]
-    assert dag["order"] == NIGHTLY_TASKS
-    assert dag["edges"] == sorted([a, b] for a, b in zip(NIGHTLY_TASKS, NIGHTLY_TASKS[1:], strict=False))
+    assert sorted(dag["order"]) == sorted(NIGHTLY_TASKS)
+    assert dag["edges"] == sorted([a, b] for a, after in NIGHTLY_EDGES.items() for b in after)
+    order = dag["order"].index
+    assert all(order(a) < order(b) for a, b in dag["edges"])  # a topological order
+    assert dag["mapped"] == ["score_shard"]
     assert dag["tasks"]["precompute"]["outlets"] == [f"file://{parsed['db_env']}"]
     assert "30 2 * * *" in dag["schedule"]
     assert "nightly" in dag["tags"] and "load" in dag["doc_md"]
@@ -136,8 +141,8 @@ def test_nightly_params_follow_the_settings(parsed):
 
     params = parsed["dags"]["movie_recs_nightly"]["params"]
     help_texts = setting_help()
-    assert set(params) == {"factors", "regularization", "iterations", "k", "data_dir"}
-    for name in ("factors", "regularization", "iterations", "k"):
+    assert set(params) == {"factors", "regularization", "iterations", "k", "data_dir", "engine", "score_shards"}
+    for name in ("factors", "regularization", "iterations", "k", "engine", "score_shards"):
         assert params[name] == help_texts[name][0]
     assert params["data_dir"] == parsed["data_dir_env"]  # RECJOBS_DATA_DIR, as the jobs read it
 

@@ -16,6 +16,7 @@ from support import (
     copy_db,
     dags_test,
     last_dag_run,
+    mapped_tries,
     migrated_airflow_home,
     movielens_slice,
     new_airflow_home,
@@ -47,15 +48,19 @@ def served_slice(data_slice, tmp_path_factory):
 
 
 def test_a_retried_task_leaves_no_duplicate_rows(migrated, data_slice, tmp_path):
-    """load and precompute each fail once right after writing; their retries redo the same run."""
+    """load, each score shard and precompute fail once right after writing; their retries redo
+    the same run, and precompute publishes the shards' files."""
     db, airflow_home = tmp_path / "recs.db", new_airflow_home(migrated, tmp_path / "airflow")
-    done, _ = dags_test(airflow_home, tmp_path, SMALL_RUN, data_slice, fault="load@1,precompute@1")
+    faults = "load@1,score_shard@1,precompute@1"
+    done, _ = dags_test(airflow_home, tmp_path, {**SMALL_RUN, "score_shards": 2}, data_slice, fault=faults)
     assert done.returncode == 0, done.stdout[-5000:]
     airflow_run_id, state = last_dag_run(airflow_home)
     assert state == "success"
     task_tries = tries(airflow_home, airflow_run_id)
     assert task_tries["load"] == (2, "success") and task_tries["precompute"] == (2, "success")
     assert task_tries["train"] == (1, "success")
+    assert mapped_tries(airflow_home, airflow_run_id, "score_shard") == {0: (2, "success"), 1: (2, "success")}
+    assert "2 of 2 shards from score_shard files" in done.stdout
 
     run = newest_run(db)
     assert run["status"] == "published"
