@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SHARED_DATA ?= ../shared/data/ml-latest-small
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: setup data run test test-slow test-pythons test-reliability lint format clean
+.PHONY: setup setup-spark setup-cluster data run test test-slow test-pythons test-reliability test-spark test-cluster lint format clean
 
 setup: $(VENV)/.installed
 
@@ -31,7 +31,7 @@ run: nightly
 # module fixtures are built once).
 PYTEST_WORKERS ?= auto
 test: setup lint
-	$(BIN)/pytest -m "not slow and not reliability" -n $(PYTEST_WORKERS) --dist loadfile --durations=20
+	$(BIN)/pytest -m "not slow and not reliability and not spark and not cluster" -n $(PYTEST_WORKERS) --dist loadfile --durations=20
 
 test-slow: setup
 	$(BIN)/pytest -m slow
@@ -46,6 +46,28 @@ test-pythons:
 		echo "== Python $$version ($$interpreter)"; \
 		$(MAKE) test PYTHON="$$interpreter" VENV=".venv-$$version" </dev/null || exit 1; \
 	done
+
+# engine=spark: the spark extra (pyspark runs on a Java 17+ runtime: `java -version`).
+setup-spark: $(VENV)/.installed-spark
+
+$(VENV)/.installed-spark: $(VENV)/.installed
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[airflow,serve,test,spark]'
+	touch $@
+
+# Spark in local mode: its item-item counts, both engines side by side, the DAG with engine=spark.
+test-spark: setup-spark data
+	$(BIN)/pytest -m spark tests/test_spark.py -n 0 --durations=10
+
+# Airflow as a cluster: the cluster extra, and PostgreSQL and Redis servers (Debian's packages).
+setup-cluster: $(VENV)/.installed-cluster
+
+$(VENV)/.installed-cluster: $(VENV)/.installed
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[airflow,serve,test,cluster]'
+	touch $@
+
+# Postgres, Redis, the api-server, scheduler, dag-processor and two Celery workers on loopback.
+test-cluster: setup-cluster data
+	$(BIN)/pytest -m cluster tests/test_airflow_cluster.py -n 0 --durations=10
 
 test-reliability: setup
 	$(BIN)/pytest -m reliability tests/reliability -n 0 --durations=10

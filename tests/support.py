@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import requests
 
@@ -424,9 +425,17 @@ def new_airflow_home(migrated: Path, home: Path) -> Path:
     return home
 
 
-def dags_test(home: Path, root: Path, conf: dict, data_dir: Path, fault: str = "", dag_id: str = "movie_recs_nightly"):
+def dags_test(
+    home: Path,
+    root: Path,
+    conf: dict,
+    data_dir: Path,
+    fault: str = "",
+    dag_id: str = "movie_recs_nightly",
+    **extra_env: str,
+):
     """`airflow dags test` (Dag.test) on the database and artifacts under root; (process, seconds)."""
-    env = airflow_env(home, root, data_dir, MOVIE_RECS_FAULT=fault)
+    env = airflow_env(home, root, data_dir, MOVIE_RECS_FAULT=fault, **extra_env)
     started = time.perf_counter()
     done = airflow(env, "dags", "test", dag_id, "-c", json.dumps(conf))
     return done, time.perf_counter() - started
@@ -520,3 +529,72 @@ def ring_dir(folder: Path, n_users: int = 60, n_items: int = 30, length: int = 8
         for t in range(length):
             rows.append(f"{user},{(start + t) % n_items + 1},5.0,{1000 + 10 * t + user}")
     return write_synthetic(folder, rows[1:], n_items)
+
+
+class Processes:
+    """Airflow components, each in its own process group; stop() ends all of them and
+    whatever they started, by pid."""
+
+    def __init__(self, env: dict, logs: Path):
+        self.env, self.logs, self.started = env, logs, []
+
+    def start(self, *args: str, log_name: str | None = None, env: dict | None = None) -> None:
+        """Start `airflow <args>`; its output goes to logs/<log_name or args[0]>.log."""
+        self.run(log_name or args[0], [str(AIRFLOW_BIN), *args], env)
+
+    def run(self, name: str, command: list[str], env: dict | None = None, cwd: Path | None = None):
+        """Start any program in its own process group, its output to logs/<name>.log."""
+        log = open(self.logs / f"{name}.log", "w")
+        process = subprocess.Popen(
+            command,
+            env=env or self.env,
+            cwd=cwd or self.env["AIRFLOW_HOME"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.started.append((process, log))
+        return process
+
+    def tails(self) -> str:
+        return "\n".join(f"--- {path.name}\n{path.read_text()[-2500:]}" for path in sorted(self.logs.glob("*.log")))
+
+    def stop(self) -> None:
+        family = []
+        for process, _ in self.started:
+            try:
+                family += psutil.Process(process.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                pass
+        for process, _ in self.started:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for process, log in self.started:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+            log.close()
+        _, alive = psutil.wait_procs(family, timeout=10)
+        for leftover in alive:  # e.g. an api-server worker that left the group
+            try:
+                leftover.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=10)
+
+
+def wait_for(what: str, check, timeout: float, processes: Processes, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except requests.ConnectionError:
+            result = None
+        if result:
+            return result
+        time.sleep(every)
+    pytest.fail(f"{what}: not within {timeout} s\n{processes.tails()}")

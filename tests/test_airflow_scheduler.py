@@ -7,85 +7,18 @@ Every process the test starts is stopped by pid.
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 
-from support import AIRFLOW_BIN, SMALL_RUN, airflow_env, free_port, migrate, movielens_slice, query
+from support import SMALL_RUN, Processes, airflow_env, free_port, migrate, movielens_slice, query, wait_for
 
 DAG_ID = "movie_recs_nightly"
 RUN_TIMEOUT = 300  # seconds from trigger to a finished run
 START_TIMEOUT = 120  # seconds for the api-server to answer and the DAG to be parsed
-
-
-class Processes:
-    """Airflow components, each in its own process group; stop() ends all of them and
-    whatever they started, by pid."""
-
-    def __init__(self, env: dict, logs: Path):
-        self.env, self.logs, self.started = env, logs, []
-
-    def start(self, *args: str) -> None:
-        log = open(self.logs / f"{args[0]}.log", "w")
-        process = subprocess.Popen(
-            [str(AIRFLOW_BIN), *args],
-            env=self.env,
-            cwd=self.env["AIRFLOW_HOME"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.started.append((process, log))
-
-    def tails(self) -> str:
-        return "\n".join(f"--- {path.name}\n{path.read_text()[-2500:]}" for path in sorted(self.logs.glob("*.log")))
-
-    def stop(self) -> None:
-        family = []
-        for process, _ in self.started:
-            try:
-                family += psutil.Process(process.pid).children(recursive=True)
-            except psutil.NoSuchProcess:
-                pass
-        for process, _ in self.started:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for process, log in self.started:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-            log.close()
-        _, alive = psutil.wait_procs(family, timeout=10)
-        for leftover in alive:  # e.g. an api-server worker that left the group
-            try:
-                leftover.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=10)
-
-
-def wait_for(what: str, check, timeout: float, processes: Processes, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except requests.ConnectionError:
-            result = None
-        if result:
-            return result
-        time.sleep(every)
-    pytest.fail(f"{what}: not within {timeout} s\n{processes.tails()}")
 
 
 @pytest.fixture
