@@ -106,7 +106,7 @@ def cluster(tmp_path):
             AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
             AIRFLOW__CELERY__BROKER_URL=f"redis://127.0.0.1:{redis_port}/0",
             AIRFLOW__CELERY__RESULT_BACKEND=f"db+postgresql://airflow@127.0.0.1:{pg_port}/airflow",
-            AIRFLOW__CELERY__WORKER_CONCURRENCY="1",
+            AIRFLOW__CELERY__WORKER_CONCURRENCY="2",  # as docker-compose.yaml: a shard beside evaluate
             AIRFLOW__API__PORT=str(api_port),
             AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{api_port}/execution/",
             AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",  # only the triggered run
@@ -126,7 +126,7 @@ def cluster(tmp_path):
                 "--celery-hostname",
                 f"{name}@%h",
                 "--concurrency",
-                "1",
+                "2",
                 "--skip-serve-logs",  # two log servers on one machine would want the same port
                 log_name=name,
                 env={**env, "RECJOBS_TEST_WORKER": name},
@@ -161,6 +161,7 @@ def test_celery_workers_share_the_score_shards_and_publish_what_one_process_does
     assert state == "success", f"{[(t['task_id'], t['state']) for t in instances]}\n{processes.tails()}"
     shard_hosts = [t["hostname"] for t in instances if t["task_id"] == "score_shard"]
     print(f"score_shard ran on: {sorted(shard_hosts)}")
+    print("tasks ran on:", {t["task_id"]: t["hostname"] for t in instances if t["task_id"] != "score_shard"})
     assert len(shard_hosts) == SHARDS
     assert {host.rsplit("/", 1)[-1] for host in shard_hosts} == set(WORKERS)  # both workers scored shards
     assert all(t["state"] == "success" for t in instances)
