@@ -106,6 +106,13 @@ SIZES ?= small,1M,5M
 bench-scale: setup data
 	$(BIN)/python tests/benchmarks/bench_scale.py --sizes $(SIZES)
 
+# The two engines side by side (each step's seconds and peak RSS, Recall@10 and NDCG@10) on
+# ml-latest-small and synthetic sets; ENGINE_SIZES=small,1M,5M for more.
+ENGINE_SIZES ?= small,1M
+.PHONY: bench-engines
+bench-engines: setup-spark data
+	$(BIN)/python tests/benchmarks/bench_engines.py --sizes $(ENGINE_SIZES)
+
 # ---- Airflow: settings in airflow.env; AIRFLOW_HOME and the metadata database (SQLite) in artifacts/airflow
 AIRFLOW_DIR := $(CURDIR)/artifacts/airflow
 AIRFLOW_PORT ?=

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import artifacts, db, model, runs
+from . import artifacts, db, model, runs, spark_engine
 from .freshness import forward_metrics
 from .holdout import TEST, evaluation_data
 from .metrics import CUTOFF, MODELS, bootstrap_ci, per_user_metrics, prefix
@@ -134,7 +134,11 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
     sampled = users_evaluated(len(test_rows), settings)
     test_rows, test_items = test_rows[sampled], test_items[sampled]
 
-    tops = {"model": fitted.recommend(test_rows, before_test, CUTOFF, settings)[0]}
+    candidates = spark_engine.read_candidates(directory, artifacts.EVAL, test_rows)
+    if candidates is None:
+        tops = {"model": fitted.recommend(test_rows, before_test, CUTOFF, settings)[0]}
+    else:  # engine=spark: its candidates re-ranked, as its published lists are made
+        tops = {"model": fitted.recommend_candidates(test_rows, candidates, before_test, CUTOFF, settings)[0]}
     tops["reference"] = reference_top(ratings, parts, user_ids, movie_ids, test_rows, settings)
     positive_counts = np.asarray(before_test.positives.sum(axis=0)).ravel().astype(np.float32)
     popularity = model.popularity_model(positive_counts, len(user_ids), settings)

@@ -436,9 +436,10 @@ class Fitted:
         """Top-n item rows and scores per user row, among the user's `candidates` (row -> item
         rows, such as Spark's ALS top spark_candidates) and the `per_part` (default
         spark_candidates) best movies of each item-item part and of the trending part, every
-        movie in data.seen left out. Each candidate gets the score `scores` gives it (each part
-        standardized over the user's whole row), so the lists are `recommend`'s whenever its
-        top-n are among the candidates. Padded like `recommend`."""
+        movie in data.seen left out; a user left with fewer than n gets ALS's own best unrated
+        movies too. Each candidate gets the score `scores` gives it (each part standardized over
+        the user's whole row), so the lists are `recommend`'s whenever its top-n are among the
+        candidates. Padded like `recommend` only when the user has rated nearly every movie."""
         per_part = per_part or settings.spark_candidates
         n_items = self.als.item_factors.shape[0]
         n = min(n, n_items)
@@ -457,26 +458,32 @@ class Fitted:
             batch_size = score_batch(n_items)
             for start in range(0, len(rows), batch_size):
                 batch = np.asarray(rows[start : start + batch_size])
+                seen = data.seen[batch]
+                seen_dense = seen.toarray() > 0  # at most SCORE_BATCH_ENTRIES
                 given = [np.asarray(candidates.get(int(row), ()), np.int64) for row in batch]
-                found_rows = [np.repeat(np.arange(len(batch)), [len(g) for g in given])]
-                found_cols = [np.concatenate([np.empty(0, np.int64), *given])]
+                found = [(np.repeat(np.arange(len(batch)), [len(g) for g in given]), np.concatenate([[], *given]))]
                 products = [(weight, (profile[batch] @ similarity).tocsr()) for weight, similarity, profile in parts]
-                for _, product in products:
-                    best = top_per_row(product.copy(), per_part).tocoo()
-                    found_rows.append(best.row)
-                    found_cols.append(best.col)
-                if trend and data.now is None:  # the same trending movies for everyone
-                    top_trending = np.argsort(-trending, kind="stable")[:per_part]
-                    found_rows.append(np.repeat(np.arange(len(batch)), len(top_trending)))
-                    found_cols.append(np.tile(top_trending, len(batch)))
-                found_rows, found_cols = np.concatenate(found_rows), np.concatenate(found_cols)
-                found = sp.csr_matrix(
-                    (np.ones(len(found_rows)), (found_rows, found_cols)),
-                    shape=(len(batch), n_items),
-                )
-                found = found - found.multiply(data.seen[batch])  # never a movie the user rated
-                found.eliminate_zeros()
-                found.sort_indices()
+                for _, product in products:  # each part's best movies the user has not rated
+                    unseen = (product - product.multiply(seen)).tocsr()
+                    unseen.eliminate_zeros()
+                    best = top_per_row(unseen, per_part).tocoo()
+                    found.append((best.row, best.col))
+                if trend:
+                    if data.now is None:  # the same trending movies for everyone
+                        trend_rows = np.broadcast_to(trending, (len(batch), n_items))
+                    else:  # each user's own "now" (evaluations): their own trending movies
+                        per_user_trend = scoring.standardized(data.trend_scores(batch))
+                        trend_rows = per_user_trend
+                    found.append(unseen_top(trend_rows, seen_dense, per_part))
+                found_matrix = candidate_matrix(found, seen, n_items)
+                short = np.flatnonzero(np.diff(found_matrix.indptr) < n)
+                if len(short):  # too few left once rated movies are out: ALS's own best unrated ones
+                    rows_short, cols_short = unseen_top(
+                        self.als.user_factors[batch[short]] @ self.als.item_factors.T, seen_dense[short], n
+                    )
+                    found.append((short[rows_short], cols_short))
+                    found_matrix = candidate_matrix(found, seen, n_items)
+                found = found_matrix
                 row_of = np.repeat(np.arange(len(batch)), np.diff(found.indptr))
                 cols = found.indices.astype(np.int64)
                 users = self.als.user_factors[batch]
@@ -494,8 +501,7 @@ class Fitted:
                     if data.now is None:
                         total += settings.trend_weight * scoring.standardized(trending)[cols]
                     else:
-                        per_user = scoring.standardized(data.trend_scores(batch))
-                        total += settings.trend_weight * per_user[row_of, cols]
+                        total += settings.trend_weight * per_user_trend[row_of, cols]
                 top_cols, top_scores = scoring.top_n_entries(row_of, cols, total, len(batch), n)
                 ids_out.append(top_cols)
                 scores_out.append(top_scores)
@@ -519,6 +525,28 @@ class Fitted:
             read_similarity(Path(directory) / artifacts.sequence_file(name)),
         )
         return fitted, factors
+
+
+def unseen_top(scores: np.ndarray, seen: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of the `keep` best-scored unseen movies of each row of a dense matrix."""
+    scores = np.where(seen, -np.inf, scores)
+    keep = min(keep, scores.shape[1])
+    top = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
+    rows = np.repeat(np.arange(len(scores)), keep)
+    cols = top.ravel()
+    usable = np.isfinite(scores[rows, cols])
+    return rows[usable], cols[usable]
+
+
+def candidate_matrix(found: list, seen: sp.csr_matrix, n_items: int) -> sp.csr_matrix:
+    """Users x items, 1 at every (row, column) found, the movies each user rated left out."""
+    rows = np.concatenate([np.asarray(r, np.int64) for r, _ in found])
+    cols = np.concatenate([np.asarray(c, np.int64) for _, c in found])
+    matrix = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(seen.shape[0], n_items))
+    matrix = (matrix - matrix.multiply(seen)).tocsr()
+    matrix.eliminate_zeros()
+    matrix.sort_indices()
+    return matrix
 
 
 def fit_method(data: Interactions, settings: Settings, show_progress: bool = False, start=None) -> Fitted:

@@ -4,7 +4,8 @@
 - the cosine and sequence item-item parts: co-occurrence counts as DataFrame jobs (the
   sequence part pairs each rating with the user's next sequence_window ratings);
 - per-user candidates: the ALS top spark_candidates of every user, written as Parquet files
-  (artifacts/<run_id>/candidates_full/) that the score shards re-rank (recjobs.shards).
+  (artifacts/<run_id>/candidates_{eval,full}/) that evaluate and the score shards re-rank with
+  the item-item and trending parts' own best movies (model.Fitted.recommend_candidates).
 
 What it returns is the implicit engine's model.Fitted, saved as the same model files, so
 evaluation, scoring and publishing are one code path for both engines. Spark runs in local
@@ -157,8 +158,8 @@ def sequence_similarity(spark, sequence_path: str, n_items: int, settings: Setti
 
 
 def fit_method(spark, data: Interactions, settings: Settings, directory: Path, name: str) -> Fitted:
-    """The method's three parts fitted in Spark on `data`; for the published model (name
-    "full") also the per-user ALS candidates, written to candidates_dir(directory, name)."""
+    """The method's three parts fitted in Spark on `data`, and its per-user ALS candidates
+    written to candidates_dir(directory, name) (evaluate and the score shards re-rank them)."""
     from pyspark.ml.recommendation import ALS
 
     n_users, n_items = data.seen.shape
@@ -209,16 +210,14 @@ def fit_method(spark, data: Interactions, settings: Settings, directory: Path, n
         sequence_similarity(spark, inputs["sequence"], n_items, settings),
         FitReport(settings.iterations, float("nan"), False),
     )
-    if name == "full":
-        candidates = candidates_dir(directory, name)
-        shutil.rmtree(candidates, ignore_errors=True)
-        als.setBlockSize(4096)
-        (
-            als.recommendForAllUsers(settings.spark_candidates)
-            .selectExpr("user", "recommendations.item AS items")
-            .repartition(settings.spark_partitions)
-            .write.parquet(str(candidates))
-        )
+    candidates = candidates_dir(directory, name)
+    shutil.rmtree(candidates, ignore_errors=True)
+    (
+        als.recommendForAllUsers(settings.spark_candidates)
+        .selectExpr("user", "recommendations.item AS items")
+        .repartition(settings.spark_partitions)
+        .write.parquet(str(candidates))
+    )
     shutil.rmtree(staging, ignore_errors=True)
     return fitted
 

@@ -88,7 +88,8 @@ def train(settings: Settings, run_id: str) -> TrainResult:
 
     eval_data = evaluation_data(ratings, parts, user_ids, movie_ids, settings)
     full_data = model.interactions(ratings, np.ones(len(parts), bool), user_ids, movie_ids, settings)
-    shutil.rmtree(spark_engine.candidates_dir(directory, artifacts.FULL), ignore_errors=True)  # an earlier try's
+    for name in (artifacts.EVAL, artifacts.FULL):  # an earlier try's (or another engine's)
+        shutil.rmtree(spark_engine.candidates_dir(directory, name), ignore_errors=True)
     with spark_engine.session(settings) if settings.engine == "spark" else contextlib.nullcontext() as spark:
         eval_path, eval_seconds, eval_report = fit_and_save(
             eval_data, settings, run_id, user_ids, movie_ids, artifacts.EVAL, spark

@@ -135,6 +135,7 @@ def test_reranking_candidates_scores_each_movie_as_the_whole_blend_does(publishe
     few = {int(row): np.random.default_rng(int(row)).choice(n_items, 30, replace=False) for row in rows}
     ids, scores = fitted.recommend_candidates(rows, few, data, 20, published, per_part=5)
     kept = ids >= 0
+    assert kept.all()  # 20 each, whatever few candidates Spark gave
     listed = np.nonzero(kept)
     np.testing.assert_allclose(
         scores[listed], full[listed[0], ids[listed]], rtol=1e-6, atol=1e-6
@@ -142,3 +143,7 @@ def test_reranking_candidates_scores_each_movie_as_the_whole_blend_does(publishe
     seen = data.seen[rows].toarray() > 0
     assert not seen[listed[0], ids[listed]].any()
     assert np.all(np.diff(np.where(kept, scores, -np.inf), axis=1) <= 0)  # best first
+    # no candidate at all: the parts' and ALS's own best unrated movies still fill every list
+    ids, _ = fitted.recommend_candidates(rows, {}, data, 20, published, per_part=3)
+    assert (ids >= 0).all()
+    assert not seen[np.arange(len(rows))[:, None], ids].any()

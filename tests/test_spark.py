@@ -1,10 +1,14 @@
 """engine=spark, with Spark in local mode on loopback (`make test-spark`; needs the spark extra
 and a Java runtime): the item-item parts Spark counts are the implicit engine's, the whole
-nightly DAG publishes through `airflow dags test`, and the two engines' quality side by side."""
+nightly DAG publishes through `airflow dags test`, the two engines' quality side by side, and a
+Spark Connect URL (sc://) runs a night on a Connect server."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +17,10 @@ from recjobs import artifacts, model, pipeline, spark_engine
 from recjobs.settings import Settings
 from support import (
     SMALL_RUN,
+    Processes,
+    checkerboard_settings,
     dags_test,
+    free_port,
     last_dag_run,
     mapped_tries,
     migrated_airflow_home,
@@ -21,6 +28,7 @@ from support import (
     newest_run,
     query,
     require_shared_data,
+    wait_for,
 )
 
 pytestmark = pytest.mark.spark
@@ -158,3 +166,53 @@ def test_the_nightly_dag_publishes_with_engine_spark(migrated, tmp_path):
     assert query(tmp_path / "recs.db", "SELECT COUNT(*) FROM current_recommendations") == [(610 * SMALL_RUN["k"],)]
     assert "3 of 3 shards from score_shard files" in done.stdout
     assert "train " in done.stdout and "(spark)" in done.stdout
+
+
+def spark_submit() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).parent / "bin" / "spark-submit"
+
+
+def test_a_spark_connect_url_runs_the_night_on_a_connect_server(tmp_path):
+    """spark_master sc://host:port: a Spark Connect server (Spark's own, from pyspark's jars) on a
+    free loopback port, stopped by pid."""
+    port = free_port()
+    (tmp_path / "logs").mkdir()
+    processes = Processes({"AIRFLOW_HOME": str(tmp_path)}, tmp_path / "logs")
+    try:
+        processes.run(
+            "spark-connect",
+            [str(spark_submit()), "--class", "org.apache.spark.sql.connect.service.SparkConnectServer"]
+            + ["--master", "local[2]", "--conf", "spark.ui.enabled=false"]
+            + [
+                "--conf",
+                "spark.connect.grpc.binding.address=127.0.0.1",
+                "--conf",
+                f"spark.connect.grpc.binding.port={port}",
+            ]
+            + ["--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1"],
+            env={**os.environ, "SPARK_HOME": str(spark_submit().parent.parent)},
+            cwd=tmp_path,
+        )
+
+        def listening():
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for("Spark Connect server", listening, 120, processes)
+        settings = checkerboard_settings(
+            tmp_path,
+            engine="spark",
+            spark_master=f"sc://127.0.0.1:{port}",
+            spark_checkpoint_dir=tmp_path / "checkpoints",
+            spark_candidates=10,
+            n_similar=3,
+        )
+        result = pipeline.run(settings, "connect")
+    finally:
+        processes.stop()
+    assert result.precompute.status == "published"
+    assert result.evaluate.recall_at_10 > result.evaluate.popularity_recall_at_10
+    assert query(settings.db, "SELECT COUNT(*) FROM current_recommendations") == [(40 * settings.k,)]
+    assert (tmp_path / "artifacts" / "connect" / "candidates_full").is_dir()

@@ -142,6 +142,8 @@ def night(size: str, engine: str, work: Path, shards: int) -> dict:
         "seconds": round(sum(s["seconds"] for s in steps.values()), 2),
         "peak_rss_mb": max(s["peak_rss_mb"] for s in steps.values()),
         "published": results["precompute"]["status"],
+        "db_mb": round((root / "recs.db").stat().st_size / 2**20, 1),
+        "recommendation_rows": results["precompute"]["n_recommendations"],
         "recall_at_10": metrics["recall_at_10"],
         "recall_at_10_ci": metrics["recall_at_10_ci"],
         "ndcg_at_10": metrics["ndcg_at_10"],
@@ -152,15 +154,17 @@ def night(size: str, engine: str, work: Path, shards: int) -> dict:
 
 def markdown(results: list[dict]) -> str:
     lines = [
-        "| size | engine | " + " | ".join(STEPS) + " | night | peak RSS | Recall@10 (95% CI) | NDCG@10 (95% CI) |",
-        "|---|---|" + "---|" * len(STEPS) + "---|---|---|---|",
+        "| size | engine | "
+        + " | ".join(STEPS)
+        + " | night | peak RSS | database | Recall@10 (95% CI) | NDCG@10 (95% CI) |",
+        "|---|---|" + "---|" * len(STEPS) + "---|---|---|---|---|",
     ]
     for r in results:
         cells = [f"{r['steps'][s]['seconds']:.1f} s" for s in STEPS]
         lines.append(
             f"| {r['size']} ({r['ratings']:,} ratings) | {r['engine']} | "
             + " | ".join(cells)
-            + f" | {r['seconds']:.0f} s | {r['peak_rss_mb'] / 1024:.2f} GB | "
+            + f" | {r['seconds']:.0f} s | {r['peak_rss_mb'] / 1024:.2f} GB | {r['db_mb']:.0f} MB | "
             f"{r['recall_at_10']:.4f} ({r['recall_at_10_ci'][0]:.4f}-{r['recall_at_10_ci'][1]:.4f}) | "
             f"{r['ndcg_at_10']:.4f} ({r['ndcg_at_10_ci'][0]:.4f}-{r['ndcg_at_10_ci'][1]:.4f}) |"
         )
