@@ -128,14 +128,15 @@ def item_similarity(spark, positives_path: str, n_items: int, settings: Settings
 def sequence_similarity(spark, sequence_path: str, n_items: int, settings: Settings) -> sp.csr_matrix | None:
     """How often two movies were rated within sequence_window ratings of each other by the same
     user, over sqrt(n_i * n_j); the item_neighbours largest per movie, ties at the cut kept; as
-    model.sequence_similarity. `sequence_path` holds every rating in (user, time, movie) order
-    with its place in that order."""
+    model.sequence_similarity. `sequence_path` holds every rating (user, item) with `at`, its
+    place in (user, time, movie id) order; a window over each user's ratings numbers them."""
     if settings.sequence_weight <= 0:
         return None
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    ratings = spark.read.parquet(sequence_path)
+    in_order = Window.partitionBy("user").orderBy("at")  # each user's ratings by (time, movie id)
+    ratings = spark.read.parquet(sequence_path).withColumn("place", F.row_number().over(in_order))
     offsets = spark.range(1, settings.sequence_window + 1).withColumnRenamed("id", "offset")
     earlier = ratings.crossJoin(offsets).select(
         "user", (F.col("place") + F.col("offset")).alias("place"), F.col("item").alias("earlier")
@@ -183,7 +184,7 @@ def fit_method(spark, data: Interactions, settings: Settings, directory: Path, n
             staging / "sequence.parquet",
             user=data.sequence_users.astype(np.int32),
             item=data.sequence_items.astype(np.int32),
-            place=np.arange(len(data.sequence_items), dtype=np.int64),
+            at=np.arange(len(data.sequence_items), dtype=np.int64),
         ),
     }
     als = ALS(
