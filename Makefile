@@ -50,7 +50,7 @@ test-pythons:
 # engine=spark: the spark extra (pyspark runs on a Java 17+ runtime: `java -version`).
 setup-spark: $(VENV)/.installed-spark
 
-$(VENV)/.installed-spark: $(VENV)/.installed
+$(VENV)/.installed-spark: $(VENV)/.installed pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[airflow,serve,test,spark]'
 	touch $@
 
@@ -61,7 +61,7 @@ test-spark: setup-spark data
 # Airflow as a cluster: the cluster extra, and PostgreSQL and Redis servers (Debian's packages).
 setup-cluster: $(VENV)/.installed-cluster
 
-$(VENV)/.installed-cluster: $(VENV)/.installed
+$(VENV)/.installed-cluster: $(VENV)/.installed pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[airflow,serve,test,cluster]'
 	touch $@
 

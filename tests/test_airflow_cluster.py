@@ -33,8 +33,7 @@ from support import (
     wait_for,
 )
 
-pytestmark = pytest.mark.cluster
-pytest.importorskip("airflow.providers.celery", reason="needs the cluster extra: pip install -e '.[cluster]'")
+pytestmark = pytest.mark.cluster  # deselected by `make test`; `make test-cluster` installs the cluster extra first
 
 DAG_ID = "movie_recs_nightly"
 SHARDS = 8

@@ -31,8 +31,7 @@ from support import (
     wait_for,
 )
 
-pytestmark = pytest.mark.spark
-pytest.importorskip("pyspark", reason="engine=spark needs the spark extra: pip install -e '.[spark]'")
+pytestmark = pytest.mark.spark  # deselected by `make test`; `make test-spark` installs the spark extra first
 
 SPARK = {"engine": "spark", "spark_master": "local[2]", "spark_partitions": 4, "spark_driver_memory": "1g"}
 
