@@ -387,13 +387,9 @@ class Fitted:
     sequence: sp.csr_matrix | None = None
     fit_report: FitReport | None = None  # how the ALS part was fitted (None: read from files)
 
-    def scores(self, rows: np.ndarray, data: Interactions, settings: Settings) -> np.ndarray:
-        """standardized ALS scores + blend_weight * standardized cosine item-item scores of the
-        user's recency-weighted positives + sequence_weight * standardized sequence scores of
-        the user's last few ratings + trend_weight * standardized trending scores; users x items
-        (scoring.blend, with the sparse parts standardized through their nonzeros only)."""
-        als = np.asarray(self.als.user_factors[rows] @ self.als.item_factors.T, np.float64)
-        parts = [
+    def item_item_parts(self, data: Interactions, settings: Settings) -> list:
+        """(weight, item-item matrix, the users' side) of each item-item part blended in."""
+        return [
             (weight, similarity, profile)
             for weight, similarity, profile in (
                 (settings.blend_weight, self.similarity, data.profile),
@@ -401,6 +397,14 @@ class Fitted:
             )
             if similarity is not None and weight > 0
         ]
+
+    def scores(self, rows: np.ndarray, data: Interactions, settings: Settings) -> np.ndarray:
+        """standardized ALS scores + blend_weight * standardized cosine item-item scores of the
+        user's recency-weighted positives + sequence_weight * standardized sequence scores of
+        the user's last few ratings + trend_weight * standardized trending scores; users x items
+        (scoring.blend, with the sparse parts standardized through their nonzeros only)."""
+        als = np.asarray(self.als.user_factors[rows] @ self.als.item_factors.T, np.float64)
+        parts = self.item_item_parts(data, settings)
         if not parts and settings.trend_weight <= 0:
             return als
         total = scoring.standardized(als, overwrite=True)
@@ -443,14 +447,7 @@ class Fitted:
         per_part = per_part or settings.spark_candidates
         n_items = self.als.item_factors.shape[0]
         n = min(n, n_items)
-        parts = [
-            (weight, similarity, profile)
-            for weight, similarity, profile in (
-                (settings.blend_weight, self.similarity, data.profile),
-                (settings.sequence_weight, self.sequence, data.recent),
-            )
-            if similarity is not None and weight > 0
-        ]
+        parts = self.item_item_parts(data, settings)
         trend = settings.trend_weight > 0
         trending = np.log1p(data.trending.astype(np.float64))
         ids_out, scores_out = [np.empty((0, n), np.int64)], [np.empty((0, n))]
