@@ -10,6 +10,7 @@ needs no shard files at all. A shard's rows do not depend on how the users were 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -79,10 +80,14 @@ class Scorer:
         self.settings = settings
         self.directory = artifacts.run_dir(settings.artifacts, run_id)
         self.fitted, self.factors = model.Fitted.read(self.directory, artifacts.FULL, settings)
+        self.n_users, self.n_items = len(self.factors.user_ids), len(self.factors.movie_ids)
+
+    @functools.cached_property
+    def data(self) -> model.Interactions:
+        """Every rating's matrices: built only when a shard is scored here, not for shard files."""
         ratings = artifacts.read_ratings(self.directory)
         everything = np.ones(len(ratings["rating"]), bool)
-        self.data = model.interactions(ratings, everything, self.factors.user_ids, self.factors.movie_ids, settings)
-        self.n_users, self.n_items = len(self.factors.user_ids), len(self.factors.movie_ids)
+        return model.interactions(ratings, everything, self.factors.user_ids, self.factors.movie_ids, self.settings)
 
     def score(self, first_row: int, end_row: int) -> Scored:
         rows = np.arange(first_row, end_row)
