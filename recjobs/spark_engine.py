@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .errors import ConfigError
-from .model import FitReport, Fitted, Interactions, from_factors
+from .model import FitReport, Fitted, Interactions, from_factors, matrix
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,13 +91,6 @@ def factor_matrix(frame, n_rows: int, rank: int) -> np.ndarray:
     return out
 
 
-def as_csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_items: int) -> sp.csr_matrix:
-    m = sp.csr_matrix((values.astype(np.float32), (rows, cols)), shape=(n_items, n_items))
-    m.sum_duplicates()
-    m.sort_indices()
-    return m
-
-
 def item_similarity(spark, positives_path: str, n_items: int, settings: Settings) -> sp.csr_matrix | None:
     """Cosine item-item similarity of the positives (co-count / sqrt(n_i * n_j)), the
     item_neighbours nearest per movie, itself left out; as model.item_similarity."""
@@ -122,7 +115,7 @@ def item_similarity(spark, positives_path: str, n_items: int, settings: Settings
     )
     nearest = Window.partitionBy("i").orderBy(F.col("value").desc(), F.col("j"))
     top = cosine.withColumn("place", F.row_number().over(nearest)).where(F.col("place") <= settings.item_neighbours)
-    return as_csr(*to_numpy(top, "i", "j", "value"), n_items)
+    return matrix(*to_numpy(top, "i", "j", "value"), (n_items, n_items))
 
 
 def sequence_similarity(spark, sequence_path: str, n_items: int, settings: Settings) -> sp.csr_matrix | None:
@@ -155,7 +148,7 @@ def sequence_similarity(spark, sequence_path: str, n_items: int, settings: Setti
     )
     largest = Window.partitionBy("i").orderBy(F.col("value").desc())
     top = scaled.withColumn("place", F.rank().over(largest)).where(F.col("place") <= settings.item_neighbours)
-    return as_csr(*to_numpy(top, "i", "j", "value"), n_items)
+    return matrix(*to_numpy(top, "i", "j", "value"), (n_items, n_items))
 
 
 def fit_method(spark, data: Interactions, settings: Settings, directory: Path, name: str) -> Fitted:
