@@ -91,7 +91,11 @@ class Settings:
         "local[*]", "Spark master for engine=spark: local[N], spark://host:port, or a Spark Connect sc://host:port URL."
     )
     spark_driver_memory: str = setting("2g", "Spark driver memory for engine=spark (local mode: all of Spark's).")
-    spark_partitions: int = setting(8, "Spark shuffle partitions and ALS user and item blocks for engine=spark.")
+    spark_partitions: int = setting(
+        0,
+        "Spark shuffle partitions and ALS user and item blocks for engine=spark; 0: Spark's default parallelism "
+        "(local mode: the cores).",
+    )
     spark_checkpoint_dir: Path = setting(
         Path("artifacts/spark-checkpoints"),
         "Spark checkpoint folder for engine=spark (ALS checkpoints; on a cluster, shared storage).",
@@ -141,7 +145,7 @@ class Settings:
             "score_shards": 1 <= self.score_shards <= 1000,
             "spark_master": bool(SPARK_MASTER.match(self.spark_master)),
             "spark_driver_memory": bool(MEMORY.match(self.spark_driver_memory.lower())),
-            "spark_partitions": 1 <= self.spark_partitions <= 100_000,
+            "spark_partitions": 0 <= self.spark_partitions <= 100_000,
             "spark_regularization": self.spark_regularization >= 0,
             "spark_candidates": self.k <= self.spark_candidates <= 10_000,
             "serve_workers": 0 <= self.serve_workers <= 64,
@@ -194,6 +198,7 @@ EXPECTED = {
     "spark_master": "local[*], local[N], spark://host:port or sc://host:port",
     "spark_driver_memory": "a size such as 2g or 512m",
     "spark_candidates": "at least k, at most 10000",
+    "spark_partitions": "0 (Spark's default parallelism) up to 100000",
 }
 
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
