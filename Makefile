@@ -107,7 +107,7 @@ bench-scale: setup data
 	$(BIN)/python tests/benchmarks/bench_scale.py --sizes $(SIZES)
 
 # The two engines side by side (each step's seconds and peak RSS, Recall@10 and NDCG@10) on
-# ml-latest-small and synthetic sets; ENGINE_SIZES=small,1M,5M for more.
+# ml-latest-small and synthetic sets; ENGINE_SIZES=small,1M,5M,25M:implicit for more (SIZE:ENGINE: one engine).
 ENGINE_SIZES ?= small,1M
 .PHONY: bench-engines
 bench-engines: setup-spark data

@@ -173,7 +173,11 @@ def markdown(results: list[dict]) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="small,1M", help="comma-separated: small, 1M, 5M, 25M")
+    parser.add_argument(
+        "--sizes",
+        default="small,1M",
+        help="comma-separated: small, 1M, 5M, 25M; SIZE:ENGINE runs that size with one engine only (25M:implicit)",
+    )
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--shards", type=int, default=2, help="score shards, run side by side [default: 2]")
     parser.add_argument("--work", type=Path, default=REPO / "artifacts" / "bench-engines")
@@ -185,11 +189,18 @@ def main(argv=None) -> None:
     out = args.out or args.work
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for size in args.sizes.split(","):
-        for engine in args.engines.split(","):
-            results.append(night(size, engine, args.work, args.shards))
-            (out / "bench-engines.json").write_text(json.dumps(results, indent=2))
-            (out / "bench-engines.md").write_text(markdown(results))
+    nights = []  # (size, engine), checked before anything runs
+    for token in args.sizes.split(","):
+        size, _, only = token.partition(":")
+        for engine in [only] if only else args.engines.split(","):
+            if engine not in ENGINES or size not in ("small", *SIZES):
+                expected = f"sizes small, {', '.join(SIZES)}; engines {', '.join(ENGINES)}"
+                sys.exit(f"--sizes: {token!r} is not SIZE or SIZE:ENGINE ({expected})")
+            nights.append((size, engine))
+    for size, engine in nights:
+        results.append(night(size, engine, args.work, args.shards))
+        (out / "bench-engines.json").write_text(json.dumps(results, indent=2))
+        (out / "bench-engines.md").write_text(markdown(results))
     print(markdown(results))
 
 
