@@ -31,8 +31,8 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY = 5  # ALS iterations between checkpoints (Spark ignores it without a checkpoint folder)
-# Rows of factors stacked per block in recommendForAllUsers; at 1M ratings on 2 cores 4096 and
-# 512 took 20.1 s and 20.0 s (docs/scaling.md), so Spark's own default stays.
+# Factor rows stacked per block in recommendForAllUsers; 4096 and 512 took 20.1 s and 20.0 s at
+# 1M ratings on 2 cores (tests/benchmarks/spark_blocks.py), so Spark's own default stays.
 BLOCK_SIZE = 4096
 
 
