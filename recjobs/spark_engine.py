@@ -166,11 +166,31 @@ def sequence_similarity(spark, sequence_path: str, n_items: int, settings: Setti
     return matrix(*to_numpy(top, "i", "j", "value"), (n_items, n_items))
 
 
+def als_estimator(settings: Settings, blocks: int):
+    """pyspark.ml's implicit ALS with the settings' rank, iterations and regParam on `blocks`
+    user and item blocks, over (user, item, rating) columns with rating = confidence - 1."""
+    from pyspark.ml.recommendation import ALS
+
+    return ALS(
+        rank=settings.factors,
+        maxIter=settings.iterations,
+        regParam=settings.spark_regularization,
+        implicitPrefs=True,
+        alpha=1.0,
+        userCol="user",
+        itemCol="item",
+        ratingCol="rating",
+        numUserBlocks=blocks,
+        numItemBlocks=blocks,
+        blockSize=BLOCK_SIZE,
+        checkpointInterval=CHECKPOINT_EVERY,
+        seed=settings.random_seed,
+    )
+
+
 def fit_method(spark, data: Interactions, settings: Settings, directory: Path, name: str) -> Fitted:
     """The method's three parts fitted in Spark on `data`, and its per-user ALS candidates
     written to candidates_dir(directory, name) (evaluate and the score shards re-rank them)."""
-    from pyspark.ml.recommendation import ALS
-
     n_users, n_items = data.seen.shape
     staging = Path(directory) / f"spark_input_{name}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -197,21 +217,7 @@ def fit_method(spark, data: Interactions, settings: Settings, directory: Path, n
     }
     blocks = partitions(spark, settings)
     started = time.perf_counter()
-    als = ALS(
-        rank=settings.factors,
-        maxIter=settings.iterations,
-        regParam=settings.spark_regularization,
-        implicitPrefs=True,
-        alpha=1.0,
-        userCol="user",
-        itemCol="item",
-        ratingCol="rating",
-        numUserBlocks=blocks,
-        numItemBlocks=blocks,
-        blockSize=BLOCK_SIZE,
-        checkpointInterval=CHECKPOINT_EVERY,
-        seed=settings.random_seed,
-    ).fit(spark.read.parquet(inputs["confidence"]))
+    als = als_estimator(settings, blocks).fit(spark.read.parquet(inputs["confidence"]))
     factors = from_factors(
         factor_matrix(als.userFactors, n_users, settings.factors),
         factor_matrix(als.itemFactors, n_items, settings.factors),

@@ -3,7 +3,8 @@
     python tests/benchmarks/spark_blocks.py --data /tmp/bench-scale/data-1M --blocks 8,2 --block-sizes 4096,512
 
 Reads a MovieLens-layout ratings.csv, keeps ratings of 3.5 and up as positives (confidence 1),
-fits ALS (rank 64, 20 iterations, implicitPrefs) once per number of user and item blocks, and
+fits the night's ALS (spark_engine.als_estimator with the default settings: rank 64, at most 20
+iterations, implicitPrefs) once per number of user and item blocks, and
 times recommendForAllUsers(200) written as Parquet for each blockSize. One run, wall seconds;
 docs/scaling.md quotes it. The night's own settings: spark_partitions (the blocks) and
 spark_engine.BLOCK_SIZE.
@@ -31,8 +32,10 @@ def main(argv=None) -> None:
     parser.add_argument("--blocks", default="8,2", help="comma-separated numbers of ALS user and item blocks")
     parser.add_argument("--block-sizes", default="4096,512", help="comma-separated ALS blockSize values")
     args = parser.parse_args(argv)
-    from pyspark.ml.recommendation import ALS
     from pyspark.sql import SparkSession
+
+    from recjobs import spark_engine
+    from recjobs.settings import Settings
 
     ratings = pd.read_csv(args.data / "ratings.csv", usecols=["userId", "movieId", "rating"])
     positives = ratings[ratings.rating >= 3.5]
@@ -65,20 +68,7 @@ def main(argv=None) -> None:
         for blocks in [int(b) for b in args.blocks.split(",")]:
             spark.conf.set("spark.sql.shuffle.partitions", str(blocks))
             started = time.perf_counter()
-            als = ALS(
-                rank=64,
-                maxIter=20,
-                regParam=0.01,
-                implicitPrefs=True,
-                alpha=1.0,
-                userCol="user",
-                itemCol="item",
-                ratingCol="rating",
-                numUserBlocks=blocks,
-                numItemBlocks=blocks,
-                checkpointInterval=5,
-                seed=1,
-            ).fit(frame)
+            als = spark_engine.als_estimator(Settings(), blocks).fit(frame)
             als.userFactors.count()
             fit = time.perf_counter() - started
             for block_size in [int(b) for b in args.block_sizes.split(",")]:
