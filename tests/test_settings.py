@@ -1,5 +1,7 @@
 """The one settings object: environment, overrides, range checks."""
 
+import re
+
 import pytest
 
 from recjobs.errors import ConfigError
@@ -37,3 +39,20 @@ def test_a_yes_or_no_setting_reads_true_or_false_from_the_environment():
     assert from_env({"RECJOBS_WARM_START": "Yes"}).warm_start is True
     with pytest.raises(ConfigError, match=r"RECJOBS_WARM_START='maybe' is not a valid bool; expected true or false"):
         from_env({"RECJOBS_WARM_START": "maybe"})
+
+
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        ("spark_partitions", -1, "expected 0 (Spark's default parallelism) up to 100000"),
+        ("spark_master", "yarn", "expected local[*], local[N], spark://host:port or sc://host:port"),
+        ("spark_candidates", 5, "expected at least k, at most 10000"),
+    ],
+)
+def test_a_bad_spark_setting_names_what_is_expected(name, value, expected):
+    with pytest.raises(ConfigError, match=re.escape(f"setting {name}={value!r} is out of range; {expected}")):
+        Settings(**{name: value})
+
+
+def test_spark_partitions_zero_means_spark_decides():
+    assert Settings(spark_partitions=0).spark_partitions == 0
