@@ -72,12 +72,13 @@ def session(settings: Settings):
 
 
 def partitions(spark, settings: Settings) -> int:
-    """settings.spark_partitions, or when 0 Spark's default parallelism (the cores in local
-    mode; under Spark Connect, the server's shuffle partitions)."""
+    """settings.spark_partitions, or when 0 Spark's default parallelism: the cores in local
+    mode; under Spark Connect (no SparkContext) the server's spark.default.parallelism, else
+    ALS's own default of 10 blocks (not the 200 shuffle partitions, far too many ALS blocks)."""
     if settings.spark_partitions:
         return settings.spark_partitions
     if settings.spark_master.startswith("sc://"):
-        return int(spark.conf.get("spark.sql.shuffle.partitions"))
+        return int(spark.conf.get("spark.default.parallelism", "10"))
     return spark.sparkContext.defaultParallelism
 
 
