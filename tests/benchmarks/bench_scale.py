@@ -7,12 +7,22 @@ synthetic MovieLens-layout sets (`recjobs synth`) of 1M, 5M and 25M ratings.
 Each size runs two nights on one database: the first on the set without its newest 0.5% of
 ratings (nothing published before: what a first night costs), the second on the whole set with
 the first night's run published (what a usual night costs). Each step runs as its own process
-(the step commands), so its wall time and its peak RSS (os.wait4) are its own. Next to them, in
-the same run, the reference approach on a sample: the reference plan's per-user Python loop
-over implicit's `model.recommend` (users/s, against the users the precompute step scored per
-second, writes included), `pd.read_csv` with default settings (against the load step), and a
-per-row INSERT loop (rows/s, against the precompute step's rows written per second). Writes a
-JSON and a Markdown table (--out, default artifacts/bench-scale/).
+(the step commands), so its wall time and its peak RSS (os.wait4) are its own; the score shards
+run side by side, as the DAG's mapped tasks do (their peaks summed).
+
+Next to them, in the same run, the reference approach, each timed against the same work done
+the product's way, in this process:
+- scoring users: the reference plan's per-user Python loop over implicit's `model.recommend`
+  (ALS alone), and a per-user loop over the product's own blend (`Fitted.recommend`, one user
+  per call), against `Fitted.recommend` batched, on the same sample of users;
+- writing rows: a per-row INSERT loop against `db.insert_many` (executemany), the same rows
+  into the same `recommendations` table of a scratch database, one transaction each;
+- reading ratings.csv: `pd.read_csv` with default settings against the load step (which also
+  checks, dedupes and saves everything).
+From those rates, the seconds the reference approach would need for the night's evaluate and
+precompute work (every test user through three models; every user scored, every row written
+one by one) are derived and set against the steps' measured seconds.
+Writes a JSON and a Markdown table (--out, default artifacts/bench-scale/).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,9 +46,12 @@ SIZES = {
     "5M": (60_000, 30_000, 5_000_000),
     "25M": (162_000, 59_000, 24_300_000),
 }
-STEPS = ("load", "split", "train", "evaluate", "precompute", "evaluate-cold-start")
-REFERENCE_USERS = 2_000
+STEPS = ("load", "split", "train", "evaluate", "score-shards", "precompute", "evaluate-cold-start")
+SHARDS = 2  # one per core, as the DAG maps them
+REFERENCE_USERS = 2_000  # the per-user loops' sample
+BATCHED_USERS = 8_192  # the batched scorer's sample (it is far faster)
 REFERENCE_ROWS = 200_000
+EVALUATED_MODELS = 3  # evaluate ranks every sampled test user with the model, the reference recipe and popularity
 NEW_RATINGS_SHARE = 0.005  # the second night's new ratings: the newest 0.5% (a day or so of a busy service)
 
 
@@ -90,11 +104,13 @@ def day_before(data: Path, work: Path, size: str) -> Path:
 
 
 def reference(data: Path, db: Path, artifacts: Path, run_id: str) -> dict:
-    """The reference approach on a sample, in this process."""
+    """The reference approach and the product's own way of doing the same work, side by side in
+    this process, on run_id's published (FULL) model."""
     import numpy as np
     import pandas as pd
 
     from recjobs import artifacts as run_files
+    from recjobs import db as recs_db
     from recjobs import model
     from recjobs.settings import Settings
 
@@ -109,35 +125,99 @@ def reference(data: Path, db: Path, artifacts: Path, run_id: str) -> dict:
     everything = model.interactions(
         ratings, np.ones(len(ratings["rating"]), bool), factors.user_ids, factors.movie_ids, settings
     )
-    user_items = everything.positives.tocsr()
-    sample = np.random.default_rng(0).choice(len(factors.user_ids), min(REFERENCE_USERS, len(factors.user_ids)), False)
-    started = time.perf_counter()
-    for user in sample:  # the reference plan: one call per user, ALS only
-        fitted.als.recommend(int(user), user_items[int(user)], N=settings.k, filter_already_liked_items=True)
-    loop_users_per_second = len(sample) / (time.perf_counter() - started)
+    rng = np.random.default_rng(0)
+    n_users = len(factors.user_ids)
+    sample = np.sort(rng.choice(n_users, min(REFERENCE_USERS, n_users), False))
+    batched_sample = np.sort(rng.choice(n_users, min(BATCHED_USERS, n_users), False))
 
-    scratch = Path(db).with_name("reference-inserts.db")
-    conn = sqlite3.connect(scratch)
-    conn.execute("CREATE TABLE recs (run_id TEXT, user_id INTEGER, rank INTEGER, movie_id INTEGER, score REAL)")
-    started = time.perf_counter()
-    for i in range(REFERENCE_ROWS):  # the reference plan: one execute per row, one transaction
-        conn.execute("INSERT INTO recs VALUES (?, ?, ?, ?, ?)", ("r", i // 50, i % 50, i, 0.5))
-    conn.commit()
-    insert_rows_per_second = REFERENCE_ROWS / (time.perf_counter() - started)
-    conn.close()
-    scratch.unlink()
+    def users_per_second(score_users, users) -> float:
+        started = time.perf_counter()
+        score_users(users)
+        return len(users) / (time.perf_counter() - started)
+
+    user_items = everything.seen
+
+    def reference_plan_loop(users):  # one call per user, ALS only
+        for user in users:
+            fitted.als.recommend(int(user), user_items[int(user)], N=settings.k, filter_already_liked_items=True)
+
+    def blend_loop(users):  # the product's blend, one user per call
+        for user in users:
+            fitted.recommend(np.array([user]), everything, settings.k, settings)
+
+    loop_rate = users_per_second(reference_plan_loop, sample)
+    blend_loop_rate = users_per_second(blend_loop, sample[: REFERENCE_USERS // 4])
+    batched_rate = users_per_second(
+        lambda users: fitted.recommend(users, everything, settings.k, settings), batched_sample
+    )
+
+    users = range(REFERENCE_ROWS // 50)
+    rows = [("bench", user, rank, user * 50 + rank, 1.0 / rank) for user in users for rank in range(1, 51)]
+
+    def per_row(scratch: Path) -> None:  # the reference plan: one execute per row, one transaction
+        statement = recs_db.sql("publish.insert_recommendation")
+        raw = sqlite3.connect(scratch, isolation_level=None)
+        raw.execute("BEGIN")
+        for row in rows:
+            raw.execute(statement, row)
+        raw.execute("COMMIT")
+        raw.close()
+
+    def insert_many(scratch: Path) -> None:  # the product's way
+        with recs_db.transaction(scratch) as conn:
+            recs_db.insert_many(conn, "publish.insert_recommendation", rows)
+
+    rates = {}
+    for name, insert in (("per_row", per_row), ("insert_many", insert_many)):
+        scratch = Path(db).with_name(f"reference-{name}.db")  # each into an empty table of its own
+        with recs_db.transaction(scratch) as conn:
+            conn.exec_driver_sql("INSERT INTO model_runs (run_id, started_at, params_json) VALUES ('bench', '', '{}')")
+        started = time.perf_counter()
+        insert(scratch)
+        rates[name] = len(rows) / (time.perf_counter() - started)
+        recs_db.engine_for(scratch).dispose()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{scratch}{suffix}").unlink(missing_ok=True)
+    insert_rows_per_second, insert_many_rows_per_second = rates["per_row"], rates["insert_many"]
     return {
         "read_csv_seconds": round(read_csv_seconds, 2),
-        "loop_users_per_second": round(loop_users_per_second, 1),
+        "loop_users_per_second": round(loop_rate, 1),
+        "blend_loop_users_per_second": round(blend_loop_rate, 1),
+        "batched_users_per_second": round(batched_rate, 1),
         "insert_rows_per_second": round(insert_rows_per_second),
+        "insert_many_rows_per_second": round(insert_many_rows_per_second),
+    }
+
+
+def score_shards_side_by_side(command: list[str], env: dict) -> dict:
+    """Every shard's `recjobs score-shard` at once: wall seconds, and the shards' peaks summed."""
+    started = time.perf_counter()
+    outcomes: list = [None] * SHARDS
+
+    def one(shard: int) -> None:
+        outcomes[shard] = timed([*command, "--shard", str(shard)], env)
+
+    threads = [threading.Thread(target=one, args=(shard,)) for shard in range(SHARDS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {
+        "seconds": round(time.perf_counter() - started, 2),
+        "peak_rss_mb": round(sum(figures["peak_rss_mb"] for figures in outcomes), 1),
     }
 
 
 def steps_of_a_night(data: Path, db: Path, artifacts: Path, run_id: str, size: str, label: str, env: dict) -> dict:
-    common = ["--data-dir", str(data), "--db", str(db), "--artifacts", str(artifacts), "--run-id", run_id]
+    env = {**env, "RECJOBS_DATA_DIR": str(data), "RECJOBS_DB": str(db), "RECJOBS_ARTIFACTS": str(artifacts)}
+    env["RECJOBS_SCORE_SHARDS"] = str(SHARDS)
     steps = {}
     for step in STEPS:
-        steps[step] = timed([sys.executable, "-m", "recjobs", "-q", step, *common], env)
+        command = [sys.executable, "-m", "recjobs", "-q"]
+        if step == "score-shards":  # side by side, as a LocalExecutor runs the mapped tasks
+            steps[step] = score_shards_side_by_side([*command, "score-shard", "--run-id", run_id], env)
+        else:
+            steps[step] = timed([*command, step, "--run-id", run_id], env)
         print(
             f"{size} {label} {step}: {steps[step]['seconds']:.1f} s, peak RSS {steps[step]['peak_rss_mb']:.0f} MB",
             flush=True,
@@ -158,21 +238,26 @@ def night(size: str, work: Path, env: dict) -> dict:
     second = steps_of_a_night(data, db, artifacts, "night2", size, "second night", env)
     with sqlite3.connect(db) as conn:
         n_ratings = conn.execute("SELECT n_ratings FROM model_runs WHERE run_id = 'night2'").fetchone()[0]
-        n_users = conn.execute("SELECT count(DISTINCT user_id) FROM recommendations WHERE run_id = 'night1'")
+        n_users = conn.execute("SELECT count(DISTINCT user_id) FROM recommendations WHERE run_id = 'night2'")
         n_users = n_users.fetchone()[0]
         n_rows = conn.execute(
-            "SELECT (SELECT count(*) FROM recommendations WHERE run_id = 'night1')"
-            " + (SELECT count(*) FROM similar_movies WHERE run_id = 'night1')"
+            "SELECT (SELECT count(*) FROM recommendations WHERE run_id = 'night2')"
+            " + (SELECT count(*) FROM similar_movies WHERE run_id = 'night2')"
         ).fetchone()[0]
         published = conn.execute("SELECT run_id FROM published_run").fetchone()[0]
-    ref = reference(data, db, artifacts, "night1")
-    users_per_second = n_users / steps["precompute"]["seconds"]
-    rows_per_second = n_rows / steps["precompute"]["seconds"]
+        # every test user of the night, evaluated (sampled) or not
+        n_test_users = conn.execute("SELECT n_test_users FROM model_runs WHERE run_id = 'night2'").fetchone()[0]
+    ref = reference(data, db, artifacts, "night2")
+    # the reference approach's seconds for the same work, from its rates measured above
+    reference_evaluate = n_test_users * EVALUATED_MODELS / ref["loop_users_per_second"]
+    reference_precompute = n_users / ref["loop_users_per_second"] + n_rows / ref["insert_rows_per_second"]
+    ours_precompute = second["score-shards"]["seconds"] + second["precompute"]["seconds"]
     return {
         "size": size,
         "n_ratings": n_ratings,
         "n_new_ratings_second_night": n_ratings - int(round(n_ratings * (1 - NEW_RATINGS_SHARE))),
         "n_users": n_users,
+        "n_test_users": n_test_users,
         "rows_published": n_rows,
         "published_after_second_night": published,
         "synth": synth_timing,
@@ -181,13 +266,21 @@ def night(size: str, work: Path, env: dict) -> dict:
         "total_seconds": round(sum(s["seconds"] for s in steps.values()), 1),
         "second_night_total_seconds": round(sum(s["seconds"] for s in second.values()), 1),
         "peak_rss_mb": max(s["peak_rss_mb"] for s in [*steps.values(), *second.values()]),
-        "users_per_second_precompute": round(users_per_second, 1),
-        "rows_per_second_precompute": round(rows_per_second),
         "reference": ref,
+        "reference_seconds": {"evaluate": round(reference_evaluate, 1), "precompute": round(reference_precompute, 1)},
         "ratios": {
-            "precompute_users_per_second_over_per_user_loop": round(users_per_second / ref["loop_users_per_second"], 2),
-            "precompute_rows_per_second_over_per_row_insert": round(rows_per_second / ref["insert_rows_per_second"], 2),
-            "read_csv_default_over_load_step": round(ref["read_csv_seconds"] / steps["load"]["seconds"], 2),
+            "batched_over_reference_plan_loop_users_per_second": round(
+                ref["batched_users_per_second"] / ref["loop_users_per_second"], 2
+            ),
+            "batched_over_blend_loop_users_per_second": round(
+                ref["batched_users_per_second"] / ref["blend_loop_users_per_second"], 2
+            ),
+            "insert_many_over_per_row_insert_rows_per_second": round(
+                ref["insert_many_rows_per_second"] / ref["insert_rows_per_second"], 2
+            ),
+            "read_csv_default_over_load_step": round(ref["read_csv_seconds"] / second["load"]["seconds"], 2),
+            "reference_evaluate_over_evaluate_step": round(reference_evaluate / second["evaluate"]["seconds"], 2),
+            "reference_precompute_over_score_shards_and_precompute": round(reference_precompute / ours_precompute, 2),
         },
     }
 
@@ -208,17 +301,29 @@ def markdown(results: list[dict]) -> str:
             )
     lines += [
         "",
-        "| data | users/s (precompute, writes included) | per-user loop users/s | ratio | rows/s written | "
-        "per-row insert rows/s | ratio | pd.read_csv default s | load step s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Against the reference approach, measured in the same run (second night's model; users/s and rows/s "
+        "side by side in one process; reference seconds derived from those rates):",
+        "",
+        "| data | batched users/s | per-user loop, ALS only | ratio | per-user loop, whole blend | ratio | "
+        "executemany rows/s | per-row insert rows/s | ratio | evaluate: reference s (derived) / step s | "
+        "score shards + precompute: reference s (derived) / steps s | pd.read_csv default s / load step s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        ref, ratio = r["reference"], r["ratios"]
+        ref, ratio, second = r["reference"], r["ratios"], r["second_night_steps"]
+        ours_precompute = second["score-shards"]["seconds"] + second["precompute"]["seconds"]
         lines.append(
-            f"| {r['size']} | {r['users_per_second_precompute']:,.0f} | {ref['loop_users_per_second']:,.0f} | "
-            f"{ratio['precompute_users_per_second_over_per_user_loop']:.1f}x | {r['rows_per_second_precompute']:,} | "
-            f"{ref['insert_rows_per_second']:,} | {ratio['precompute_rows_per_second_over_per_row_insert']:.1f}x | "
-            f"{ref['read_csv_seconds']:.1f} | {r['steps']['load']['seconds']:.1f} |"
+            f"| {r['size']} | {ref['batched_users_per_second']:,.0f} | {ref['loop_users_per_second']:,.0f} | "
+            f"{ratio['batched_over_reference_plan_loop_users_per_second']:.1f}x | "
+            f"{ref['blend_loop_users_per_second']:,.0f} | {ratio['batched_over_blend_loop_users_per_second']:.1f}x | "
+            f"{ref['insert_many_rows_per_second']:,} | {ref['insert_rows_per_second']:,} | "
+            f"{ratio['insert_many_over_per_row_insert_rows_per_second']:.1f}x | "
+            f"{r['reference_seconds']['evaluate']:,.0f} / {second['evaluate']['seconds']:.0f} = "
+            f"{ratio['reference_evaluate_over_evaluate_step']:.1f}x | "
+            f"{r['reference_seconds']['precompute']:,.0f} / {ours_precompute:.0f} = "
+            f"{ratio['reference_precompute_over_score_shards_and_precompute']:.1f}x | "
+            f"{ref['read_csv_seconds']:.1f} / {second['load']['seconds']:.1f} = "
+            f"{ratio['read_csv_default_over_load_step']:.2f}x |"
         )
     return "\n".join(lines)
 
