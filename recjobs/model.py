@@ -6,6 +6,8 @@ returns (ids, scores) arrays, one row per user.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,10 +155,10 @@ def interactions(
     by_time = np.flatnonzero(positive > 0)[np.argsort(rated_at[positive > 0], kind="stable")]
     return Interactions(
         confidence=matrix(rows, cols, confidence(rating, settings, age), shape),
-        profile=matrix(rows, cols, (weight * positive).astype(np.float32), shape),
+        profile=matrix(rows, cols, above_floor(weight * positive, settings), shape),
         positives=matrix(rows, cols, positive, shape),
         seen=matrix(rows, cols, np.ones(len(rows), np.float32), shape),
-        recent=matrix(rows, cols, np.exp(-age / max(settings.sequence_decay, 1e-9)).astype(np.float32), shape),
+        recent=matrix(rows, cols, above_floor(np.exp(-age / max(settings.sequence_decay, 1e-9)), settings), shape),
         sequence_users=rows[order],
         sequence_items=cols[order],
         trending=scoring.trending_counts(
@@ -167,6 +169,13 @@ def interactions(
         trend_days=settings.trend_days,
         now=now,
     )
+
+
+def above_floor(weights: np.ndarray, settings: Settings) -> np.ndarray:
+    """A user's side of an item-item part: weights below settings.item_item_min_weight become 0
+    (left out); each old rating would add another item's row of neighbours to the score for a
+    change of less than that weight."""
+    return np.where(weights >= settings.item_item_min_weight, weights, 0.0).astype(np.float32)
 
 
 def matrix(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, shape) -> sp.csr_matrix:
@@ -207,6 +216,7 @@ class FitReport:
     iterations: int  # ALS iterations run
     change: float  # relative change of the item factors in the last iteration
     warm: bool  # started from an earlier fit's factors
+    part_seconds: tuple = ()  # (part, seconds) of each part of the method's fit: als, cosine, sequence
 
 
 def start_from(previous: Factors, user_ids: np.ndarray, movie_ids: np.ndarray, settings: Settings):
@@ -325,7 +335,8 @@ def item_similarity(positives: sp.csr_matrix, settings: Settings) -> sp.csr_matr
 
     norms = np.sqrt(np.asarray(positives.power(2).sum(axis=0)).ravel())
     normalized = (positives @ sp.diags(1.0 / np.maximum(norms, 1e-12))).tocsr().astype(np.float64)
-    similarity = all_pairs_knn(normalized, settings.item_neighbours + 1, show_progress=False, num_threads=1).tocsr()
+    # every core (num_threads=0): each row is computed on its own, so the result is the same as on one
+    similarity = all_pairs_knn(normalized, settings.item_neighbours + 1, show_progress=False, num_threads=0).tocsr()
     similarity.setdiag(0)
     similarity.eliminate_zeros()
     return similarity.astype(np.float32)
@@ -342,21 +353,26 @@ def sequence_similarity(data: Interactions, n_items: int, settings: Settings) ->
     item_counts = np.bincount(items, minlength=n_items).astype(np.float64)
     scale = 1.0 / np.sqrt(np.maximum(item_counts, 1.0))
     window = min(settings.sequence_window, max(0, len(items) - 1))
-    together = [users[offset:] == users[:-offset] for offset in range(1, window + 1)]
     # an item's row holds about 2 * window pairs per rating of it: rows split by that load
     load = np.cumsum(item_counts * 2 * window)
     n_blocks = max(1, int(np.ceil(load[-1] / SEQUENCE_PAIRS_PER_BLOCK))) if n_items and load[-1] else 1
     cuts = np.searchsorted(load, np.arange(1, n_blocks) * load[-1] / n_blocks) if n_blocks > 1 else []
     bounds = np.unique(np.r_[0, cuts, n_items]).astype(np.int64)
+    # the ratings' positions grouped by item: a block's ratings are one slice, so each block
+    # looks only at its own ratings' neighbours
+    by_item = np.argsort(items, kind="stable")
+    item_starts = np.r_[0, np.cumsum(np.bincount(items, minlength=n_items))].astype(np.int64)
     blocks = []
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        mine = by_item[item_starts[lo] : item_starts[hi]]
         rows, cols = [np.empty(0, np.int32)], [np.empty(0, np.int32)]  # no pairs at all: an empty block
-        for offset, same in enumerate(together, start=1):
-            first, second = items[:-offset][same], items[offset:][same]
-            for row, col in ((first, second), (second, first)):
-                mine = (row >= lo) & (row < hi) & (row != col)  # a movie is not its own neighbour
-                rows.append(row[mine] - lo)
-                cols.append(col[mine])
+        for offset in range(1, window + 1):  # each rating with the ones `offset` later and earlier
+            for position, other in ((mine[mine + offset < len(items)], offset), (mine[mine >= offset], -offset)):
+                neighbour = position + other
+                row, col = items[position], items[neighbour]
+                pair = (users[position] == users[neighbour]) & (row != col)  # a movie is not its own neighbour
+                rows.append(row[pair] - lo)
+                cols.append(col[pair])
         rows, cols = np.concatenate(rows), np.concatenate(cols)
         counts = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(hi - lo, n_items))
         counts.sum_duplicates()
@@ -549,10 +565,13 @@ def candidate_matrix(found: list, seen: sp.csr_matrix, n_items: int) -> sp.csr_m
 def fit_method(data: Interactions, settings: Settings, show_progress: bool = False, start=None) -> Fitted:
     """The method's three parts; ALS until converged (fit_until_converged), from `start` when given."""
     n_items = data.seen.shape[1]
+    started = time.perf_counter()
     als, report = fit_until_converged(data.confidence, settings, start, show_progress)
-    return Fitted(
-        als,
-        item_similarity(data.positives, settings),
-        sequence_similarity(data, n_items, settings),
-        report,
-    )
+    als_done = time.perf_counter()
+    similarity = item_similarity(data.positives, settings)
+    cosine_done = time.perf_counter()
+    sequence = sequence_similarity(data, n_items, settings)
+    seconds = (("als", als_done - started), ("cosine", cosine_done - als_done))
+    seconds += (("sequence", time.perf_counter() - cosine_done),)
+    report = dataclasses.replace(report, part_seconds=tuple((part, round(s, 3)) for part, s in seconds))
+    return Fitted(als, similarity, sequence, report)

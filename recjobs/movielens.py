@@ -83,10 +83,11 @@ def read_catalog(data_dir: Path, positive_threshold: float = 4.0) -> Catalog:
     for order, frame in enumerate(frames):
         frame["file_order"] = order
     ratings = pd.concat(frames, ignore_index=True)
-    # A later rating (by time, then by file) of the same user and movie replaces the earlier.
-    ratings = ratings.sort_values(["user_id", "movie_id", "rated_at", "file_order"], kind="stable").drop_duplicates(
-        ["user_id", "movie_id"], keep="last"
-    )
+    if len(frames) > 1:  # one file has no duplicates (_ratings checked): no sort needed
+        # A later rating (by time, then by file) of the same user and movie replaces the earlier.
+        ratings = ratings.sort_values(["user_id", "movie_id", "rated_at", "file_order"], kind="stable").drop_duplicates(
+            ["user_id", "movie_id"], keep="last"
+        )
 
     known = ratings["movie_id"].isin(movies["movie_id"])
     n_dropped = int((~known).sum())

@@ -59,6 +59,11 @@ class Settings:
     sequence_decay: float = setting(
         3.0, "The user's last few ratings for the sequence scores: weight exp(-age / this)."
     )
+    item_item_min_weight: float = setting(
+        0.001,
+        "A user's ratings weighted below this (recency or sequence decay) are left out of their item-item scores "
+        "(0: every rating counts).",
+    )
     trend_weight: float = setting(
         0.5,
         "Weight of trending movies (log positives in the --trend-days before now) blended in (0 = off).",
@@ -135,6 +140,7 @@ class Settings:
             "sequence_weight": self.sequence_weight >= 0,
             "sequence_window": 1 <= self.sequence_window <= 1000,
             "sequence_decay": self.sequence_decay > 0,
+            "item_item_min_weight": 0 <= self.item_item_min_weight < 1,
             "trend_weight": self.trend_weight >= 0,
             "trend_days": self.trend_days > 0,
             "eval_users": self.eval_users >= 0,
@@ -176,6 +182,7 @@ class Settings:
             "sequence_weight",
             "sequence_window",
             "sequence_decay",
+            "item_item_min_weight",
             "trend_weight",
             "trend_days",
             "random_seed",

@@ -39,6 +39,8 @@ class TrainResult:
     eval_iterations: int  # ALS iterations until converged (at most settings.iterations)
     full_iterations: int
     warm_started: bool  # both fits started from the published run's factors
+    eval_part_seconds: dict  # seconds of each part of the evaluation model's fit (als, cosine, sequence)
+    full_part_seconds: dict
     seconds: float
 
 
@@ -59,10 +61,13 @@ def warm_start_factors(settings: Settings, run_id: str, name: str) -> model.Fact
         return None
 
 
-def fit_and_save(data: model.Interactions, settings: Settings, run_id: str, user_ids, movie_ids, name: str, spark=None):
-    """Fit the method and save it as the run's `name` model: (its path, seconds, FitReport).
-    With implicit, from the last published run's `name` factors when there are some; with a
-    Spark session, in Spark (spark_engine)."""
+def fit_and_save(
+    data: model.Interactions, settings: Settings, run_id: str, user_ids, movie_ids, name: str, spark=None, near=None
+):
+    """Fit the method and save it as the run's `name` model: (its path, seconds, Fitted).
+    With implicit, from the last published run's `name` factors when there are some, else from
+    `near` (a Fitted on nearly the same ratings, same ids) when warm_start is on; with a Spark
+    session, in Spark (spark_engine)."""
     started = time.perf_counter()
     directory = artifacts.run_dir(settings.artifacts, run_id)
     if spark is not None:
@@ -70,9 +75,15 @@ def fit_and_save(data: model.Interactions, settings: Settings, run_id: str, user
     else:
         previous = warm_start_factors(settings, run_id, name)
         start = model.start_from(previous, user_ids, movie_ids, settings) if previous is not None else None
+        if start is None and near is not None and settings.warm_start:
+            start = (near.als.user_factors.copy(), near.als.item_factors.copy())  # not refit in place
         fitted = model.fit_method(data, settings, show_progress=sys.stderr.isatty(), start=start)
     seconds = time.perf_counter() - started
-    return fitted.save(directory, name, user_ids, movie_ids), seconds, fitted.fit_report
+    return fitted.save(directory, name, user_ids, movie_ids), seconds, fitted
+
+
+def part_summary(part_seconds: dict) -> str:
+    return ", ".join(f"{part} {seconds:.1f}s" for part, seconds in part_seconds.items()) or "parts not timed"
 
 
 def train(settings: Settings, run_id: str) -> TrainResult:
@@ -91,12 +102,15 @@ def train(settings: Settings, run_id: str) -> TrainResult:
     for name in (artifacts.EVAL, artifacts.FULL):  # an earlier try's (or another engine's)
         shutil.rmtree(spark_engine.candidates_dir(directory, name), ignore_errors=True)
     with spark_engine.session(settings) if settings.engine == "spark" else contextlib.nullcontext() as spark:
-        eval_path, eval_seconds, eval_report = fit_and_save(
+        eval_path, eval_seconds, eval_fitted = fit_and_save(
             eval_data, settings, run_id, user_ids, movie_ids, artifacts.EVAL, spark
         )
-        full_path, full_seconds, full_report = fit_and_save(
-            full_data, settings, run_id, user_ids, movie_ids, artifacts.FULL, spark
+        # with no published run to start from, the published model starts from the evaluation
+        # model: the same users and movies, all but each user's last two positives
+        full_path, full_seconds, full_fitted = fit_and_save(
+            full_data, settings, run_id, user_ids, movie_ids, artifacts.FULL, spark, near=eval_fitted
         )
+    eval_report, full_report = eval_fitted.fit_report, full_fitted.fit_report
     artifacts.write_json(directory / artifacts.PARAMS, settings.model_params())
 
     result = TrainResult(
@@ -112,14 +126,16 @@ def train(settings: Settings, run_id: str) -> TrainResult:
         eval_iterations=eval_report.iterations,
         full_iterations=full_report.iterations,
         warm_started=eval_report.warm and full_report.warm,
+        eval_part_seconds=dict(eval_report.part_seconds),
+        full_part_seconds=dict(full_report.part_seconds),
         seconds=round(time.perf_counter() - started, 3),
     )
     with db.transaction(settings.db) as conn:
         runs.update(conn, run_id, n_users=len(user_ids), n_items=len(movie_ids))
         runs.record_seconds(conn, run_id, "train", result.seconds)
     log.info(
-        "train %s (%s): %d users x %d items (%s); eval model %d interactions, %d ALS iterations, %.1fs; "
-        "published model %d interactions, %d ALS iterations, %.1fs",
+        "train %s (%s): %d users x %d items (%s); eval model %d interactions, %d ALS iterations, %.1fs (%s); "
+        "published model %d interactions, %d ALS iterations, %.1fs (%s)",
         run_id,
         settings.engine,
         result.n_users,
@@ -128,8 +144,10 @@ def train(settings: Settings, run_id: str) -> TrainResult:
         result.n_eval_interactions,
         result.eval_iterations,
         eval_seconds,
+        part_summary(result.eval_part_seconds),
         result.n_full_interactions,
         result.full_iterations,
         full_seconds,
+        part_summary(result.full_part_seconds),
     )
     return result

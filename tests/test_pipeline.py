@@ -221,6 +221,20 @@ def test_the_ratings_table_gets_only_what_changed_since_the_run_it_was_written_f
     assert night("f", first.iloc[: len(first) // 3]).rewritten  # most of it changed: a rewrite is cheaper
 
 
+def test_a_first_night_starts_the_published_model_from_the_evaluation_model(tmp_path):
+    from recjobs import train
+    from support import checkerboard_settings
+
+    settings = checkerboard_settings(tmp_path).replace(iterations=40)
+    for step in ("load", "split"):
+        pipeline.JOBS[step](settings, "first")
+    first = train.train(settings, "first")
+    assert not first.warm_started  # nothing published: the evaluation model starts at random
+    assert set(first.full_part_seconds) == {"als", "cosine", "sequence"}
+    cold = train.train(settings.replace(warm_start=False), "first")
+    assert cold.full_iterations > first.full_iterations
+
+
 def test_a_night_after_a_published_run_starts_als_from_its_factors(tmp_path):
     from recjobs import pipeline
     from support import small_published_settings

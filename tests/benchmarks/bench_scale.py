@@ -189,6 +189,25 @@ def reference(data: Path, db: Path, artifacts: Path, run_id: str) -> dict:
     }
 
 
+def quality_before_and_after(db: Path, artifacts: Path, data: Path, run_id: str, env: dict) -> dict:
+    """The night's evaluate again with every rating in the item-item scores (item_item_min_weight
+    0, as before it existed), then with the default: Recall@10 and NDCG@10 with their intervals."""
+    env = {**env, "RECJOBS_DATA_DIR": str(data), "RECJOBS_DB": str(db), "RECJOBS_ARTIFACTS": str(artifacts)}
+    out = {}
+    for label, floor in (("every rating", "0"), ("default", "")):
+        command = [sys.executable, "-m", "recjobs", "-q", "evaluate", "--run-id", run_id, "--json"]
+        done = subprocess.run(
+            command, env={**env, "RECJOBS_ITEM_ITEM_MIN_WEIGHT": floor}, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            sys.exit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        result = json.loads(done.stdout)
+        out[label] = {
+            name: result[name] for name in ("recall_at_10", "recall_at_10_ci", "ndcg_at_10", "ndcg_at_10_ci", "seconds")
+        }
+    return out
+
+
 def score_shards_side_by_side(command: list[str], env: dict) -> dict:
     """Every shard's `recjobs score-shard` at once: wall seconds, and the shards' peaks summed."""
     started = time.perf_counter()
@@ -248,6 +267,7 @@ def night(size: str, work: Path, env: dict) -> dict:
         # every test user of the night, evaluated (sampled) or not
         n_test_users = conn.execute("SELECT n_test_users FROM model_runs WHERE run_id = 'night2'").fetchone()[0]
     ref = reference(data, db, artifacts, "night2")
+    quality = quality_before_and_after(db, artifacts, data, "night2", env)
     # the reference approach's seconds for the same work, from its rates measured above
     reference_evaluate = n_test_users * EVALUATED_MODELS / ref["loop_users_per_second"]
     reference_precompute = n_users / ref["loop_users_per_second"] + n_rows / ref["insert_rows_per_second"]
@@ -267,6 +287,7 @@ def night(size: str, work: Path, env: dict) -> dict:
         "second_night_total_seconds": round(sum(s["seconds"] for s in second.values()), 1),
         "peak_rss_mb": max(s["peak_rss_mb"] for s in [*steps.values(), *second.values()]),
         "reference": ref,
+        "quality": quality,
         "reference_seconds": {"evaluate": round(reference_evaluate, 1), "precompute": round(reference_precompute, 1)},
         "ratios": {
             "batched_over_reference_plan_loop_users_per_second": round(
@@ -325,6 +346,22 @@ def markdown(results: list[dict]) -> str:
             f"{ref['read_csv_seconds']:.1f} / {second['load']['seconds']:.1f} = "
             f"{ratio['read_csv_default_over_load_step']:.2f}x |"
         )
+    lines += [
+        "",
+        "Quality of the second night's evaluation model, scored with every rating in the item-item parts "
+        "(`item_item_min_weight` 0) and with the default:",
+        "",
+        "| data | Recall@10, every rating | Recall@10, default | NDCG@10, every rating | NDCG@10, default |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        q = r["quality"]
+        cells = [
+            f"{q[label][metric]:.4f} ({q[label][metric + '_ci'][0]:.4f}-{q[label][metric + '_ci'][1]:.4f})"
+            for metric in ("recall_at_10", "ndcg_at_10")
+            for label in ("every rating", "default")
+        ]
+        lines.append(f"| {r['size']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
