@@ -359,26 +359,30 @@ def sequence_similarity(data: Interactions, n_items: int, settings: Settings) ->
     cuts = np.searchsorted(load, np.arange(1, n_blocks) * load[-1] / n_blocks) if n_blocks > 1 else []
     bounds = np.unique(np.r_[0, cuts, n_items]).astype(np.int64)
     # the ratings' positions grouped by item: a block's ratings are one slice, so each block
-    # looks only at its own ratings' neighbours
+    # looks only at its own ratings' neighbours (within the same user's run of ratings)
     by_item = np.argsort(items, kind="stable")
     item_starts = np.r_[0, np.cumsum(np.bincount(items, minlength=n_items))].astype(np.int64)
+    run_starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.array([], np.int64)
+    run_lengths = np.diff(np.r_[run_starts, len(users)])
+    user_start = np.repeat(run_starts, run_lengths)  # per rating: where its user's ratings start, end
+    user_end = user_start + np.repeat(run_lengths, run_lengths)
     blocks = []
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        mine = by_item[item_starts[lo] : item_starts[hi]]
+        mine = np.sort(by_item[item_starts[lo] : item_starts[hi]])  # in rating order: near reads
+        mine_items, mine_start, mine_end = items[mine], user_start[mine], user_end[mine]
         rows, cols = [np.empty(0, np.int32)], [np.empty(0, np.int32)]  # no pairs at all: an empty block
-        for offset in range(1, window + 1):  # each rating with the ones `offset` later and earlier
-            for position, other in ((mine[mine + offset < len(items)], offset), (mine[mine >= offset], -offset)):
-                neighbour = position + other
-                row, col = items[position], items[neighbour]
-                pair = (users[position] == users[neighbour]) & (row != col)  # a movie is not its own neighbour
+        for offset in range(1, window + 1):  # each rating with its user's `offset` later and earlier ones
+            for near, step in ((mine + offset < mine_end, offset), (mine - offset >= mine_start, -offset)):
+                row, col = mine_items[near], items[mine[near] + step]
+                pair = row != col  # a movie is not its own neighbour
                 rows.append(row[pair] - lo)
                 cols.append(col[pair])
         rows, cols = np.concatenate(rows), np.concatenate(cols)
         counts = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(hi - lo, n_items))
-        counts.sum_duplicates()
-        block = (sp.diags(scale[lo:hi]) @ counts @ sp.diags(scale)).tocsr()
-        block.sort_indices()
-        blocks.append(top_per_row(block, settings.item_neighbours).astype(np.float32))
+        counts.sum_duplicates()  # sorted indices too
+        counts.data *= np.repeat(scale[lo:hi], np.diff(counts.indptr))  # as diags(row scale) @ counts
+        counts.data *= scale[counts.indices]  # @ diags(column scale)
+        blocks.append(top_per_row(counts, settings.item_neighbours).astype(np.float32))
     return sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((n_items, n_items), dtype=np.float32)
 
 

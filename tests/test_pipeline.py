@@ -59,18 +59,23 @@ def test_scores_descend_with_rank(published_settings):
 
 
 def test_second_run_publishes_and_rollback_restores_the_first(small_published):
-    settings = small_published
+    settings = small_published.replace(warm_start=False)
     con = sqlite3.connect(settings.db)
-    first_rows = con.execute("SELECT user_id, rank, movie_id FROM current_recommendations").fetchall()
-    second = pipeline.run(settings.replace(warm_start=False), "second")
+
+    def published_rows():
+        return con.execute("SELECT user_id, rank, movie_id FROM current_recommendations").fetchall()
+
+    second = pipeline.run(settings, "second")
     assert second.precompute.status == "published"
     assert con.execute("SELECT run_id FROM published_run").fetchone() == ("second",)
+    second_rows = published_rows()
+    assert pipeline.run(settings, "third").precompute.status == "published"
     # same data and settings, both from a random start: the same recommendations
-    assert con.execute("SELECT user_id, rank, movie_id FROM current_recommendations").fetchall() == first_rows
+    assert published_rows() == second_rows
 
-    assert publish.rollback(settings).to_run_id == "first"
-    assert con.execute("SELECT run_id FROM published_run").fetchone() == ("first",)
-    assert publish.rollback(settings, "second").to_run_id == "second"
+    assert publish.rollback(settings).to_run_id == "second"
+    assert con.execute("SELECT run_id FROM published_run").fetchone() == ("second",)
+    assert publish.rollback(settings, "first").to_run_id == "first"
 
 
 def test_only_the_last_published_runs_keep_their_rows(small_published):
