@@ -97,19 +97,24 @@ def train(settings: Settings, run_id: str) -> TrainResult:
     user_ids = np.unique(ratings["user_id"])
     movie_ids = np.unique(ratings["movie_id"])
 
-    eval_data = evaluation_data(ratings, parts, user_ids, movie_ids, settings)
-    full_data = model.interactions(ratings, np.ones(len(parts), bool), user_ids, movie_ids, settings)
     for name in (artifacts.EVAL, artifacts.FULL):  # an earlier try's (or another engine's)
         shutil.rmtree(spark_engine.candidates_dir(directory, name), ignore_errors=True)
     with spark_engine.session(settings) if settings.engine == "spark" else contextlib.nullcontext() as spark:
+        # one set of matrices at a time: at 25M ratings each set is over 1 GB
+        eval_data = evaluation_data(ratings, parts, user_ids, movie_ids, settings)
+        n_eval_interactions = int(eval_data.confidence.nnz)
         eval_path, eval_seconds, eval_fitted = fit_and_save(
             eval_data, settings, run_id, user_ids, movie_ids, artifacts.EVAL, spark
         )
+        del eval_data
+        full_data = model.interactions(ratings, np.ones(len(parts), bool), user_ids, movie_ids, settings)
+        n_full_interactions = int(full_data.confidence.nnz)
         # with no published run to start from, the published model starts from the evaluation
         # model: the same users and movies, all but each user's last two positives
         full_path, full_seconds, full_fitted = fit_and_save(
             full_data, settings, run_id, user_ids, movie_ids, artifacts.FULL, spark, near=eval_fitted
         )
+        del full_data
     eval_report, full_report = eval_fitted.fit_report, full_fitted.fit_report
     artifacts.write_json(directory / artifacts.PARAMS, settings.model_params())
 
@@ -119,8 +124,8 @@ def train(settings: Settings, run_id: str) -> TrainResult:
         full_model_path=str(full_path),
         n_users=len(user_ids),
         n_items=len(movie_ids),
-        n_eval_interactions=int(eval_data.confidence.nnz),
-        n_full_interactions=int(full_data.confidence.nnz),
+        n_eval_interactions=n_eval_interactions,
+        n_full_interactions=n_full_interactions,
         eval_fit_seconds=round(eval_seconds, 3),
         full_fit_seconds=round(full_seconds, 3),
         eval_iterations=eval_report.iterations,
