@@ -162,7 +162,7 @@ def test_a_damaged_database_is_never_published_into_nor_served(small_published):
         serve.check_database(settings.db)
 
 
-def test_the_ratings_table_gets_only_what_changed_since_the_run_it_was_written_from(tmp_path):
+def test_the_ratings_table_gets_only_what_changed_since_the_run_it_was_written_from(tmp_path, monkeypatch):
     """A night writes the ratings added, changed and removed since the catalog's source run;
     the table then equals the new ratings exactly, as a full rewrite would leave it."""
     import numpy as np
@@ -171,6 +171,8 @@ def test_the_ratings_table_gets_only_what_changed_since_the_run_it_was_written_f
     from recjobs import artifacts, db, publish, runs
     from recjobs.artifacts import Catalog
     from recjobs.settings import Settings
+
+    monkeypatch.setattr(publish, "RATING_ROWS_PER_CHUNK", 1000)  # several chunks, a short last one
 
     rng = np.random.default_rng(5)
     pairs = np.unique(np.c_[rng.integers(1, 300, 6000), rng.integers(1, 500, 6000)], axis=0)
