@@ -30,7 +30,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_scale import SIZES  # noqa: E402
+from bench_scale import SIZES, side_by_side  # noqa: E402
 
 ENGINES = ("implicit", "spark")
 STEPS = ("load", "split", "train", "evaluate", "score-shards", "precompute")
@@ -88,19 +88,10 @@ def data_for(size: str, work: Path) -> Path:
 
 def score_shards_side_by_side(recjobs: str, run_id: str, shards: int, env: dict) -> dict:
     """Every shard's `recjobs score-shard` at once: wall seconds, and the shards' peaks summed."""
-    started = time.perf_counter()
-    outcomes: list = [None] * shards
-
-    def one(shard: int) -> None:
-        outcomes[shard] = timed([recjobs, "score-shard", "--shard", str(shard), "--run-id", run_id, "--json"], env)
-
-    threads = [threading.Thread(target=one, args=(shard,)) for shard in range(shards)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    command = [recjobs, "score-shard", "--run-id", run_id, "--json"]
+    seconds, outcomes = side_by_side(lambda shard: timed([*command, "--shard", str(shard)], env), shards)
     return {
-        "seconds": round(time.perf_counter() - started, 2),
+        "seconds": round(seconds, 2),
         "peak_rss_mb": round(sum(figures["peak_rss_mb"] for figures, _ in outcomes), 1),
     }
 

@@ -209,21 +209,27 @@ def quality_before_and_after(db: Path, artifacts: Path, data: Path, run_id: str,
     return out
 
 
-def score_shards_side_by_side(command: list[str], env: dict) -> dict:
-    """Every shard's `recjobs score-shard` at once: wall seconds, and the shards' peaks summed."""
+def side_by_side(run_one, n: int) -> tuple[float, list]:
+    """run_one(i) for i in range(n), all at once in threads: (wall seconds, their results)."""
     started = time.perf_counter()
-    outcomes: list = [None] * SHARDS
+    outcomes: list = [None] * n
 
-    def one(shard: int) -> None:
-        outcomes[shard] = timed([*command, "--shard", str(shard)], env)
+    def one(i: int) -> None:
+        outcomes[i] = run_one(i)
 
-    threads = [threading.Thread(target=one, args=(shard,)) for shard in range(SHARDS)]
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return time.perf_counter() - started, outcomes
+
+
+def score_shards_side_by_side(command: list[str], env: dict) -> dict:
+    """Every shard's `recjobs score-shard` at once: wall seconds, and the shards' peaks summed."""
+    seconds, outcomes = side_by_side(lambda shard: timed([*command, "--shard", str(shard)], env), SHARDS)
     return {
-        "seconds": round(time.perf_counter() - started, 2),
+        "seconds": round(seconds, 2),
         "peak_rss_mb": round(sum(figures["peak_rss_mb"] for figures in outcomes), 1),
     }
 
