@@ -113,6 +113,43 @@ ENGINE_SIZES ?= small,1M
 bench-engines: setup-spark data
 	$(BIN)/python tests/benchmarks/bench_engines.py --sizes $(ENGINE_SIZES)
 
+# The trend settings chosen on earlier backtest nights only (prints a Markdown table; docs/quality.md).
+.PHONY: choose-nightly-settings
+choose-nightly-settings: setup data
+	$(BIN)/python tests/benchmarks/choose_nightly_settings.py --data-dir data_small
+
+# What each lever of the method is worth on the validation items (docs/quality.md).
+.PHONY: bench-levers
+bench-levers: setup data
+	$(BIN)/python tests/benchmarks/levers.py --data-dir data_small
+
+# A second night started warm against from random factors (docs/scaling.md); after `make bench-scale`.
+WARM_FULL ?= artifacts/bench-scale/data-1M
+WARM_BEFORE ?= artifacts/bench-scale/data-1M-day-before
+.PHONY: bench-warm-start
+bench-warm-start: setup
+	bash tests/benchmarks/compare_warm_start.sh $(WARM_FULL) $(WARM_BEFORE) artifacts/bench-warm-start
+
+# One fit's sequence matrix, and a first night's ratings write, on a run's folder (docs/scaling.md).
+RUN_DIR ?= artifacts/bench-scale/25M/artifacts/night1
+.PHONY: bench-sequence bench-store-ratings
+bench-sequence: setup
+	$(BIN)/python tests/benchmarks/sequence_blocks.py --run-dir $(RUN_DIR)
+bench-store-ratings: setup
+	$(BIN)/python tests/benchmarks/store_ratings.py --run-dir $(RUN_DIR)
+
+# Spark ALS blocks and blockSize in local mode (docs/scaling.md).
+SPARK_DATA ?= artifacts/bench-scale/data-1M
+.PHONY: bench-spark-blocks
+bench-spark-blocks: setup-spark
+	$(BIN)/python tests/benchmarks/spark_blocks.py --data $(SPARK_DATA)
+
+# docs/configuration.md's settings table, written from recjobs.settings (tests/test_docs.py checks it).
+.PHONY: docs-settings
+docs-settings: setup
+	$(BIN)/python -c 'import pathlib, recjobs.settings as s; p = pathlib.Path("docs/configuration.md"); \
+	p.write_text(s.with_settings_table(p.read_text()))'
+
 # ---- Airflow: settings in airflow.env; AIRFLOW_HOME and the metadata database (SQLite) in artifacts/airflow
 AIRFLOW_DIR := $(CURDIR)/artifacts/airflow
 AIRFLOW_PORT ?=

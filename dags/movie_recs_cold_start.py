@@ -45,8 +45,8 @@ def movie_recs_cold_start():
 
         from airflow.sdk.exceptions import AirflowFailException
 
-        from recjobs import cold_start as job
         from recjobs.errors import ConfigError
+        from recjobs.jobs import cold_start as job
 
         params = get_current_context()["params"]
         try:

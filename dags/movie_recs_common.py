@@ -100,7 +100,7 @@ def shard_numbers() -> list[int]:
 def run_step(
     module: str, upstream: dict | None = None, function: str | None = None, lock: bool = True, **arguments
 ) -> dict:
-    """Run recjobs.<module>.<function> (default: the module's name) on this Airflow run's recjobs
+    """Run recjobs.jobs.<module>.<function> (default: the module's name) on this Airflow run's recjobs
     run: the upstream task's run id, else one derived from the Airflow run id (the same on
     every try), holding the database's run lock (runs.run_lock) unless `lock` is False (score
     shards, which run side by side and write only their own files). A failure is recorded by the
@@ -108,8 +108,8 @@ def run_step(
     result goes to XCom."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from recjobs import runs
     from recjobs.errors import ConfigError, DataError
+    from recjobs.storage import runs
 
     function = function or module
     context = get_current_context()
@@ -117,7 +117,7 @@ def run_step(
     settings = configured_settings(**context["params"])
     run_id = upstream["run_id"] if upstream else recjobs_run_id(context["run_id"])
     runs.lower_priority(settings)  # before the job's imports: threads started later inherit it
-    job = getattr(importlib.import_module(f"recjobs.{module}"), function)
+    job = getattr(importlib.import_module(f"recjobs.jobs.{module}"), function)
     try:
         locked = runs.run_lock(settings, run_id) if lock else contextlib.nullcontext()
         with locked, runs.failure_recorded(settings, run_id, function, attempt=try_number):

@@ -71,7 +71,7 @@ def movie_recs_nightly():
 
     @task(multiple_outputs=False)
     def score_shard(trained: dict, shard: int) -> dict:
-        return run_step("shards", trained, "score_shard", lock=False, shard=shard)
+        return run_step("score_shard", trained, lock=False, shard=shard)
 
     @task(multiple_outputs=False, outlets=[recs_db_asset()])
     def precompute(evaluated: dict) -> dict:

@@ -90,7 +90,7 @@ def job_docstring(module: str, function: str) -> str:
     """A job's docstring, read from its source without importing it (imports cost every command)."""
     import ast
 
-    tree = ast.parse((Path(__file__).parent / f"{module}.py").read_text(encoding="utf-8"))
+    tree = ast.parse((Path(__file__).parent / f"{module.replace('.', '/')}.py").read_text(encoding="utf-8"))
     node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
     return ast.get_docstring(node) or ""
 
@@ -117,7 +117,7 @@ class JobCommand(click.Command):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @one_line_errors
 def run(run_id, as_json, **values):
-    from .runs import RUN_STEPS, lower_priority
+    from .storage.runs import RUN_STEPS, lower_priority
 
     settings = build_settings(values)
     lower_priority(settings)  # a batch process; before numpy's import, so its threads inherit it
@@ -142,12 +142,12 @@ def run(run_id, as_json, **values):
 
 # step command -> (module, job function); each command's help is its job's docstring
 STEP_JOBS = {
-    "load": ("load", "load"),
-    "split": ("split", "split"),
-    "train": ("train", "train"),
-    "evaluate": ("evaluate", "evaluate"),
-    "precompute": ("precompute", "precompute"),
-    "evaluate-cold-start": ("cold_start_eval", "evaluate_cold_start"),
+    "load": ("jobs.load", "load"),
+    "split": ("jobs.split", "split"),
+    "train": ("jobs.train", "train"),
+    "evaluate": ("jobs.evaluate", "evaluate"),
+    "precompute": ("jobs.precompute", "precompute"),
+    "evaluate-cold-start": ("jobs.cold_start_eval", "evaluate_cold_start"),
 }
 
 
@@ -164,7 +164,7 @@ def step_command(name: str, module: str, function: str):
     @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
     @one_line_errors
     def command(run_id, as_json, **values):
-        from . import runs
+        from .storage import runs
 
         settings = build_settings(values)
         if run_id is None:
@@ -184,15 +184,15 @@ for _name, (_module, _function) in STEP_JOBS.items():
     step_command(_name, _module, _function)
 
 
-@cli.command("score-shard", cls=JobCommand, job=("shards", "score_shard"))
+@cli.command("score-shard", cls=JobCommand, job=("jobs.score_shard", "score_shard"))
 @settings_options()
 @click.option("--shard", type=int, required=True, help="Which user range: 0 to score_shards - 1.")
 @click.option("--run-id", default=None, help="The run to work on [default: the newest run].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @one_line_errors
 def score_shard_command(shard, run_id, as_json, **values):
-    from . import runs
-    from .shards import score_shard
+    from .jobs.score_shard import score_shard
+    from .storage import runs
 
     settings = build_settings(values)
     run_id = run_id or runs.latest_id(settings)
@@ -210,7 +210,7 @@ def score_shard_command(shard, run_id, as_json, **values):
 @one_line_errors
 def rollback(to_run_id, **values):
     """Serve an earlier published run again (the last few are kept)."""
-    from .publish import rollback as do_rollback
+    from .storage.publish import rollback as do_rollback
 
     result = do_rollback(build_settings(values), to_run_id)
     click.echo(f"now serving {result.to_run_id} (was {result.from_run_id})")
@@ -222,7 +222,7 @@ def rollback(to_run_id, **values):
 @one_line_errors
 def status(as_json, **values):
     """Show the published run: its id, when it was published, its metrics and counts."""
-    from .publish import published_run
+    from .storage.publish import published_run
 
     run = published_run(build_settings(values))
     if as_json:
@@ -248,8 +248,8 @@ def status(as_json, **values):
 @one_line_errors
 def fetch_data(url, source_dir, **values):
     """Download MovieLens ml-latest-small into --data-dir and check its SHA-256 sums."""
-    from .fetch import ML_LATEST_SMALL_URL
-    from .fetch import fetch_data as do_fetch
+    from .jobs.fetch import ML_LATEST_SMALL_URL
+    from .jobs.fetch import fetch_data as do_fetch
 
     settings = build_settings(values)
     result = do_fetch(settings.data_dir, url or ML_LATEST_SMALL_URL, source_dir)
@@ -265,7 +265,7 @@ def fetch_data(url, source_dir, **values):
 @one_line_errors
 def synth(users, movies, ratings, seed, out_dir):
     """Write a synthetic MovieLens-layout data set of any size (long tails, tastes, sessions)."""
-    from .synth import synth as do_synth
+    from .jobs.synth import synth as do_synth
 
     result = do_synth(users, movies, ratings, seed, out_dir)
     click.echo(
@@ -286,7 +286,7 @@ def synth(users, movies, ratings, seed, out_dir):
 @one_line_errors
 def cold_start_command(liked, k, as_json, **values):
     """Recommend movies to a new user from a few liked ones, with the published model (no retraining)."""
-    from .cold_start import check_k, cold_start, parse_liked
+    from .jobs.cold_start import check_k, cold_start, parse_liked
 
     liked_ids, k = parse_liked(liked), check_k(k)  # bad input fails before anything is opened
     result = cold_start(build_settings(values), liked_ids, k)
@@ -314,7 +314,7 @@ def cold_start_command(liked, k, as_json, **values):
 @one_line_errors
 def serve(host, port, reporting, **values):
     """Serve the published database read-only with datasette (JSON API, reports, dashboard)."""
-    from .serve import serve as do_serve
+    from .serving.serve import serve as do_serve
 
     do_serve(build_settings(values), host=host, port=port, reporting=reporting)
 
@@ -334,12 +334,12 @@ def serve(host, port, reporting, **values):
 @one_line_errors
 def tune(output, passes, as_json, **values):
     """Search model settings on the validation items only (fit on the train part); the test items are not read."""
-    from .tune import tune as do_tune
+    from .jobs.tune import tune as do_tune
 
     echo_result(do_tune(build_settings(values), output, passes=passes), as_json)
 
 
-@cli.command(cls=JobCommand, job=("backtest", "backtest"))
+@cli.command(cls=JobCommand, job=("jobs.backtest", "backtest"))
 @settings_options()
 @click.option(
     "--nights",
@@ -372,7 +372,7 @@ def tune(output, passes, as_json, **values):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @one_line_errors
 def backtest(nights, window_days, recent_days, output, run_id, as_json, **values):
-    from .backtest import backtest as do_backtest
+    from .jobs.backtest import backtest as do_backtest
 
     result = do_backtest(
         build_settings(values), output, nights=nights, window_days=window_days, recent_days=recent_days, run_id=run_id

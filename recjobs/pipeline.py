@@ -6,14 +6,14 @@ import logging
 import time
 from dataclasses import dataclass
 
-from . import runs
-from .cold_start_eval import ColdStartEvalResult, evaluate_cold_start
-from .evaluate import EvaluateResult, evaluate
-from .load import LoadResult, load
-from .precompute import PrecomputeResult, precompute
+from .jobs.cold_start_eval import ColdStartEvalResult, evaluate_cold_start
+from .jobs.evaluate import EvaluateResult, evaluate
+from .jobs.load import LoadResult, load
+from .jobs.precompute import PrecomputeResult, precompute
+from .jobs.split import SplitResult, split
+from .jobs.train import TrainResult, train
 from .settings import Settings
-from .split import SplitResult, split
-from .train import TrainResult, train
+from .storage import runs
 
 log = logging.getLogger(__name__)
 

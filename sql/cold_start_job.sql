@@ -1,4 +1,4 @@
--- The on-demand cold-start job (recjobs/cold_start.py): the served run, titles, and the
+-- The on-demand cold-start job (recjobs/jobs/cold_start.py): the served run, titles, and the
 -- stored request with its answer.
 
 -- name: served_run

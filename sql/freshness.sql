@@ -1,4 +1,4 @@
--- The forward metric of a nightly run (recjobs/freshness.py): how the run readers were
+-- The forward metric of a nightly run (recjobs/evaluation/freshness.py): how the run readers were
 -- served did on the ratings that arrived after its data.
 
 -- name: served_run

@@ -1,4 +1,4 @@
--- Everything that writes what readers see (recjobs/publish.py): a run's rows, the catalog
+-- Everything that writes what readers see (recjobs/storage/publish.py): a run's rows, the catalog
 -- published with it, the quality gate's inputs, the pointer flip, rollback and pruning.
 -- Bulk inserts use ? placeholders.
 

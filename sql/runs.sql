@@ -1,4 +1,4 @@
--- The run record (model_runs), written by every job (recjobs/runs.py).
+-- The run record (model_runs), written by every job (recjobs/storage/runs.py).
 
 -- name: start
 INSERT INTO model_runs (run_id, started_at, status, params_json, data_sha256, artifacts_dir)

@@ -25,6 +25,19 @@ import pytest
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def doc_section(page: str, heading: str) -> str:
+    """One section of README.md or a docs/ page: from the heading line to the next heading of
+    the same or a higher level."""
+    text = (REPO / page).read_text(encoding="utf-8")
+    level = heading.split(" ", 1)[0]
+    body = text.split(f"\n{heading}", 1)[1]
+    stops = [body.find(f"\n{'#' * n} ") for n in range(1, len(level) + 1)]
+    stops = [s for s in stops if s >= 0]
+    return body[: min(stops)] if stops else body
+
+
 SHARED_DATA = Path(os.environ.get("RECJOBS_TEST_DATA", REPO.parent / "shared" / "data" / "ml-latest-small"))
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from recjobs import backtest as bt
 from recjobs.cli import cli
 from recjobs.errors import ConfigError
-from recjobs.movielens import read_catalog
+from recjobs.jobs import backtest as bt
 from recjobs.settings import Settings
+from recjobs.storage.movielens import read_catalog
 from support import nightly_dir, write_dataset
 
 SMALL = {"factors": 4, "iterations": 5, "item_neighbours": 20}
@@ -82,7 +82,7 @@ def test_nothing_after_the_window_changes_a_night(nightly):
 
 
 def test_the_method_beats_popularity_on_taste_groups_and_the_figures_are_stored(nightly, tmp_path):
-    from recjobs.load import load
+    from recjobs.jobs.load import load
 
     load(nightly, "r1")
     runner = CliRunner()

@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from recjobs import bundle as cb
-from recjobs import cold_start as cs
-from recjobs import db, evaluate, load, model, precompute, publish, scoring, split, train
 from recjobs.cli import cli
 from recjobs.errors import ConfigError, StateError
+from recjobs.jobs import cold_start as cs
+from recjobs.jobs import evaluate, load, precompute, split, train
+from recjobs.method import bundle as cb
+from recjobs.method import model, scoring
 from recjobs.settings import Settings
+from recjobs.storage import db, publish
 from support import copy_db
 
 REPO = Path(__file__).resolve().parent.parent
@@ -304,13 +306,16 @@ def test_cli_bad_input_is_one_line_and_exit_1(served, args, message):
 COLD_START_COMMAND_MODULES = {
     "recjobs",
     "recjobs.cli",
+    "recjobs.jobs",
+    "recjobs.method",
+    "recjobs.storage",
     "recjobs.settings",
     "recjobs.errors",
-    "recjobs.cold_start",
-    "recjobs.artifacts",
-    "recjobs.bundle",
-    "recjobs.db",
-    "recjobs.scoring",
+    "recjobs.jobs.cold_start",
+    "recjobs.storage.artifacts",
+    "recjobs.method.bundle",
+    "recjobs.storage.db",
+    "recjobs.method.scoring",
 }
 
 
@@ -329,7 +334,7 @@ def test_the_command_imports_only_its_own_modules_numpy_and_the_stdlib_sqlite3(s
     assert done.returncode == 0, done.stderr
     assert "by blend from run first" in done.stdout
     loaded = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
-    assert {"numpy", "click", "sqlite3", "recjobs.cold_start"} <= loaded
+    assert {"numpy", "click", "sqlite3", "recjobs.jobs.cold_start"} <= loaded
     assert {m for m in loaded if m.split(".")[0] == "recjobs"} == COLD_START_COMMAND_MODULES
     heavy = {"sqlalchemy", "pandas", "airflow", "implicit", "scipy", "threadpoolctl", "datasette", "yaml"}
     assert not heavy & {m.split(".")[0] for m in loaded}
@@ -353,7 +358,7 @@ def test_the_cli_exit_status_is_non_zero_for_bad_input(served):
 READER = """
 import json, sys, time
 from pathlib import Path
-from recjobs.cold_start import cold_start
+from recjobs.jobs.cold_start import cold_start
 from recjobs.settings import Settings
 settings = Settings(db=sys.argv[1], artifacts=sys.argv[2])
 stop = Path(sys.argv[3])

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recjobs import cold_start_eval as ev
-from recjobs import load
-from recjobs.metrics import recall_ndcg_of_items
+from recjobs.evaluation.metrics import recall_ndcg_of_items
+from recjobs.jobs import cold_start_eval as ev
+from recjobs.jobs import load
 
 
 def test_recall_and_ndcg_of_known_lists():
@@ -60,7 +60,7 @@ def test_the_pipeline_stores_the_figures_of_every_method_and_seed_count(publishe
 
 
 def test_too_few_users_measures_nothing_and_stores_nothing(tiny_settings):
-    from recjobs import split, train
+    from recjobs.jobs import split, train
 
     for step in (load.load, split.split, train.train):
         step(tiny_settings, "tiny")
@@ -72,9 +72,9 @@ def test_too_few_users_measures_nothing_and_stores_nothing(tiny_settings):
 
 
 def test_the_blend_prior_is_chosen_on_users_apart_from_the_reported_ones(tmp_path):
-    from recjobs.artifacts import RATING_ARRAYS
-    from recjobs.movielens import read_catalog
     from recjobs.settings import Settings
+    from recjobs.storage.artifacts import RATING_ARRAYS
+    from recjobs.storage.movielens import read_catalog
     from support import nightly_dir
 
     settings = Settings(data_dir=nightly_dir(tmp_path / "data"), factors=4, iterations=3)

@@ -148,7 +148,7 @@ def test_nightly_params_follow_the_settings(parsed):
 
 
 def test_recjobs_run_ids_are_valid_and_stable(parsed):
-    from recjobs.runs import check_run_id
+    from recjobs.storage.runs import check_run_id
 
     ids = parsed["run_ids"]
     for run_id in ids.values():

@@ -7,11 +7,14 @@ import sqlite3
 import numpy as np
 import pytest
 
-from recjobs import artifacts, holdout, load, metrics, model, scoring, split, train
-from recjobs import evaluate as ev
-from recjobs.holdout import AFTER, TEST
-from recjobs.precompute import precompute
+from recjobs.evaluation import holdout, metrics
+from recjobs.evaluation.holdout import AFTER, TEST
+from recjobs.jobs import evaluate as ev
+from recjobs.jobs import load, split, train
+from recjobs.jobs.precompute import precompute
+from recjobs.method import model, scoring
 from recjobs.settings import Settings
+from recjobs.storage import artifacts
 from support import checkerboard_dir, checkerboard_settings, write_dataset
 
 

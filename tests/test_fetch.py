@@ -11,7 +11,7 @@ import zipfile
 import pytest
 
 from recjobs.errors import DataError
-from recjobs.fetch import ML_LATEST_SMALL_SHA256, fetch_data
+from recjobs.jobs.fetch import ML_LATEST_SMALL_SHA256, fetch_data
 from support import require_shared_data
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from recjobs import pipeline
-from recjobs.metrics import recall_ndcg_of_items
+from recjobs.evaluation.metrics import recall_ndcg_of_items
 from recjobs.settings import Settings
 from support import nightly_dir
 
@@ -59,7 +59,7 @@ def test_the_next_run_scores_the_served_run_on_what_arrived_since(tmp_path):
     # taste groups: the served run beats popularity on the days after it
     assert stored["forward_recall_at_10"] > stored["forward_popularity_recall_at_10"]
     assert 0 <= stored["forward_recent_popularity_recall_at_10"] <= 1
-    from recjobs.db import sql
+    from recjobs.storage.db import sql
 
     rows = con.execute(sql("dashboard_forward_recall")).fetchall()
     assert {(r[0], r[2], r[4]) for r in rows} >= {("night2", "served run", "night1")}

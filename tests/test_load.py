@@ -7,12 +7,12 @@ import sqlite3
 
 import pytest
 
-from recjobs import db
-from recjobs.artifacts import read_stored_catalog
 from recjobs.errors import DataError
-from recjobs.load import load
-from recjobs.movielens import read_catalog
-from recjobs.publish import store_catalog
+from recjobs.jobs.load import load
+from recjobs.storage import db
+from recjobs.storage.artifacts import read_stored_catalog
+from recjobs.storage.movielens import read_catalog
+from recjobs.storage.publish import store_catalog
 from support import tiny_ratings, write_dataset
 
 HEADER = "userId,movieId,rating,timestamp\n"

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from recjobs import model
+from recjobs.method import model
 from recjobs.settings import Settings
 
 
@@ -102,7 +102,7 @@ def test_sequence_similarity_of_too_few_ratings_is_empty():
 def test_a_sparse_part_standardized_through_its_nonzeros_equals_the_dense_standardized_part():
     import scipy.sparse as sp
 
-    from recjobs import scoring
+    from recjobs.method import scoring
 
     rng = np.random.default_rng(7)
     dense = sp.random(50, 40, density=0.1, random_state=8, format="csr").toarray() * 3
@@ -134,7 +134,7 @@ def test_the_methods_scores_and_top_lists_equal_the_dense_blend_of_every_part():
     every part (scoring.blend, as the cold-start job computes it) is the definition."""
     import dataclasses
 
-    from recjobs import scoring
+    from recjobs.method import scoring
 
     ratings = random_ratings(120, 90, 4000, seed=3)
     user_ids, movie_ids = np.unique(ratings["user_id"]), np.unique(ratings["movie_id"])

@@ -7,8 +7,9 @@ import sqlite3
 
 import pytest
 
-from recjobs import pipeline, publish
+from recjobs import pipeline
 from recjobs.errors import StateError
+from recjobs.storage import publish
 
 
 def test_published_run_covers_every_user(published_settings):
@@ -104,9 +105,9 @@ def test_a_user_who_rated_almost_everything_gets_only_unrated_movies():
     """User 0 rated 5 of 6 movies: with k=3 only one unrated movie is left to store."""
     import numpy as np
 
-    from recjobs import model
-    from recjobs.publish import ranked_rows
+    from recjobs.method import model
     from recjobs.settings import Settings
+    from recjobs.storage.publish import ranked_rows
 
     users = np.array([0, 0, 0, 0, 0, 1, 1, 2, 2, 2])
     items = np.array([0, 1, 2, 3, 4, 1, 5, 2, 3, 5])
@@ -122,7 +123,7 @@ def test_a_user_who_rated_almost_everything_gets_only_unrated_movies():
 def test_new_data_reaches_readers_only_with_its_published_run(small_published, tmp_path):
     import shutil
 
-    from recjobs.load import load
+    from recjobs.jobs.load import load
 
     data = tmp_path / "newer"
     shutil.copytree(small_published.data_dir, data)
@@ -152,7 +153,7 @@ def damage(db, offset_share: float = 0.6, size: int = 16_384) -> None:
 
 
 def test_a_damaged_database_is_never_published_into_nor_served(small_published):
-    from recjobs import serve
+    from recjobs.serving import serve
 
     settings = small_published
     damage(settings.db)
@@ -168,9 +169,9 @@ def test_the_ratings_table_gets_only_what_changed_since_the_run_it_was_written_f
     import numpy as np
     import pandas as pd
 
-    from recjobs import artifacts, db, publish, runs
-    from recjobs.artifacts import Catalog
     from recjobs.settings import Settings
+    from recjobs.storage import artifacts, db, publish, runs
+    from recjobs.storage.artifacts import Catalog
 
     monkeypatch.setattr(publish, "RATING_ROWS_PER_CHUNK", 1000)  # several chunks, a short last one
 
@@ -229,7 +230,7 @@ def test_the_ratings_table_gets_only_what_changed_since_the_run_it_was_written_f
 
 
 def test_a_first_night_starts_the_published_model_from_the_evaluation_model(tmp_path):
-    from recjobs import train
+    from recjobs.jobs import train
     from support import checkerboard_settings
 
     settings = checkerboard_settings(tmp_path).replace(iterations=40)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from recjobs import evaluate, load, precompute, publish, split, train
+from recjobs.jobs import evaluate, load, precompute, split, train
+from recjobs.storage import publish
 
 
 def run_record(run_id="new", recall=0.15, popularity=0.04):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from recjobs import evaluate as ev
-from recjobs import metrics
-from recjobs.report import write_report
+from recjobs.evaluation import metrics
+from recjobs.evaluation.report import write_report
+from recjobs.jobs import evaluate as ev
 from recjobs.settings import Settings
 
 

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from recjobs import runs
 from recjobs.errors import StateError
-from recjobs.load import load
+from recjobs.jobs.load import load
 from recjobs.settings import Settings
+from recjobs.storage import runs
 from support import REPO
 
 
@@ -59,7 +59,7 @@ def test_the_lock_goes_with_a_killed_process(tiny_settings):
         [
             sys.executable,
             "-c",
-            "import sys, time; from recjobs import runs, settings; "
+            "import sys, time; from recjobs import settings; from recjobs.storage import runs; "
             f"s = settings.Settings(db={str(tiny_settings.db)!r}); "
             "ctx = runs.run_lock(s, 'killed'); ctx.__enter__(); print('locked', flush=True); time.sleep(600)",
         ],
@@ -99,7 +99,7 @@ def test_the_next_run_clears_runs_abandoned_by_killed_processes(tiny_settings):
 
 def test_batch_jobs_lower_their_cpu_priority_and_never_raise_it(tmp_path):
     script = (
-        "import os; from recjobs import runs; from recjobs.settings import Settings; "
+        "import os; from recjobs.storage import runs; from recjobs.settings import Settings; "
         "print(runs.lower_priority(Settings(job_nice=7)), runs.lower_priority(Settings(job_nice=3)), os.nice(0)); "
         "print(repr(open('/proc/self/autogroup').read().strip()) if os.path.exists('/proc/self/autogroup') else 'none')"
     )
@@ -126,8 +126,8 @@ def test_lower_priority_reads_whatever_the_autogroup_file_shows(tmp_path, monkey
 def test_the_cli_steps_and_run_lower_their_priority_first(tiny_settings, monkeypatch):
     from click.testing import CliRunner
 
-    from recjobs import runs
     from recjobs.cli import cli
+    from recjobs.storage import runs
 
     asked = []
     monkeypatch.setattr(runs, "lower_priority", lambda settings: asked.append(settings.job_nice))

@@ -15,9 +15,20 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from recjobs import serve
-from recjobs.db import SQL_DIR
-from support import ATTACK, REPO, WRITE_SQL, chromium, copy_db, damage_table, database_digest, running_server
+from recjobs.serving import config as serving_config
+from recjobs.serving import serve
+from recjobs.storage.db import SQL_DIR
+from support import (
+    ATTACK,
+    REPO,
+    WRITE_SQL,
+    chromium,
+    copy_db,
+    damage_table,
+    database_digest,
+    doc_section,
+    running_server,
+)
 
 # The documented columns of each canned query (README "Serving with datasette").
 COLUMNS = {
@@ -73,7 +84,12 @@ EXAMPLE_PARAMS = {
     "similar_movies": {"movie_id": "1", "k": "5"},
     "cold_start": {"liked": "296,318,593", "k": "10"},
 }
-ALLOWED_PLUGINS = {"datasette-dashboards", "datasette-leaflet", "datasette-render-markdown", "recjobs.datasette_plugin"}
+ALLOWED_PLUGINS = {
+    "datasette-dashboards",
+    "datasette-leaflet",
+    "datasette-render-markdown",
+    "recjobs.serving.datasette_plugin",
+}
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +123,7 @@ def table_counts(conn) -> dict:
 
 
 def test_every_canned_query_in_the_config_has_its_sql_file_and_a_documented_shape():
-    names = serve.canned_query_names()
+    names = serving_config.canned_query_names()
     assert set(names) == set(COLUMNS)
     for name in names:
         text = (SQL_DIR / f"{name}.sql").read_text()
@@ -118,16 +134,18 @@ def test_every_canned_query_in_the_config_has_its_sql_file_and_a_documented_shap
 
 
 def test_each_profile_gets_its_sql_from_the_files():
-    for profile in serve.PROFILES:
-        config = serve.datasette_config(profile)
+    for profile in serving_config.PROFILES:
+        config = serving_config.datasette_config(profile)
         for name, query in config.metadata["databases"]["recs"]["queries"].items():
             assert query["sql"] == (SQL_DIR / f"{name}.sql").read_text()
-    charts = serve.datasette_config("reporting").metadata["plugins"]["datasette-dashboards"]["run-metrics"]["charts"]
+    charts = serving_config.datasette_config("reporting").metadata["plugins"]["datasette-dashboards"]["run-metrics"][
+        "charts"
+    ]
     assert all("query_file" not in c and c["query"].lstrip().startswith("-- Dashboard") for c in charts.values())
 
 
 def test_profiles_turn_arbitrary_sql_off_by_default_and_on_for_reporting():
-    default, reporting = serve.datasette_config("default"), serve.datasette_config("reporting")
+    default, reporting = serving_config.datasette_config("default"), serving_config.datasette_config("reporting")
     assert default.settings["default_allow_sql"] is False
     assert reporting.settings["default_allow_sql"] is True
     for config in (default, reporting):
@@ -140,8 +158,10 @@ def test_profiles_turn_arbitrary_sql_off_by_default_and_on_for_reporting():
 
 
 def test_unknown_profile_is_a_clear_error():
-    with pytest.raises(serve.ConfigError, match="unknown serving profile 'admin'; expected one of default, reporting"):
-        serve.datasette_config("admin")
+    with pytest.raises(
+        serving_config.ConfigError, match="unknown serving profile 'admin'; expected one of default, reporting"
+    ):
+        serving_config.datasette_config("admin")
 
 
 def test_serve_without_a_database_is_a_one_line_error(tmp_path):
@@ -175,7 +195,7 @@ def in_process(db: Path, profile: str, *paths: str) -> list:
 
 def test_live_server_uses_the_default_profile_and_opens_the_file_read_only(server, db_copy):
     ds = serve.build_datasette(db_copy.resolve())
-    for name, value in serve.datasette_config("default").settings.items():
+    for name, value in serving_config.datasette_config("default").settings.items():
         assert ds.setting(name) == value, name
     assert set(ds.databases) - {"_internal"} == {"recs"}  # no _memory database to run SQL in
     assert ds.databases["recs"].is_mutable is True  # mode=ro, not immutable
@@ -236,10 +256,10 @@ def test_the_default_profile_serves_only_canned_queries_the_catalogue_and_static
     assert closed == dict.fromkeys(CLOSED_PATHS, 403)
     assert "403 Forbidden: this server answers only the canned queries" in server.get("/-/databases.json").text
     assert {path: server.get(path).status_code for path in OPEN_PATHS} == dict.fromkeys(OPEN_PATHS, 200)
-    for name in serve.canned_query_names():
+    for name in serving_config.canned_query_names():
         assert server.get(f"/recs/{name}.json").status_code == 200, name
     # the pages list no hidden table, and no page names the file on disk
-    shown = {"movies", *serve.canned_query_names()}
+    shown = {"movies", *serving_config.canned_query_names()}
     for page in ("/", "/recs"):
         text = server.get(page).text
         linked = set(re.findall(r'href="/recs/([A-Za-z_~0-9]+)', text))
@@ -510,7 +530,7 @@ def test_write_and_escape_attempts_get_no_2xx_and_change_nothing(server, db_copy
     import requests
 
     tables = [r[0] for r in ro.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")]
-    attempts = write_attempts(serve.canned_query_names(), tables)
+    attempts = write_attempts(serving_config.canned_query_names(), tables)
     assert len(attempts) >= 20
     digest, counts = database_digest(db_copy), table_counts(ro)
     answered = []
@@ -538,11 +558,14 @@ def test_parameters_are_bound_never_spliced_into_the_sql(server, db_copy):
 
 
 def test_readme_examples_are_real_responses(server):
-    """Every example URL in the README's serving section answers; its response's keys match."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("## Serving with datasette", 1)[1].split("\n## ", 1)[0]
-    urls = re.findall(r"http://127\.0\.0\.1:8001(/recs/[^\s`]+)", section)
-    assert len(urls) >= 6
+    """Every example URL of the README's HTTP section and of docs/serving.md answers; its
+    response's keys match."""
+    front_door = doc_section("README.md", "## Get user 1's list over HTTP")
+    manual = doc_section("docs/serving.md", "## Serving with datasette")
+    front_urls = re.findall(r"http://127\.0\.0\.1:8001(/recs/[^\s`'-][^\s`']*)", front_door)
+    urls = re.findall(r"http://127\.0\.0\.1:8001(/recs/[^\s`]+)", manual)
+    assert len(front_urls) >= 4 and len(urls) >= 6
+    urls += front_urls
     for path in urls:
         response = server.get(path)
         assert response.status_code == 200, path
@@ -552,7 +575,7 @@ def test_readme_examples_are_real_responses(server):
 
 
 def test_before_any_run_is_published_model_info_says_so(tmp_path):
-    from recjobs import db
+    from recjobs.storage import db
 
     db.engine_for(tmp_path / "empty.db")  # the schema, no run
     conn = sqlite3.connect(f"file:{tmp_path / 'empty.db'}?mode=ro", uri=True)
@@ -625,7 +648,7 @@ def test_health_says_which_run_is_published_how_old_and_for_how_many_users(serve
 
 
 def test_health_is_503_when_nothing_is_published(tmp_path):
-    from recjobs import db
+    from recjobs.storage import db
 
     db.engine_for(tmp_path / "empty.db")
     [health] = in_process(tmp_path / "empty.db", "default", "/-/health")
@@ -672,7 +695,7 @@ def lookup_requests(ro) -> list[tuple[str, str]]:
 
 
 def test_lookups_the_plugin_answers_are_datasettes_own_bytes_and_headers(server, db_copy, ro):
-    from recjobs import datasette_plugin
+    from recjobs.serving import datasette_plugin
 
     ds = serve.build_datasette(db_copy.resolve())
     answered_by_plugin = 0
@@ -698,7 +721,7 @@ def test_lookups_the_plugin_answers_are_datasettes_own_bytes_and_headers(server,
 
 
 def test_lookups_the_plugin_answers_keep_the_read_only_guards_and_datasettes_time_limit(db_copy, monkeypatch):
-    from recjobs import datasette_plugin
+    from recjobs.serving import datasette_plugin
 
     ds = serve.build_datasette(db_copy.resolve())
     conn = datasette_plugin.own_connection(ds)
@@ -721,7 +744,7 @@ def test_the_front_page_lists_every_canned_query_with_a_working_example(server):
 
     dom = chromium("--dump-dom", server.url + "/")
     links = [html.unescape(link) for link in re.findall(r'<a href="(/[^"]+)"', dom)]
-    for name in serve.canned_query_names():
+    for name in serving_config.canned_query_names():
         page = [link for link in links if link.split("?")[0] == f"/recs/{name}"]
         as_json = [link for link in links if link.split("?")[0] == f"/recs/{name}.json"]
         assert page and as_json, name

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from recjobs import evaluate, load, precompute, publish, split, train
-from support import copy_db, database_digest, running_server
+from recjobs.jobs import evaluate, load, precompute, split, train
+from recjobs.storage import publish
+from support import copy_db, database_digest, doc_section, running_server
 
 ROUTE = "/recs/-/cold_start.json"
 
@@ -157,7 +158,7 @@ def read_answers(url: str, movies: list[int], stop: threading.Event, answers: li
 def test_a_publish_during_requests_gives_answers_each_from_one_run_without_a_restart(published_settings, tmp_path):
     """Readers ask while run `second` is published over `first` and the pointer is flipped back
     and forth; every answer must equal what the cold-start job computes from its run alone."""
-    from recjobs import cold_start
+    from recjobs.jobs import cold_start
 
     served = published_settings.replace(db=copy_db(published_settings.db, tmp_path / "recs.db"))
     second = served.replace(
@@ -205,7 +206,7 @@ def test_a_publish_during_requests_gives_answers_each_from_one_run_without_a_res
 
 def answer_of_run(run_dir: Path, liked: tuple[int, ...], k: int) -> list[tuple[int, float]]:
     """(movie id, score) of a run's cold-start answer, from its bundle alone."""
-    from recjobs import bundle, scoring
+    from recjobs.method import bundle, scoring
 
     run = bundle.read_bundle(run_dir.name, run_dir)
     rows, _ = run.rows_of(liked)
@@ -215,13 +216,17 @@ def answer_of_run(run_dir: Path, liked: tuple[int, ...], k: int) -> list[tuple[i
 
 
 def test_the_readme_examples_of_the_route_are_real_answers(server):
-    """Each GET example in the README's "Over HTTP" section, against the same run ("first" on
+    """Each GET example in the docs' "Over HTTP" section and in the README, against the same run ("first" on
     ml-latest-small, default settings): the status, the keys, the movies and the errors."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("### Over HTTP", 1)[1].split("\n### ", 1)[0]
     example = r"^GET http://127\.0\.0\.1:8001(/recs/-/cold_start\.json\S*)\n(?:(\d{3}) )?(.+)$"
-    examples = re.findall(example, section, re.M)
-    assert len(examples) >= 2
+    examples = []
+    for page, heading in (
+        ("docs/cold-start.md", "### Over HTTP"),
+        ("README.md", "### A new user: the cold-start route"),
+    ):
+        found = re.findall(example, doc_section(page, heading), re.M)
+        assert len(found) >= 2, page
+        examples += found
     for path, status, shown in examples:
         response, documented = server.get(path), json.loads(shown)
         assert response.status_code == int(status or 200), path
@@ -241,7 +246,8 @@ def test_nothing_published_is_a_503_and_missing_run_files_a_503_that_names_no_pa
     import asyncio
     import shutil
 
-    from recjobs import db, serve
+    from recjobs.serving import serve
+    from recjobs.storage import db
 
     def ask(database: Path, artifacts: Path):
         ds = serve.build_datasette(database.resolve(), "default", artifacts)

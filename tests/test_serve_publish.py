@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from recjobs import serve
-from recjobs.evaluate import evaluate
-from recjobs.load import load
-from recjobs.split import split
-from recjobs.train import train
+from recjobs.jobs.evaluate import evaluate
+from recjobs.jobs.load import load
+from recjobs.jobs.split import split
+from recjobs.jobs.train import train
+from recjobs.serving import config as serving_config
 from support import WRITE_SQL, chromium, copy_db, database_digest, running_server
 
 REPO = Path(__file__).resolve().parent.parent
@@ -207,7 +207,7 @@ def test_reporting_profile_sql_that_writes_is_refused_by_the_read_only_connectio
 
 
 def test_a_query_that_runs_too_long_is_stopped_within_the_time_limit(reporting):
-    limit = serve.datasette_config("reporting").settings["sql_time_limit_ms"] / 1000
+    limit = serving_config.datasette_config("reporting").settings["sql_time_limit_ms"] / 1000
     endless = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) FROM n"
     started = time.monotonic()
     response = reporting.get("/recs.json", params={"sql": endless})

@@ -11,10 +11,13 @@ import sys
 import numpy as np
 import pytest
 
-from recjobs import artifacts, model, pipeline, shards
+from recjobs import pipeline
 from recjobs.errors import ConfigError
-from recjobs.precompute import precompute
+from recjobs.jobs.precompute import precompute
+from recjobs.jobs.score_shard import score_shard
+from recjobs.method import model, shards
 from recjobs.settings import Settings
+from recjobs.storage import artifacts
 from support import SMALL_RUN, query, require_shared_data, served
 
 
@@ -47,7 +50,7 @@ def test_bounds_cover_every_user_at_multiples_of_the_scoring_batch():
 def test_any_shard_count_publishes_the_same_rows_to_the_last_bit(published, n_shards):
     before = served(published.db)
     settings = published.replace(score_shards=n_shards)
-    results = [shards.score_shard(settings, "night", shard) for shard in range(n_shards)]
+    results = [score_shard(settings, "night", shard) for shard in range(n_shards)]
     assert sum(r.n_users for r in results) == 610
     assert [r.first_user_row for r in results] == shards.bounds(610, 9_742, n_shards)[:-1].tolist()
     done = precompute(settings, "night")
@@ -58,8 +61,8 @@ def test_any_shard_count_publishes_the_same_rows_to_the_last_bit(published, n_sh
 
 def test_a_retried_shard_replaces_its_file_and_no_row_is_doubled(published):
     settings = published.replace(score_shards=2)
-    first = shards.score_shard(settings, "night", 1)
-    again = shards.score_shard(settings, "night", 1)  # a retry after the file was written
+    first = score_shard(settings, "night", 1)
+    again = score_shard(settings, "night", 1)  # a retry after the file was written
     assert first.path == again.path
     assert sorted(p.name for p in (published.artifacts / "night" / "shards").glob("*-of-0002.npz")) == [
         "recommendations-0002-of-0002.npz"
@@ -76,7 +79,7 @@ def test_a_stale_or_damaged_shard_file_is_scored_again_not_published(published, 
     before = served(published.db)
     directory = published.artifacts / "night"
     for shard in range(2):
-        shards.score_shard(settings, "night", shard)
+        score_shard(settings, "night", shard)
     # a file from another model: poison it, then re-save the model (as a cleared train does)
     poisoned = shards.shard_file(directory, 0, 2)
     with np.load(poisoned) as f:
@@ -95,7 +98,7 @@ def test_a_stale_or_damaged_shard_file_is_scored_again_not_published(published, 
 
 def test_a_shard_out_of_range_is_a_one_line_error(published):
     with pytest.raises(ConfigError, match=r"shard 2 is out of range; expected an integer from 0 to 1"):
-        shards.score_shard(published.replace(score_shards=2), "night", 2)
+        score_shard(published.replace(score_shards=2), "night", 2)
     done = subprocess.run(
         [sys.executable, "-m", "recjobs", "score-shard", "--shard", "-1", "--score-shards", "3"]
         + ["--db", str(published.db), "--artifacts", str(published.artifacts), "--run-id", "night"],

@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recjobs import artifacts, model, pipeline, spark_engine
+from recjobs import pipeline
+from recjobs.method import model, spark_engine
 from recjobs.settings import Settings
+from recjobs.storage import artifacts
 from support import (
     SMALL_RUN,
     Processes,
@@ -50,7 +52,7 @@ def spark_settings(tmp_path_factory) -> Settings:
 
 @pytest.fixture(scope="module")
 def ml_small_interactions(spark_settings):
-    from recjobs.load import load
+    from recjobs.jobs.load import load
 
     load(spark_settings, "input")
     ratings = artifacts.read_ratings(artifacts.run_dir(spark_settings.artifacts, "input"))

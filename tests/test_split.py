@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from recjobs.holdout import AFTER, BETWEEN, TEST, TRAIN, VAL, assign_parts
+from recjobs.evaluation.holdout import AFTER, BETWEEN, TEST, TRAIN, VAL, assign_parts
 
 
 def test_parts_follow_time_not_file_order():

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recjobs import movielens, pipeline
+from recjobs import pipeline
+from recjobs.jobs.synth import MIN_RATINGS_PER_USER, SERIES_LENGTH, synth
 from recjobs.settings import Settings
-from recjobs.synth import MIN_RATINGS_PER_USER, SERIES_LENGTH, synth
+from recjobs.storage import movielens
 
 FILES = ("movies.csv", "ratings.csv", "links.csv", "tags.csv")
 

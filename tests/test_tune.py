@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 from click.testing import CliRunner
 
-from recjobs import model, tune
 from recjobs.cli import cli
-from recjobs.holdout import TRAIN, VAL
+from recjobs.evaluation.holdout import TRAIN, VAL
+from recjobs.jobs import tune
+from recjobs.method import model
 from recjobs.settings import Settings
 from support import checkerboard_dir, ring_dir
 

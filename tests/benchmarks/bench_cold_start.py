@@ -8,7 +8,7 @@ copying the database so the benchmark's requests land in the copy), then reports
 - the whole process: the `recjobs -q cold-start --liked 296,318,593` command, run --runs times,
   side by side with the import floor (`python -c "import numpy, click, sqlite3"`, what the
   command needs), the old floor with SQLAlchemy, and Python's own start; the ratio of medians;
-- the in-process function `recjobs.cold_start.cold_start` (request stored), --calls times,
+- the in-process function `recjobs.jobs.cold_start.cold_start` (request stored), --calls times,
   after one warm-up call; the scoring alone (no database); and `answer()` as the server's
   cold-start route calls it (one snapshot, nothing stored).
 
@@ -64,7 +64,7 @@ def recjobs_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "recjobs.cli"]
 
 
-IMPORTS_SHOWN = ("numpy", "click", "sqlite3", "recjobs", "recjobs.settings", "recjobs.cli", "recjobs.cold_start")
+IMPORTS_SHOWN = ("numpy", "click", "sqlite3", "recjobs", "recjobs.settings", "recjobs.cli", "recjobs.jobs.cold_start")
 
 
 def print_import_times(arguments: list[str], runs: int) -> None:
@@ -100,9 +100,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     args = parser.parse_args()
 
-    from recjobs import bundle as cb
-    from recjobs import cold_start as cs
-    from recjobs import scoring
+    from recjobs.jobs import cold_start as cs
+    from recjobs.method import bundle as cb
+    from recjobs.method import scoring
     from recjobs.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="bench-cold-start-") as scratch:
@@ -174,7 +174,7 @@ def main() -> None:
             scoring_times.append(time.perf_counter() - started)
         print(describe("scoring alone (fold-in, blend, top 10)", scoring_times, "ms", 1000))
 
-        from recjobs import db
+        from recjobs.storage import db
 
         conn, answers = db.plain_connect(settings.db, read_only=True), []
         for _ in range(args.calls):

@@ -110,10 +110,10 @@ def reference(data: Path, db: Path, artifacts: Path, run_id: str) -> dict:
     import numpy as np
     import pandas as pd
 
-    from recjobs import artifacts as run_files
-    from recjobs import db as recs_db
-    from recjobs import model
+    from recjobs.method import model
     from recjobs.settings import Settings
+    from recjobs.storage import artifacts as run_files
+    from recjobs.storage import db as recs_db
 
     started = time.perf_counter()
     pd.read_csv(data / "ratings.csv")

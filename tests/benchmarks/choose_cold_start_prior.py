@@ -4,7 +4,7 @@ evaluate_cold_start reports on a seeded 20% of the users with at least 15 positi
 random_seed). This script draws as many other users from the rest (seed (random_seed, 1)),
 fits the run's method without them (default settings) and measures the served blend for each
 prior and N liked movies: Recall@10 / NDCG@10 on their later positives. Prints a Markdown table
-and the prior with the best mean Recall@10 over N (recjobs.cold_start_eval.choose_blend_prior).
+and the prior with the best mean Recall@10 over N (recjobs.jobs.cold_start_eval.choose_blend_prior).
 
     .venv/bin/python tests/benchmarks/choose_cold_start_prior.py --data-dir data_small [--json-out sweep.json]
 """
@@ -21,10 +21,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from recjobs import artifacts  # noqa: E402
-from recjobs.cold_start_eval import BLEND_PRIORS, SEED_COUNTS, choose_blend_prior  # noqa: E402
-from recjobs.movielens import read_catalog  # noqa: E402
+from recjobs.jobs.cold_start_eval import BLEND_PRIORS, SEED_COUNTS, choose_blend_prior  # noqa: E402
 from recjobs.settings import Settings  # noqa: E402
+from recjobs.storage import artifacts  # noqa: E402
+from recjobs.storage.movielens import read_catalog  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 

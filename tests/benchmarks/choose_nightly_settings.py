@@ -19,7 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from recjobs.backtest import backtest  # noqa: E402
+from recjobs.jobs.backtest import backtest  # noqa: E402
 from recjobs.settings import Settings  # noqa: E402
 
 

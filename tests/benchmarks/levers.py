@@ -14,8 +14,9 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from recjobs import model, tune  # noqa: E402
-from recjobs.metrics import bootstrap_ci  # noqa: E402
+from recjobs.evaluation.metrics import bootstrap_ci  # noqa: E402
+from recjobs.jobs import tune  # noqa: E402
+from recjobs.method import model  # noqa: E402
 from recjobs.settings import Settings  # noqa: E402
 
 OFF = {"recency_decay": 0.0, "blend_weight": 0.0, "sequence_weight": 0.0, "trend_weight": 0.0}

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from recjobs import artifacts, model
+from recjobs.method import model
 from recjobs.settings import Settings
+from recjobs.storage import artifacts
 
 
 def main(argv=None) -> None:

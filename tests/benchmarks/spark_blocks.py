@@ -34,7 +34,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     from pyspark.sql import SparkSession
 
-    from recjobs import spark_engine
+    from recjobs.method import spark_engine
     from recjobs.settings import Settings
 
     ratings = pd.read_csv(args.data / "ratings.csv", usecols=["userId", "movieId", "rating"])

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from recjobs import artifacts, db, publish
+from recjobs.storage import artifacts, db, publish
 
 
 def main(argv=None) -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from recjobs.evaluate import evaluate
-from recjobs.load import load
-from recjobs.precompute import precompute
-from recjobs.split import split
-from recjobs.train import train
+from recjobs.jobs.evaluate import evaluate
+from recjobs.jobs.load import load
+from recjobs.jobs.precompute import precompute
+from recjobs.jobs.split import split
+from recjobs.jobs.train import train
 from support import copy_db
 
 HERE = Path(__file__).resolve().parent

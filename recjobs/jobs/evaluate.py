@@ -1,0 +1,230 @@
+"""evaluate: Recall@10, NDCG@10 and MRR@10 of the evaluation model on each user's test item,
+with 95% bootstrap intervals, against popularity and the reference recipe in the same run.
+
+The evaluation model was fitted on every rating each user made before their test item;
+every movie rated before the test item is filtered, whatever its rating. Figures go to
+metrics.json, model_runs, the long-format run_metrics table and report.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..evaluation.freshness import forward_metrics
+from ..evaluation.holdout import TEST, evaluation_data
+from ..evaluation.metrics import CUTOFF, MODELS, bootstrap_ci, per_user_metrics, prefix
+from ..evaluation.report import write_report
+from ..method import model, spark_engine
+from ..settings import Settings
+from ..storage import artifacts, db, runs
+
+log = logging.getLogger(__name__)
+
+HISTORY_BUCKETS = (1, 20, 50, 100, 250)  # lower bounds of the history-length segments
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    run_id: str
+    metrics_path: str
+    report_path: str
+    n_users_evaluated: int
+    recall_at_10: float
+    recall_at_10_ci: tuple[float, float]
+    ndcg_at_10: float
+    ndcg_at_10_ci: tuple[float, float]
+    mrr_at_10: float
+    popularity_recall_at_10: float
+    popularity_recall_at_10_ci: tuple[float, float]
+    popularity_ndcg_at_10: float
+    popularity_ndcg_at_10_ci: tuple[float, float]
+    reference_recall_at_10: float
+    reference_recall_at_10_ci: tuple[float, float]
+    reference_ndcg_at_10: float
+    reference_ndcg_at_10_ci: tuple[float, float]
+    coverage_at_10: float
+    seconds: float
+
+
+def history_segment(lengths: np.ndarray) -> np.ndarray:
+    """'history:20-49'-style labels from the number of ratings before the test item."""
+    bounds = list(HISTORY_BUCKETS) + [None]
+    labels = [f"history:{lo}-{hi - 1}" if hi else f"history:{lo}+" for lo, hi in zip(bounds, bounds[1:], strict=False)]
+    return np.array(labels, dtype=object)[np.searchsorted(HISTORY_BUCKETS, lengths, side="right") - 1]
+
+
+def reference_top(
+    ratings: dict, parts: np.ndarray, user_ids, movie_ids, rows: np.ndarray, settings: Settings
+) -> np.ndarray:
+    """The reference recipe's top-10 under the method's protocol: fitted on every rating each
+    user made before their test item, every movie rated before it filtered."""
+    reference = settings.replace(**model.REFERENCE_RECIPE)
+    data = evaluation_data(ratings, parts, user_ids, movie_ids, reference)
+    als = model.fit(data.confidence, reference)
+    top, _ = model.top_n(als, rows, data.seen, CUTOFF)
+    return top
+
+
+def summarize(
+    per_user: dict[str, dict[str, np.ndarray]],
+    tops: dict[str, np.ndarray],
+    segments: np.ndarray,
+    item_counts: np.ndarray,
+) -> list[tuple[str, str, float]]:
+    """(metric, segment, value) rows: means, 95% intervals, gains over the baselines,
+    coverage and mean popularity of the top-10 lists, and every metric per segment."""
+    rows = []
+    n_items = len(item_counts)
+    for name in MODELS:
+        name_prefix = prefix(name)
+        for metric, values in per_user[name].items():
+            low, high = bootstrap_ci(values)
+            rows += [
+                (name_prefix + metric, "all", float(values.mean())),
+                (name_prefix + metric + "_ci_low", "all", low),
+                (name_prefix + metric + "_ci_high", "all", high),
+            ]
+            for segment in sorted(set(segments)):
+                rows.append((name_prefix + metric, segment, float(values[segments == segment].mean())))
+        top = tops[name][:, :CUTOFF]
+        valid = top[top >= 0]
+        rows.append((name_prefix + "coverage_at_10", "all", float(len(np.unique(valid)) / max(1, n_items))))
+        rows.append(
+            (name_prefix + "mean_popularity_at_10", "all", float(item_counts[valid].mean()) if len(valid) else 0.0)
+        )
+    for baseline in ("reference", "popularity"):
+        for metric in ("recall_at_10", "ndcg_at_10"):
+            gain = per_user["model"][metric] - per_user[baseline][metric]  # paired: same users resampled
+            low, high = bootstrap_ci(gain)
+            rows += [
+                (f"{metric}_gain_over_{baseline}", "all", float(gain.mean())),
+                (f"{metric}_gain_over_{baseline}_ci_low", "all", low),
+                (f"{metric}_gain_over_{baseline}_ci_high", "all", high),
+            ]
+    rows.append(("n_users", "all", float(len(segments))))
+    for segment in sorted(set(segments)):
+        rows.append(("n_users", segment, float((segments == segment).sum())))
+    return rows
+
+
+def users_evaluated(n_test_users: int, settings: Settings) -> np.ndarray:
+    """Which test users are evaluated: all of them, or a seeded random sample of eval_users
+    (sorted) when there are more; the bootstrap intervals then include the sampling error."""
+    if settings.eval_users == 0 or n_test_users <= settings.eval_users:
+        return np.arange(n_test_users)
+    return np.sort(np.random.default_rng(settings.random_seed).choice(n_test_users, settings.eval_users, replace=False))
+
+
+def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
+    """Recall@10, NDCG@10 and MRR@10 with 95% bootstrap intervals on each user's test item (every
+    movie rated before it filtered) for the evaluation model, the reference recipe and
+    popularity; coverage and history-length segments; writes metrics.json and report.md."""
+    started = time.perf_counter()
+    directory = artifacts.run_dir(settings.artifacts, run_id)
+    ratings, parts = artifacts.read_ratings(directory), artifacts.read_parts(directory)
+    fitted, factors = model.Fitted.read(directory, artifacts.EVAL, settings)
+    user_ids, movie_ids = factors.user_ids, factors.movie_ids
+    before_test = evaluation_data(ratings, parts, user_ids, movie_ids, settings)
+    test = parts == TEST
+    test_rows = model.index(ratings["user_id"][test], user_ids)
+    test_items = model.index(ratings["movie_id"][test], movie_ids)
+    sampled = users_evaluated(len(test_rows), settings)
+    test_rows, test_items = test_rows[sampled], test_items[sampled]
+
+    candidates = spark_engine.read_candidates(directory, artifacts.EVAL, test_rows)
+    if candidates is None:
+        tops = {"model": fitted.recommend(test_rows, before_test, CUTOFF, settings)[0]}
+    else:  # engine=spark: its candidates re-ranked, as its published lists are made
+        tops = {"model": fitted.recommend_candidates(test_rows, candidates, before_test, CUTOFF, settings)[0]}
+    tops["reference"] = reference_top(ratings, parts, user_ids, movie_ids, test_rows, settings)
+    positive_counts = np.asarray(before_test.positives.sum(axis=0)).ravel().astype(np.float32)
+    popularity = model.popularity_model(positive_counts, len(user_ids), settings)
+    tops["popularity"] = model.top_n(popularity, test_rows, before_test.seen, CUTOFF)[0]
+
+    per_user = {name: per_user_metrics(top, test_items) for name, top in tops.items()}
+    history_lengths = np.diff(before_test.seen.indptr)[test_rows]
+    rated_counts = np.asarray(before_test.seen.sum(axis=0)).ravel()
+    metric_rows = summarize(per_user, tops, history_segment(history_lengths), rated_counts)
+    values = {metric: value for metric, segment, value in metric_rows if segment == "all"}
+
+    metrics_path = artifacts.write_json(
+        directory / artifacts.METRICS,
+        {
+            "n_users_evaluated": len(test_rows),
+            "all": values,
+            "segments": [{"metric": m, "segment": s, "value": v} for m, s, v in metric_rows if s != "all"],
+            "params": settings.model_params(),
+            "reference_recipe": model.REFERENCE_RECIPE,
+        },
+    )
+    report_path = write_report(directory, run_id, metric_rows, settings)
+    with db.reading(settings.db) as conn:  # the run readers are served, on what arrived since its data
+        forward_rows = forward_metrics(conn, run_id, ratings, settings)
+
+    def ci(name):
+        return (round(values[name + "_ci_low"], 4), round(values[name + "_ci_high"], 4))
+
+    result = EvaluateResult(
+        run_id=run_id,
+        metrics_path=str(metrics_path),
+        report_path=str(report_path),
+        n_users_evaluated=len(test_rows),
+        recall_at_10=values["recall_at_10"],
+        recall_at_10_ci=ci("recall_at_10"),
+        ndcg_at_10=values["ndcg_at_10"],
+        ndcg_at_10_ci=ci("ndcg_at_10"),
+        mrr_at_10=values["mrr_at_10"],
+        popularity_recall_at_10=values["popularity_recall_at_10"],
+        popularity_recall_at_10_ci=ci("popularity_recall_at_10"),
+        popularity_ndcg_at_10=values["popularity_ndcg_at_10"],
+        popularity_ndcg_at_10_ci=ci("popularity_ndcg_at_10"),
+        reference_recall_at_10=values["reference_recall_at_10"],
+        reference_recall_at_10_ci=ci("reference_recall_at_10"),
+        reference_ndcg_at_10=values["reference_ndcg_at_10"],
+        reference_ndcg_at_10_ci=ci("reference_ndcg_at_10"),
+        coverage_at_10=values["coverage_at_10"],
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    with db.transaction(settings.db) as conn:
+        runs.update(
+            conn,
+            run_id,
+            **{
+                name: values[name]
+                for name in ("recall_at_10", "ndcg_at_10", "popularity_recall_at_10", "popularity_ndcg_at_10")
+            },
+        )
+        runs.upsert_metrics(conn, run_id, metric_rows + forward_rows)
+        runs.record_seconds(conn, run_id, "evaluate", result.seconds)
+    log.info(
+        "evaluate %s: %d users, Recall@10 %.4f [%.4f, %.4f] NDCG@10 %.4f [%.4f, %.4f]; "
+        "reference %.4f / %.4f, popularity %.4f / %.4f in %.1fs",
+        run_id,
+        len(test_rows),
+        result.recall_at_10,
+        *result.recall_at_10_ci,
+        result.ndcg_at_10,
+        *result.ndcg_at_10_ci,
+        result.reference_recall_at_10,
+        result.reference_ndcg_at_10,
+        result.popularity_recall_at_10,
+        result.popularity_ndcg_at_10,
+        result.seconds,
+    )
+    if forward_rows:
+        forward = {metric: value for metric, _, value in forward_rows}
+        log.info(
+            "evaluate %s: the served run on the %d users who rated since its data (%s): Recall@10 %.4f, "
+            "popularity %.4f, recent popularity %.4f",
+            run_id,
+            forward["forward_n_users"],
+            forward_rows[0][1],
+            forward["forward_recall_at_10"],
+            forward["forward_popularity_recall_at_10"],
+            forward["forward_recent_popularity_recall_at_10"],
+        )
+    return result

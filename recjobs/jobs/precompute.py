@@ -1,0 +1,107 @@
+"""precompute: top-k movies for every user of the published model (the score_shard files,
+scoring here any shard without one) and the most similar movies for every movie, and the
+run's cold-start bundle; then, if the run passes the quality gate, publish it.
+
+The rows, the catalog and the pointer flip are one transaction (recjobs.storage.publish).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from ..method import bundle, model, shards
+from ..settings import Settings
+from ..storage import artifacts, db, publish, runs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PrecomputeResult:
+    run_id: str
+    status: str  # 'published' or 'rejected'
+    reason: str
+    n_users: int
+    n_recommendations: int
+    n_similar: int
+    pruned_runs: tuple[str, ...]
+    db_path: str
+    seconds: float
+    shards_from_files: int = 0  # score shards whose score_shard file was published (the rest scored here)
+
+
+def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
+    """Store the top-k movies for every user (already rated movies excluded) and the most similar
+    movies per movie, then publish the run if it passes the quality gate: rows, catalog and
+    pointer in one transaction. A rejected run leaves what readers see unchanged."""
+    started = time.perf_counter()
+    directory = artifacts.run_dir(settings.artifacts, run_id)
+    with db.reading(settings.db) as conn:
+        decision = publish.gate(runs.get(conn, run_id), publish.current_run(conn), settings.gate_tolerance)
+    n_users = n_recs = n_similar = from_files = 0
+    if decision.publish:
+        factors, top_ids, top_scores, from_files = shards.all_users(settings, run_id)
+        log.info(
+            "precompute %s: %d of %d shards from score_shard files, the rest scored here",
+            run_id,
+            from_files,
+            settings.score_shards,
+        )
+        als = model.from_factors(factors.user_factors, factors.item_factors, settings)
+        similar_ids, similar_scores = model.similar(als, settings.n_similar)
+        catalog = artifacts.read_stored_catalog(directory)
+        bundle.ensure_bundle(directory)  # new users are answered from the moment the run is published
+
+    with db.transaction(settings.db) as conn:
+        db.check_integrity(conn, settings.db)  # never publish into a damaged file
+        if decision.publish:  # the gate again, under the write lock: another run may have been published
+            decision = publish.gate(runs.get(conn, run_id), publish.current_run(conn), settings.gate_tolerance)
+        if decision.publish:
+            n_recs, n_similar = publish.store_run_rows(
+                conn,
+                run_id,
+                publish.ranked_rows(run_id, factors.user_ids, factors.movie_ids, top_ids, top_scores),
+                publish.ranked_rows(run_id, factors.movie_ids, factors.movie_ids, similar_ids, similar_scores),
+            )
+            written = publish.store_catalog(conn, catalog, run_id)
+            log.info(
+                "catalog: %s; ratings %d added, %d changed, %d removed",
+                "every rating written" if written.rewritten else "only what changed written",
+                written.added,
+                written.changed,
+                written.removed,
+            )
+            publish.flip(conn, run_id)
+            n_users = len(factors.user_ids)
+        else:
+            runs.finish(conn, run_id, "rejected", decision.reason)
+        pruned = publish.prune(conn, settings.keep_published)
+        seconds = time.perf_counter() - started
+        runs.record_seconds(conn, run_id, "precompute", seconds)
+    status = "published" if decision.publish else "rejected"
+    result = PrecomputeResult(
+        run_id,
+        status,
+        decision.reason,
+        n_users,
+        n_recs,
+        n_similar,
+        tuple(pruned),
+        str(settings.db),
+        round(seconds, 3),
+        from_files,
+    )
+    if decision.publish:
+        log.info(
+            "precompute %s: published; %d recommendations for %d users, %d similar-movie rows in %.1fs",
+            run_id,
+            n_recs,
+            n_users,
+            n_similar,
+            result.seconds,
+        )
+    else:
+        log.warning("precompute %s: rejected, %s; the published run is unchanged", run_id, decision.reason)
+    return result

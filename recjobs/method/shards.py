@@ -1,0 +1,125 @@
+"""Score shards: the published model's users cut into ranges of rows, each range's top-k lists
+as a staging file (artifacts/<run_id>/shards/) that precompute publishes with every other shard
+in one transaction. The job that writes one is recjobs.jobs.score_shard.
+
+Users are cut into settings.score_shards ranges of rows. The DAG maps one score_shard task
+over them (Airflow's executor spreads them over cores or workers); precompute scores in
+process any shard whose file is missing or was made from another model, so `recjobs run`
+needs no shard files at all. A shard's rows do not depend on how the users were cut.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..settings import Settings
+from ..storage import artifacts
+from . import model, spark_engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Top-k item rows and scores of user rows first_row..first_row + len(top_items) - 1."""
+
+    first_row: int
+    top_items: np.ndarray
+    top_scores: np.ndarray
+
+
+def bounds(n_users: int, n_items: int, n_shards: int) -> np.ndarray:
+    """The n_shards + 1 row bounds of the shards, as even as whole scoring batches allow
+    (model.score_batch): a user is scored in the same batch however the users are cut, so
+    with the same scores to the last bit. More shards than batches leaves some empty."""
+    step = model.score_batch(n_items)
+    n_batches = -(-n_users // step)
+    return np.minimum(np.linspace(0, n_batches, n_shards + 1).round().astype(np.int64) * step, n_users)
+
+
+def shard_file(directory: Path, shard: int, n_shards: int) -> Path:
+    return Path(directory) / "shards" / f"recommendations-{shard + 1:04d}-of-{n_shards:04d}.npz"
+
+
+def model_stamp(directory: Path, settings: Settings) -> str:
+    """What a shard's rows follow from: the published model's file (size, modification time)
+    and the settings that score. A shard file with another stamp is not used."""
+    stat = (Path(directory) / artifacts.model_file(artifacts.FULL)).stat()
+    return json.dumps([stat.st_size, stat.st_mtime_ns, settings.model_params()], sort_keys=True)
+
+
+def check_shard(shard, n_shards: int) -> int:
+    if not isinstance(shard, int) or isinstance(shard, bool) or not 0 <= shard < n_shards:
+        raise ConfigError(f"shard {shard!r} is out of range; expected an integer from 0 to {n_shards - 1}")
+    return shard
+
+
+class Scorer:
+    """The published model of a run, with everything its users' top lists need."""
+
+    def __init__(self, settings: Settings, run_id: str):
+        self.settings = settings
+        self.directory = artifacts.run_dir(settings.artifacts, run_id)
+        self.fitted, self.factors = model.Fitted.read(self.directory, artifacts.FULL, settings)
+        self.n_users, self.n_items = len(self.factors.user_ids), len(self.factors.movie_ids)
+
+    @functools.cached_property
+    def data(self) -> model.Interactions:
+        """Every rating's matrices: built only when a shard is scored here, not for shard files."""
+        ratings = artifacts.read_ratings(self.directory)
+        everything = np.ones(len(ratings["rating"]), bool)
+        return model.interactions(ratings, everything, self.factors.user_ids, self.factors.movie_ids, self.settings)
+
+    def score(self, first_row: int, end_row: int) -> Scored:
+        rows = np.arange(first_row, end_row)
+        candidates = spark_engine.read_candidates(self.directory, artifacts.FULL, rows)
+        if candidates is None:  # the implicit engine: every movie is scored
+            top_items, top_scores = self.fitted.recommend(rows, self.data, self.settings.k, self.settings)
+        else:
+            top_items, top_scores = self.fitted.recommend_candidates(
+                rows, candidates, self.data, self.settings.k, self.settings
+            )
+        return Scored(first_row, top_items, top_scores)
+
+
+def read_shard(directory: Path, shard: int, n_shards: int, lo: int, hi: int, stamp: str) -> Scored | None:
+    """A shard's staging file when it is whole and made from this model for these rows; else None."""
+    path = shard_file(directory, shard, n_shards)
+    try:
+        with np.load(path) as f:
+            scored = Scored(int(f["first_row"]), f["top_items"], f["top_scores"])
+            made_from = str(f["stamp"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        log.warning("%s: unreadable (%s); scoring its users again", path, e)
+        return None
+    if made_from != stamp or scored.first_row != lo or len(scored.top_items) != hi - lo:
+        log.warning("%s: made from another model or other users; scoring its users again", path)
+        return None
+    return scored
+
+
+def all_users(settings: Settings, run_id: str) -> tuple[model.Factors, np.ndarray, np.ndarray, int]:
+    """Every user's top-k of the run's published model: (factors, top items, top scores, shards
+    whose staging files were used); the shards without a usable file are scored here."""
+    scorer = Scorer(settings, run_id)
+    cuts = bounds(scorer.n_users, scorer.n_items, settings.score_shards)
+    stamp = model_stamp(scorer.directory, settings)
+    parts, from_files = [], 0
+    for shard, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+        scored = read_shard(scorer.directory, shard, settings.score_shards, int(lo), int(hi), stamp)
+        from_files += scored is not None
+        parts.append(scored or scorer.score(int(lo), int(hi)))
+    n = min(settings.k, len(scorer.factors.movie_ids))
+    top_items = np.vstack([np.empty((0, n), np.int64)] + [p.top_items for p in parts])
+    top_scores = np.vstack([np.empty((0, n))] + [p.top_scores for p in parts])
+    return scorer.factors, top_items, top_scores, from_files
