@@ -60,6 +60,8 @@ def setting_params(names) -> dict[str, Param]:
             params[name] = Param(value, type="string", enum=list(recjobs_settings.ENGINES), description=help_text)
         elif isinstance(default, str):
             params[name] = Param(value, type="string", minLength=1, description=help_text)
+        elif isinstance(default, bool):
+            params[name] = Param(value, type="boolean", description=help_text)
         else:
             kind = {int: "integer", float: "number"}[type(default)]
             params[name] = Param(value, type=kind, description=help_text)

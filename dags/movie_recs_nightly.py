@@ -20,10 +20,17 @@ The recjobs run id is derived from the Airflow run id, so clearing a task or the
 redoes the same run: the same tables, never a duplicate row. A failed task is recorded in
 `model_runs` (status `failed`) and never touches the run readers are served.
 
+The night fits the method once: split holds out the evaluated users' test items (and, on a usual
+night, a small cold-start draw), train fits on the rest and folds the held-out users back in
+for the published model. A full night (the first, any whose model settings changed, and every
+`full_evaluation_every` nights, or when `full_evaluation` is true) also fits the reference
+recipe and the cold-start protocol's own model.
+
 Params (defaults from the `RECJOBS_*` settings): `factors`, `regularization`, `iterations`,
 `k`, `data_dir`, `engine` (`implicit`, or `spark`: train runs its heavy parts in Spark at
-`spark_master`), `score_shards`. The database and artifacts folders come from `RECJOBS_DB` and
-`RECJOBS_ARTIFACTS`; relative paths are taken from the project folder. The retry delay is
+`spark_master`), `score_shards`, `full_evaluation_every`, `full_evaluation`. The database and
+artifacts folders come from `RECJOBS_DB` and `RECJOBS_ARTIFACTS`; relative paths are taken from
+the project folder. The retry delay is
 Airflow's `[core] default_task_retry_delay` (the project's `airflow.env` sets it).
 """
 
@@ -44,7 +51,19 @@ from movie_recs_common import recs_db_asset, retry_delay, run_step, setting_para
     max_active_runs=1,
     dagrun_timeout=dt.timedelta(hours=6),
     default_args={"retries": 2, "retry_delay": retry_delay(), "execution_timeout": dt.timedelta(hours=1)},
-    params=setting_params(("factors", "regularization", "iterations", "k", "data_dir", "engine", "score_shards")),
+    params=setting_params(
+        (
+            "factors",
+            "regularization",
+            "iterations",
+            "k",
+            "data_dir",
+            "engine",
+            "score_shards",
+            "full_evaluation_every",
+            "full_evaluation",
+        )
+    ),
     tags=["movie-recs", "nightly"],
     doc_md=__doc__,
 )

@@ -114,12 +114,15 @@ class JobCommand(click.Command):
 @cli.command(cls=JobCommand, job=("pipeline", "run"))
 @settings_options()
 @click.option("--run-id", default=None, help="Id of the new run [default: the UTC time].")
+@click.option("--full", is_flag=True, help="Make it a full night (as --full-evaluation true).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @one_line_errors
-def run(run_id, as_json, **values):
+def run(run_id, full, as_json, **values):
     from .storage.runs import RUN_STEPS, lower_priority
 
     settings = build_settings(values)
+    if full:
+        settings = settings.replace(full_evaluation=True)
     lower_priority(settings)  # a batch process; before numpy's import, so its threads inherit it
     from .pipeline import run as run_pipeline
 
@@ -128,8 +131,11 @@ def run(run_id, as_json, **values):
         return echo_result(result, True)
     e, p = result.evaluate, result.precompute
     click.echo(f"run {result.run_id}: {p.status} ({p.reason}) in {result.seconds:.1f}s")
-    click.echo(f"  {e.n_users_evaluated} test users; Recall@10 and NDCG@10 with 95% bootstrap intervals:")
-    for label, prefix in (("model", ""), ("reference", "reference_"), ("popularity", "popularity_")):
+    night = "a full night" if e.full_evaluation else "a usual night (the reference recipe on full nights)"
+    click.echo(f"  {e.n_users_evaluated} test users, {night}; Recall@10 and NDCG@10 with 95% bootstrap intervals:")
+    baselines = (("reference", "reference_"),) if e.full_evaluation else ()
+    baselines += (("popularity", "popularity_"), ("recent", "recent_popularity_"))
+    for label, prefix in (("model", ""), *baselines):
         (r, (r_lo, r_hi)), (n, (n_lo, n_hi)) = (
             (getattr(e, f"{prefix}{m}"), getattr(e, f"{prefix}{m}_ci")) for m in ("recall_at_10", "ndcg_at_10")
         )

@@ -13,7 +13,7 @@ from .jobs.precompute import PrecomputeResult, precompute
 from .jobs.split import SplitResult, split
 from .jobs.train import TrainResult, train
 from .settings import Settings
-from .storage import runs
+from .storage import db, runs
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ def run(settings: Settings, run_id: str | None = None) -> RunResult:
         for name, job in JOBS.items():
             with runs.failure_recorded(settings, run_id, name):
                 results[name] = job(settings, run_id)
+            if name == "load":  # one process runs it all: once it is gone, the run is abandoned
+                with db.transaction(settings.db) as conn:
+                    runs.record_owner(conn, run_id)
         try:
             cold_start = evaluate_cold_start(settings, run_id)
         except Exception:  # measured after publishing; it gates nothing, so it fails nothing

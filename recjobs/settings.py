@@ -80,6 +80,12 @@ class Settings:
         2_000,
         "New users the cold-start evaluation holds out: a seeded 20% of those eligible, at most this many (0: no cap).",
     )
+    full_evaluation_every: int = setting(
+        7,
+        "A full night (the reference recipe and the cold-start protocol with their own fits) every this many "
+        "nights; also the first night and any night whose model settings change (1: every night).",
+    )
+    full_evaluation: bool = setting(False, "Make this night a full night whatever the cadence (`recjobs run --full`).")
     keep_published: int = setting(3, "Published runs kept for rollback; older runs' rows are deleted.")
     gate_tolerance: float = setting(
         0.10, "A run is rejected if its Recall@10 is this much (relative) below the published run's."
@@ -145,6 +151,7 @@ class Settings:
             "trend_days": self.trend_days > 0,
             "eval_users": self.eval_users >= 0,
             "cold_start_eval_users": self.cold_start_eval_users >= 0,
+            "full_evaluation_every": 1 <= self.full_evaluation_every <= 10_000,
             "keep_published": self.keep_published >= 1,
             "gate_tolerance": 0 <= self.gate_tolerance < 1,
             "engine": self.engine in ENGINES,

@@ -57,3 +57,37 @@ WHERE status = 'published' AND artifacts_dir IS NOT NULL
   AND rowid < (SELECT rowid FROM model_runs WHERE run_id = :run_id)
 ORDER BY rowid DESC
 LIMIT 1;
+
+-- name: published_before
+-- Whether any run was published before this one: a night with none before it is a first night.
+SELECT EXISTS (
+    SELECT 1 FROM model_runs
+    WHERE status = 'published' AND rowid < (SELECT rowid FROM model_runs WHERE run_id = :run_id)
+);
+
+-- name: last_full_night
+-- The newest evaluated run before this one that was a full night (split records
+-- full_evaluation = 1), with the evaluated nights after it and before this run: the cadence.
+SELECT r.run_id, r.params_json,
+       (SELECT count(*) FROM model_runs later
+        WHERE later.rowid > r.rowid
+          AND later.rowid < (SELECT rowid FROM model_runs WHERE run_id = :run_id)
+          AND later.status IN ('published', 'rejected')) AS nights_since
+FROM model_runs AS r
+JOIN run_metrics AS m
+  ON m.run_id = r.run_id AND m.metric = 'full_evaluation' AND m.segment = 'all' AND m.value = 1
+WHERE r.status IN ('published', 'rejected')
+  AND r.rowid < (SELECT rowid FROM model_runs WHERE run_id = :run_id)
+ORDER BY r.rowid DESC
+LIMIT 1;
+
+-- name: record_owner
+INSERT INTO run_owners (run_id, pid, host, process_started) VALUES (:run_id, :pid, :host, :process_started)
+ON CONFLICT (run_id) DO UPDATE SET
+    pid = excluded.pid, host = excluded.host, process_started = excluded.process_started;
+
+-- name: owned_running
+-- Runs still 'running' whose executing process is recorded on this host.
+SELECT o.run_id, o.pid, o.process_started, r.artifacts_dir
+FROM run_owners AS o JOIN model_runs AS r ON r.run_id = o.run_id
+WHERE r.status = 'running' AND o.host = :host AND o.run_id != :run_id;

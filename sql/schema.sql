@@ -94,6 +94,16 @@ CREATE TABLE IF NOT EXISTS catalog_source (
     run_id TEXT NOT NULL REFERENCES model_runs (run_id)
 );
 
+-- The process that executes a run from start to end (`recjobs run`): when it is gone while the
+-- run is still 'running', the next command marks the run failed at once. Runs of the DAG have
+-- no row here (their tasks are separate processes): the failure callback or the age rule ends them.
+CREATE TABLE IF NOT EXISTS run_owners (
+    run_id          TEXT PRIMARY KEY REFERENCES model_runs (run_id),
+    pid             INTEGER NOT NULL,
+    host            TEXT NOT NULL,
+    process_started TEXT NOT NULL   -- boot id and start time of the process: a reused pid is another process
+);
+
 CREATE VIEW IF NOT EXISTS current_recommendations AS
 SELECT r.user_id, r.rank, r.movie_id, m.title, r.score
 FROM published_run AS p

@@ -141,10 +141,21 @@ def test_nightly_params_follow_the_settings(parsed):
 
     params = parsed["dags"]["movie_recs_nightly"]["params"]
     help_texts = setting_help()
-    assert set(params) == {"factors", "regularization", "iterations", "k", "data_dir", "engine", "score_shards"}
-    for name in ("factors", "regularization", "iterations", "k", "engine", "score_shards"):
+    assert set(params) == {
+        "factors",
+        "regularization",
+        "iterations",
+        "k",
+        "data_dir",
+        "engine",
+        "score_shards",
+        "full_evaluation_every",
+        "full_evaluation",
+    }
+    for name in ("factors", "regularization", "iterations", "k", "engine", "score_shards", "full_evaluation_every"):
         assert params[name] == help_texts[name][0]
     assert params["data_dir"] == parsed["data_dir_env"]  # RECJOBS_DATA_DIR, as the jobs read it
+    assert params["full_evaluation"] is False
 
 
 def test_recjobs_run_ids_are_valid_and_stable(parsed):

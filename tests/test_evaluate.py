@@ -38,11 +38,15 @@ def test_many_test_users_are_evaluated_on_a_seeded_sample(tmp_path):
     settings = checkerboard_settings(tmp_path, eval_users=15)
     result = run_until_evaluate(settings)
     assert result.n_users_evaluated == 15 and result.recall_at_10 == 1.0
-    chosen = ev.users_evaluated(40, settings)
-    assert len(set(chosen)) == 15 and list(chosen) == sorted(chosen)
-    assert np.array_equal(chosen, ev.users_evaluated(40, settings))  # the same users every time for a seed
-    assert not np.array_equal(chosen, ev.users_evaluated(40, settings.replace(random_seed=7)))
-    assert np.array_equal(ev.users_evaluated(40, settings.replace(eval_users=0)), np.arange(40))
+    test_users = np.arange(100, 140)
+    chosen = holdout.users_evaluated(test_users, settings)
+    assert len(set(chosen)) == 15 and list(chosen) == sorted(chosen) and set(chosen) <= set(test_users)
+    assert np.array_equal(chosen, holdout.users_evaluated(test_users, settings))  # the same users for a seed
+    assert not np.array_equal(chosen, holdout.users_evaluated(test_users, settings.replace(random_seed=7)))
+    assert np.array_equal(holdout.users_evaluated(test_users, settings.replace(eval_users=0)), test_users)
+    # keyed by user: new test users change the sample only where they take a place in it
+    grown = holdout.users_evaluated(np.arange(100, 180), settings)
+    assert len(set(chosen) & set(grown)) >= 5 and set(grown) - set(chosen) <= set(range(140, 180))
 
 
 def read_inputs(settings, run_id):

@@ -217,3 +217,34 @@ def test_a_spark_connect_url_runs_the_night_on_a_connect_server(tmp_path):
     assert result.evaluate.recall_at_10 > result.evaluate.popularity_recall_at_10
     assert query(settings.db, "SELECT COUNT(*) FROM current_recommendations") == [(40 * settings.k,)]
     assert (tmp_path / "artifacts" / "connect" / "candidates_full").is_dir()
+
+
+def test_engine_spark_follows_the_one_fit_protocol(both_engines):
+    """The Spark night fits once too: the published model is the fit with the held-out users'
+    factors re-solved, and their candidates are the only ones that change."""
+    import pyarrow.dataset as ds
+
+    from recjobs.evaluation.holdout import NightPlan
+
+    settings, result = both_engines["spark"]
+    directory = artifacts.run_dir(settings.artifacts, result.run_id)
+    plan = NightPlan.from_arrays(artifacts.read_plan(directory))
+    assert result.train.n_folded_users == len(plan.folded_user_ids) == 608
+    fit = model.Factors.read(directory / artifacts.model_file(artifacts.EVAL))
+    published = model.Factors.read(directory / artifacts.model_file(artifacts.FULL))
+    np.testing.assert_array_equal(published.item_factors, fit.item_factors)
+    folded = model.index(plan.folded_user_ids, fit.user_ids)
+    others = np.setdiff1d(np.arange(len(fit.user_ids)), folded)
+    np.testing.assert_array_equal(published.user_factors[others], fit.user_factors[others])
+    assert not np.allclose(published.user_factors[folded], fit.user_factors[folded])
+
+    def candidates(name):
+        table = ds.dataset(spark_engine.candidates_dir(directory, name), format="parquet").to_table()
+        return dict(zip(table.column("user").to_pylist(), table.column("items").to_pylist(), strict=True))
+
+    fit_candidates, published_candidates = candidates(artifacts.EVAL), candidates(artifacts.FULL)
+    assert set(published_candidates) == set(range(len(fit.user_ids)))
+    assert all(published_candidates[u] == fit_candidates[u] for u in others.tolist())
+    scores = published.user_factors[folded[:5]] @ published.item_factors.T
+    for row, scored in zip(folded[:5].tolist(), scores, strict=True):  # the re-solved factors' own best movies
+        assert published_candidates[row][:10] == np.argsort(-scored, kind="stable")[:10].tolist()

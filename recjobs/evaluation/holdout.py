@@ -11,10 +11,19 @@ item. Every rating gets a part code:
     AFTER   after the test item (never a positive)
 
 Users with fewer than two positives are all TRAIN: they are not evaluated, but the
-published model (fitted on every rating) still recommends to them.
+published model still recommends to them.
+
+One fit a night (NightPlan): the night's evaluation users (a seeded sample of the test users,
+at most eval_users) have their test item and everything after it left out of the night's one
+fit; on a usual night a small seeded draw of cold-start users is left out entirely. Every other
+rating goes in. The published model is the same fit with the held-out users' ALS factors
+re-solved from their whole history (train's fold-in), so the gate measures the model that is
+published and no evaluated item is in the fit that scores it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -68,4 +77,132 @@ def evaluation_data(ratings: dict, parts: np.ndarray, user_ids, movie_ids, setti
     """The evaluation model's interactions: the ratings before each user's test item, each
     user's trending part counted back from their newest of those ratings."""
     keep = before_test(parts)
+    return model.interactions(ratings, keep, user_ids, movie_ids, settings, now=users_now(ratings, keep, user_ids))
+
+
+def user_keys(user_ids: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded pseudo-random key per user id (splitmix64): the same for a user every night."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(user_ids).astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def users_evaluated(test_user_ids: np.ndarray, settings: Settings) -> np.ndarray:
+    """Which test users are evaluated (sorted ids): all, or the eval_users of them with the
+    smallest seeded keys when there are more. Keyed by user, the sample stays the same from
+    night to night, so a night warm-started from the last one's fit starts from a fit that held
+    out the same users; the bootstrap intervals include the sampling error."""
+    test_user_ids = np.asarray(test_user_ids)
+    if settings.eval_users == 0 or len(test_user_ids) <= settings.eval_users:
+        return np.sort(test_user_ids)
+    chosen = np.argsort(user_keys(test_user_ids, settings.random_seed), kind="stable")[: settings.eval_users]
+    return np.sort(test_user_ids[chosen])
+
+
+# ---- the cold-start draw: users taken out as if they were new ------------------------------
+
+COLD_START_SEEDS = (1, 3, 5, 10)  # liked movies a simulated new user gives
+COLD_START_LATER_POSITIVES = 5  # and at least this many positives after them to score on
+COLD_START_SHARE = 0.2  # a full night's draw: this share of the eligible users
+USUAL_NIGHT_COLD_START_SHARE = 0.01  # a usual night's draw: at most this share of all users
+
+
+def eligible_users(
+    user_id: np.ndarray,
+    positive: np.ndarray,
+    min_positives: int = max(COLD_START_SEEDS) + COLD_START_LATER_POSITIVES,
+) -> np.ndarray:
+    """The users with at least `min_positives` positives (sorted): those a cold-start draw takes from."""
+    users, counts = np.unique(user_id[positive], return_counts=True)
+    return users[counts >= min_positives]
+
+
+def held_out_users(
+    user_id: np.ndarray,
+    positive: np.ndarray,
+    seed: int,
+    min_positives: int = max(COLD_START_SEEDS) + COLD_START_LATER_POSITIVES,
+    share: float = COLD_START_SHARE,
+    limit: int = 0,
+) -> np.ndarray:
+    """A seeded random `share` of the users with at least `min_positives` positives, at most
+    `limit` of them (0: no cap); sorted."""
+    eligible = eligible_users(user_id, positive, min_positives)
+    if len(eligible) < 2:
+        return eligible[:0]
+    size = max(1, int(round(share * len(eligible))))
+    size = min(size, limit) if limit else size
+    return np.sort(np.random.default_rng(seed).choice(eligible, size=size, replace=False))
+
+
+def usual_night_cold_start_users(user_id: np.ndarray, positive: np.ndarray, settings: Settings) -> np.ndarray:
+    """A usual night's cold-start draw, left out of its one fit: the full night's draw capped at
+    1% of the users (and at cold_start_eval_users), so the fit loses almost nothing."""
+    n_users = len(np.unique(user_id))
+    cap = max(1, int(USUAL_NIGHT_COLD_START_SHARE * n_users))
+    cap = min(cap, settings.cold_start_eval_users) if settings.cold_start_eval_users else cap
+    return held_out_users(user_id, positive, settings.random_seed, limit=cap)
+
+
+# ---- the night's plan ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NightPlan:
+    """Who is held out of the night's one fit, and whether the night is a full one."""
+
+    full: bool  # a full night: the reference recipe and the cold-start protocol's own fit too
+    reason: str  # why the night is (not) full
+    eval_user_ids: np.ndarray  # evaluated users: their test item and later ratings are out of the fit
+    cold_start_user_ids: np.ndarray  # usual nights: simulated new users, out of the fit entirely
+
+    @property
+    def folded_user_ids(self) -> np.ndarray:
+        """The users whose published ALS factors are re-solved from their whole history."""
+        return np.union1d(self.eval_user_ids, self.cold_start_user_ids)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "full": np.array(self.full),
+            "reason": np.array(self.reason),
+            "eval_user_ids": np.asarray(self.eval_user_ids, np.int64),
+            "cold_start_user_ids": np.asarray(self.cold_start_user_ids, np.int64),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict) -> NightPlan:
+        return cls(
+            bool(arrays["full"]),
+            str(arrays["reason"]),
+            np.asarray(arrays["eval_user_ids"], np.int64),
+            np.asarray(arrays["cold_start_user_ids"], np.int64),
+        )
+
+
+def plan_night(ratings: dict, parts: np.ndarray, full: bool, reason: str, settings: Settings) -> NightPlan:
+    """The night's evaluation users (a seeded sample of the test users, without the cold-start
+    draw) and, on a usual night, its cold-start draw."""
+    positive = ratings["rating"] >= settings.positive_threshold
+    cold = np.empty(0, np.int64) if full else usual_night_cold_start_users(ratings["user_id"], positive, settings)
+    test_users = ratings["user_id"][parts == TEST]  # one per user, in user order
+    test_users = test_users[~np.isin(test_users, cold)]
+    return NightPlan(full, reason, users_evaluated(test_users, settings), cold)
+
+
+def one_fit_keep(ratings: dict, parts: np.ndarray, plan: NightPlan) -> np.ndarray:
+    """The ratings the night's one fit sees: all but the evaluated users' test item and later
+    ratings, and all but the cold-start draw's ratings."""
+    user = ratings["user_id"]
+    return ~(np.isin(user, plan.eval_user_ids) & (parts >= TEST)) & ~np.isin(user, plan.cold_start_user_ids)
+
+
+def one_fit_evaluation_data(
+    ratings: dict, parts: np.ndarray, plan: NightPlan, user_ids, movie_ids, settings: Settings
+) -> model.Interactions:
+    """The one fit's interactions as the evaluation scores them: each user's trending part
+    counted back from their own newest rating in the fit (an evaluated user's is before their
+    test item)."""
+    keep = one_fit_keep(ratings, parts, plan)
     return model.interactions(ratings, keep, user_ids, movie_ids, settings, now=users_now(ratings, keep, user_ids))

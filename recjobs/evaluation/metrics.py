@@ -15,7 +15,7 @@ CUTOFF = 10
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 0
 # the models `evaluate` scores side by side (the backtest adds its own baselines)
-MODELS = ("model", "reference", "popularity")
+MODELS = ("model", "reference", "popularity", "recent_popularity")  # reference: full nights only
 
 
 def prefix(model: str) -> str:

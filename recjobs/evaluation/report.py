@@ -8,9 +8,19 @@ from ..settings import Settings
 from ..storage import artifacts
 from .metrics import BOOTSTRAP_SAMPLES, prefix
 
-LABELS = {"model": "chosen model", "reference": "reference recipe", "popularity": "popularity"}
+LABELS = {
+    "model": "chosen model",
+    "reference": "reference recipe",
+    "popularity": "popularity",
+    "recent_popularity": "recent popularity",
+}
 METRICS = ("recall_at_10", "ndcg_at_10", "mrr_at_10")
 TITLES = {"recall_at_10": "Recall@10", "ndcg_at_10": "NDCG@10", "mrr_at_10": "MRR@10"}
+
+
+def present(values: dict) -> list[str]:
+    """The models a run measured (the reference recipe only on a full night)."""
+    return [name for name in LABELS if prefix(name) + "recall_at_10" in values]
 
 
 def plot(path: Path, values: dict, segments: dict) -> Path:
@@ -21,23 +31,29 @@ def plot(path: Path, values: dict, segments: dict) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    width = 0.26
-    for i, name in enumerate(LABELS):
+    models = present(values)
+    width = 0.8 / len(models)
+    for i, name in enumerate(models):
         means = [values[prefix(name) + m] for m in METRICS]
         errors = [
             [means[j] - values[prefix(name) + m + "_ci_low"] for j, m in enumerate(METRICS)],
             [values[prefix(name) + m + "_ci_high"] - means[j] for j, m in enumerate(METRICS)],
         ]
         left.bar(
-            [j + (i - 1) * width for j in range(len(METRICS))], means, width, yerr=errors, capsize=3, label=LABELS[name]
+            [j + (i - (len(models) - 1) / 2) * width for j in range(len(METRICS))],
+            means,
+            width,
+            yerr=errors,
+            capsize=3,
+            label=LABELS[name],
         )
     left.set_xticks(range(len(METRICS)), [TITLES[m] for m in METRICS])
     left.set_title("Test metrics with 95% bootstrap intervals")
     left.legend()
     names = sorted(segments, key=lambda s: int(s.split(":")[1].split("-")[0].rstrip("+")))
-    for i, name in enumerate(LABELS):
+    for i, name in enumerate(models):
         right.bar(
-            [j + (i - 1) * width for j in range(len(names))],
+            [j + (i - (len(models) - 1) / 2) * width for j in range(len(names))],
             [segments[s].get(prefix(name) + "recall_at_10", 0.0) for s in names],
             width,
             label=LABELS[name],
@@ -66,7 +82,8 @@ def write_report(directory: Path, run_id: str, metric_rows: list[tuple[str, str,
         f"# Evaluation of run {run_id}",
         "",
         f"{int(values['n_users'])} users, each evaluated on their last positive rating (the test item). "
-        "Models saw only what each user rated before it; every movie rated before it is filtered. "
+        "The night's one fit saw only what each of them rated before it; every movie rated before it "
+        "is filtered. The reference recipe is fitted on full nights only. "
         f"Intervals: 95% bootstrap over users ({BOOTSTRAP_SAMPLES} resamples). "
         "Coverage@10: share of the catalog in "
         "any top-10 list; mean popularity@10: how many users had rated a recommended movie, on average.",
@@ -74,7 +91,8 @@ def write_report(directory: Path, run_id: str, metric_rows: list[tuple[str, str,
         "| model | Recall@10 | NDCG@10 | MRR@10 | coverage@10 | mean popularity@10 |",
         "|---|---|---|---|---|---|",
     ]
-    for name in LABELS:
+    models = present(values)
+    for name in models:
         p = prefix(name)
         lines.append(
             f"| {LABELS[name]} | {cell(name, 'recall_at_10')} | {cell(name, 'ndcg_at_10')} | "
@@ -82,7 +100,7 @@ def write_report(directory: Path, run_id: str, metric_rows: list[tuple[str, str,
             f"{values[p + 'mean_popularity_at_10']:.1f} |"
         )
     lines += ["", "Gain of the chosen model (paired bootstrap):", ""]
-    for baseline in ("reference", "popularity"):
+    for baseline in models[1:]:
         for metric in ("recall_at_10", "ndcg_at_10"):
             key = f"{metric}_gain_over_{baseline}"
             lines.append(
@@ -93,15 +111,15 @@ def write_report(directory: Path, run_id: str, metric_rows: list[tuple[str, str,
         "",
         "## By history length (ratings before the test item)",
         "",
-        "| segment | users | Recall@10 model | reference | popularity | NDCG@10 model |",
-        "|---|---|---|---|---|---|",
+        "| segment | users | Recall@10 model | " + " | ".join(LABELS[m] for m in models[1:]) + " | NDCG@10 model |",
+        "|---|---|---|" + "---|" * len(models[1:]) + "---|",
     ]
     for segment in sorted(segments, key=lambda s: int(s.split(":")[1].split("-")[0].rstrip("+"))):
         seg = segments[segment]
         lines.append(
             f"| {segment.split(':')[1]} | {int(seg['n_users'])} | {seg['recall_at_10']:.4f} | "
-            f"{seg['reference_recall_at_10']:.4f} | {seg['popularity_recall_at_10']:.4f} | "
-            f"{seg['ndcg_at_10']:.4f} |"
+            + "".join(f"{seg[prefix(m) + 'recall_at_10']:.4f} | " for m in models[1:])
+            + f"{seg['ndcg_at_10']:.4f} |"
         )
     lines += [
         "",

@@ -1,9 +1,12 @@
 """evaluate_cold_start: how well the cold-start paths serve users the model has never seen.
 
 A seeded random share of the users with enough positives is taken out of training
-entirely; a model is fitted on everyone else with the run's settings. Each held-out
-user then gives their first N liked movies (in time order; N = 1, 3, 5, 10) and we
-measure Recall@10 / NDCG@10 on their later positives for:
+entirely. On a full night a model is fitted on everyone else with the run's settings (20% of
+the eligible users, at most cold_start_eval_users); on a usual night the night's one fit already
+left a smaller draw out (at most 1% of the users; recjobs.evaluation.holdout.NightPlan), and
+that fit is scored, with no fit of its own. Each held-out user then gives their first N liked
+movies (in time order; N = 1, 3, 5, 10) and we measure Recall@10 / NDCG@10 on their later
+positives for:
 
     als        the pure ALS fold-in of recjobs.jobs.cold_start
     blend      what `recjobs cold-start` serves: the fold-in blended toward popularity
@@ -31,17 +34,25 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluation.holdout import (
+    COLD_START_LATER_POSITIVES,
+    COLD_START_SEEDS,
+    COLD_START_SHARE,
+    NightPlan,
+    eligible_users,
+    held_out_users,
+)
 from ..evaluation.metrics import CUTOFF, recall_ndcg_of_items
-from ..method import bundle, model
+from ..method import bundle, model, scoring
 from ..method.scoring import top_k
 from ..settings import Settings
 from ..storage import artifacts, db, publish, runs
 
 log = logging.getLogger(__name__)
 
-SEED_COUNTS = (1, 3, 5, 10)
-MIN_LATER_POSITIVES = 5
-HOLD_OUT_SHARE = 0.2
+SEED_COUNTS = COLD_START_SEEDS
+MIN_LATER_POSITIVES = COLD_START_LATER_POSITIVES
+HOLD_OUT_SHARE = COLD_START_SHARE
 METHODS = ("als", "blend", "sql", "popularity")
 
 
@@ -54,32 +65,6 @@ class ColdStartEvalResult:
     recall_at_10: dict  # '<method>_n<N>' -> value
     ndcg_at_10: dict
     seconds: float
-
-
-def eligible_users(
-    user_id: np.ndarray, positive: np.ndarray, min_positives: int = max(SEED_COUNTS) + MIN_LATER_POSITIVES
-) -> np.ndarray:
-    """The users with at least `min_positives` positives (sorted): those a cold-start draw takes from."""
-    users, counts = np.unique(user_id[positive], return_counts=True)
-    return users[counts >= min_positives]
-
-
-def held_out_users(
-    user_id: np.ndarray,
-    positive: np.ndarray,
-    seed: int,
-    min_positives: int = max(SEED_COUNTS) + MIN_LATER_POSITIVES,
-    share: float = HOLD_OUT_SHARE,
-    limit: int = 0,
-) -> np.ndarray:
-    """A seeded random `share` of the users with at least `min_positives` positives, at most
-    `limit` of them (0: no cap); sorted."""
-    eligible = eligible_users(user_id, positive, min_positives)
-    if len(eligible) < 2:
-        return eligible[:0]
-    size = max(1, int(round(share * len(eligible))))
-    size = min(size, limit) if limit else size
-    return np.sort(np.random.default_rng(seed).choice(eligible, size=size, replace=False))
 
 
 def positives_in_time_order(ratings: dict, positive: np.ndarray, users: np.ndarray) -> dict[int, np.ndarray]:
@@ -108,6 +93,30 @@ def fit_without(ratings: dict, held: np.ndarray, settings: Settings, run_id: str
         popularity,
         settings.model_params(),
         trending=data.trending,
+        **matrices,
+    )
+    return fitted.als, held_out_bundle
+
+
+def one_fit_bundle(ratings: dict, held: np.ndarray, directory: Path, settings: Settings, run_id: str):
+    """A usual night's held-out model: the night's one fit (which never saw the `held` users) and
+    its bundle, popularity and trending counted without them: (ALS model, bundle)."""
+    fitted, factors = model.Fitted.read(directory, artifacts.EVAL, settings)
+    keep = ~np.isin(ratings["user_id"], held)
+    cols = model.index(ratings["movie_id"][keep], factors.movie_ids)
+    positive = ratings["rating"][keep] >= settings.positive_threshold
+    popularity = np.bincount(cols[positive], minlength=len(factors.movie_ids))
+    trending = scoring.trending_counts(
+        ratings["rated_at"][keep], cols, positive, len(factors.movie_ids), settings.trend_days
+    )
+    matrices = {name: getattr(fitted, name, None) for name, _, _ in bundle.ITEM_PARTS}
+    held_out_bundle = bundle.make_bundle(
+        run_id,
+        factors.movie_ids,
+        fitted.als.item_factors,
+        popularity,
+        settings.model_params(),
+        trending=trending,
         **matrices,
     )
     return fitted.als, held_out_bundle
@@ -143,7 +152,11 @@ def evaluate_cold_start(settings: Settings, run_id: str) -> ColdStartEvalResult:
     bundle.ensure_bundle(directory)  # the serving bundle (precompute writes it for a published run)
     ratings = artifacts.read_ratings(directory)
     positive = ratings["rating"] >= settings.positive_threshold
-    held = held_out_users(ratings["user_id"], positive, settings.random_seed, limit=settings.cold_start_eval_users)
+    plan = NightPlan.from_arrays(artifacts.read_plan(directory))
+    if plan.full:
+        held = held_out_users(ratings["user_id"], positive, settings.random_seed, limit=settings.cold_start_eval_users)
+    else:
+        held = plan.cold_start_user_ids
     if len(held) == 0:
         log.info(
             "evaluate_cold_start %s: no user has %d positives; nothing to measure",
@@ -151,7 +164,11 @@ def evaluate_cold_start(settings: Settings, run_id: str) -> ColdStartEvalResult:
             max(SEED_COUNTS) + MIN_LATER_POSITIVES,
         )
         return ColdStartEvalResult(run_id, None, 0, None, {}, {}, round(time.perf_counter() - started, 3))
-    als, held_out_bundle = fit_without(ratings, held, settings, run_id)
+    if plan.full:
+        als, held_out_bundle = fit_without(ratings, held, settings, run_id)
+    else:
+        als, held_out_bundle = one_fit_bundle(ratings, held, directory, settings, run_id)
+    protocol = "own fit (full night)" if plan.full else "the night's one fit (usual night)"
     histories = positives_in_time_order(ratings, positive, held)
     statement, sql_source = similarity_sql()
 
@@ -175,6 +192,7 @@ def evaluate_cold_start(settings: Settings, run_id: str) -> ColdStartEvalResult:
         directory / artifacts.COLD_START_METRICS,
         {
             "n_users_held_out": len(histories),
+            "protocol": protocol,
             "sql_source": sql_source,
             "blend_prior": bundle.BLEND_PRIOR,
             "blend_max_known": bundle.BLEND_MAX_KNOWN,
@@ -197,9 +215,10 @@ def evaluate_cold_start(settings: Settings, run_id: str) -> ColdStartEvalResult:
         )
         runs.record_seconds(conn, run_id, "evaluate_cold_start", result.seconds)
     log.info(
-        "evaluate_cold_start %s: %d held-out users; Recall@10 N=1/3/5/10 als %s, popularity %s in %.1fs",
+        "evaluate_cold_start %s: %d held-out users, %s; Recall@10 N=1/3/5/10 als %s, popularity %s in %.1fs",
         run_id,
         len(histories),
+        protocol,
         "/".join(f"{recall[f'als_n{n}']:.3f}" for n in SEED_COUNTS),
         "/".join(f"{recall[f'popularity_n{n}']:.3f}" for n in SEED_COUNTS),
         result.seconds,

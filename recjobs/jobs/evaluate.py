@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..evaluation.freshness import forward_metrics
-from ..evaluation.holdout import TEST, evaluation_data
+from ..evaluation.holdout import TEST, NightPlan, one_fit_evaluation_data, one_fit_keep
 from ..evaluation.metrics import CUTOFF, MODELS, bootstrap_ci, per_user_metrics, prefix
 from ..evaluation.report import write_report
-from ..method import model, spark_engine
+from ..method import model, scoring, spark_engine
 from ..settings import Settings
 from ..storage import artifacts, db, runs
 
@@ -42,11 +42,16 @@ class EvaluateResult:
     popularity_recall_at_10_ci: tuple[float, float]
     popularity_ndcg_at_10: float
     popularity_ndcg_at_10_ci: tuple[float, float]
-    reference_recall_at_10: float
-    reference_recall_at_10_ci: tuple[float, float]
-    reference_ndcg_at_10: float
-    reference_ndcg_at_10_ci: tuple[float, float]
+    recent_popularity_recall_at_10: float
+    recent_popularity_recall_at_10_ci: tuple[float, float]
+    recent_popularity_ndcg_at_10: float
+    recent_popularity_ndcg_at_10_ci: tuple[float, float]
+    reference_recall_at_10: float | None  # full nights only
+    reference_recall_at_10_ci: tuple[float, float] | None
+    reference_ndcg_at_10: float | None
+    reference_ndcg_at_10_ci: tuple[float, float] | None
     coverage_at_10: float
+    full_evaluation: bool
     seconds: float
 
 
@@ -58,15 +63,26 @@ def history_segment(lengths: np.ndarray) -> np.ndarray:
 
 
 def reference_top(
-    ratings: dict, parts: np.ndarray, user_ids, movie_ids, rows: np.ndarray, settings: Settings
+    ratings: dict, keep: np.ndarray, user_ids, movie_ids, rows: np.ndarray, seen, settings: Settings
 ) -> np.ndarray:
-    """The reference recipe's top-10 under the method's protocol: fitted on every rating each
-    user made before their test item, every movie rated before it filtered."""
+    """The reference recipe's top-10 under the method's protocol: fitted on the one fit's
+    ratings, every movie the user rated before the test item filtered."""
     reference = settings.replace(**model.REFERENCE_RECIPE)
-    data = evaluation_data(ratings, parts, user_ids, movie_ids, reference)
+    data = model.interactions(ratings, keep, user_ids, movie_ids, reference)
     als = model.fit(data.confidence, reference)
-    top, _ = model.top_n(als, rows, data.seen, CUTOFF)
+    top, _ = model.top_n(als, rows, seen, CUTOFF)
     return top
+
+
+def recent_popularity_top(data: model.Interactions, rows: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """ "Popular this month": each user's top-10 by positives in the trend_days before their own
+    now (their newest rating in the fit), every movie they rated filtered."""
+    tops = [np.empty((0, min(CUTOFF, data.seen.shape[1])), np.int64)]
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        top, _ = scoring.top_n(data.trend_scores(chunk), *data.seen[chunk].nonzero(), CUTOFF, overwrite=True)
+        tops.append(top)
+    return np.vstack(tops)
 
 
 def summarize(
@@ -79,7 +95,7 @@ def summarize(
     coverage and mean popularity of the top-10 lists, and every metric per segment."""
     rows = []
     n_items = len(item_counts)
-    for name in MODELS:
+    for name in (m for m in MODELS if m in per_user):
         name_prefix = prefix(name)
         for metric, values in per_user[name].items():
             low, high = bootstrap_ci(values)
@@ -96,7 +112,7 @@ def summarize(
         rows.append(
             (name_prefix + "mean_popularity_at_10", "all", float(item_counts[valid].mean()) if len(valid) else 0.0)
         )
-    for baseline in ("reference", "popularity"):
+    for baseline in (m for m in MODELS[1:] if m in per_user):
         for metric in ("recall_at_10", "ndcg_at_10"):
             gain = per_user["model"][metric] - per_user[baseline][metric]  # paired: same users resampled
             low, high = bootstrap_ci(gain)
@@ -111,39 +127,34 @@ def summarize(
     return rows
 
 
-def users_evaluated(n_test_users: int, settings: Settings) -> np.ndarray:
-    """Which test users are evaluated: all of them, or a seeded random sample of eval_users
-    (sorted) when there are more; the bootstrap intervals then include the sampling error."""
-    if settings.eval_users == 0 or n_test_users <= settings.eval_users:
-        return np.arange(n_test_users)
-    return np.sort(np.random.default_rng(settings.random_seed).choice(n_test_users, settings.eval_users, replace=False))
-
-
 def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
-    """Recall@10, NDCG@10 and MRR@10 with 95% bootstrap intervals on each user's test item (every
-    movie rated before it filtered) for the evaluation model, the reference recipe and
-    popularity; coverage and history-length segments; writes metrics.json and report.md."""
+    """Recall@10, NDCG@10 and MRR@10 with 95% bootstrap intervals on each evaluated user's test
+    item (every movie rated before it filtered) for the night's one fit, popularity, recent
+    popularity and, on a full night, the reference recipe; coverage and history-length segments;
+    writes metrics.json and report.md."""
     started = time.perf_counter()
     directory = artifacts.run_dir(settings.artifacts, run_id)
     ratings, parts = artifacts.read_ratings(directory), artifacts.read_parts(directory)
+    plan = NightPlan.from_arrays(artifacts.read_plan(directory))
     fitted, factors = model.Fitted.read(directory, artifacts.EVAL, settings)
     user_ids, movie_ids = factors.user_ids, factors.movie_ids
-    before_test = evaluation_data(ratings, parts, user_ids, movie_ids, settings)
-    test = parts == TEST
+    before_test = one_fit_evaluation_data(ratings, parts, plan, user_ids, movie_ids, settings)
+    test = (parts == TEST) & np.isin(ratings["user_id"], plan.eval_user_ids)
     test_rows = model.index(ratings["user_id"][test], user_ids)
     test_items = model.index(ratings["movie_id"][test], movie_ids)
-    sampled = users_evaluated(len(test_rows), settings)
-    test_rows, test_items = test_rows[sampled], test_items[sampled]
 
     candidates = spark_engine.read_candidates(directory, artifacts.EVAL, test_rows)
     if candidates is None:
         tops = {"model": fitted.recommend(test_rows, before_test, CUTOFF, settings)[0]}
     else:  # engine=spark: its candidates re-ranked, as its published lists are made
         tops = {"model": fitted.recommend_candidates(test_rows, candidates, before_test, CUTOFF, settings)[0]}
-    tops["reference"] = reference_top(ratings, parts, user_ids, movie_ids, test_rows, settings)
+    if plan.full:
+        keep = one_fit_keep(ratings, parts, plan)
+        tops["reference"] = reference_top(ratings, keep, user_ids, movie_ids, test_rows, before_test.seen, settings)
     positive_counts = np.asarray(before_test.positives.sum(axis=0)).ravel().astype(np.float32)
     popularity = model.popularity_model(positive_counts, len(user_ids), settings)
     tops["popularity"] = model.top_n(popularity, test_rows, before_test.seen, CUTOFF)[0]
+    tops["recent_popularity"] = recent_popularity_top(before_test, test_rows)
 
     per_user = {name: per_user_metrics(top, test_items) for name, top in tops.items()}
     history_lengths = np.diff(before_test.seen.indptr)[test_rows]
@@ -158,7 +169,9 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
             "all": values,
             "segments": [{"metric": m, "segment": s, "value": v} for m, s, v in metric_rows if s != "all"],
             "params": settings.model_params(),
-            "reference_recipe": model.REFERENCE_RECIPE,
+            "full_evaluation": plan.full,
+            "full_evaluation_reason": plan.reason,
+            "reference_recipe": model.REFERENCE_RECIPE if plan.full else None,
         },
     )
     report_path = write_report(directory, run_id, metric_rows, settings)
@@ -166,6 +179,8 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
         forward_rows = forward_metrics(conn, run_id, ratings, settings)
 
     def ci(name):
+        if name + "_ci_low" not in values:
+            return None
         return (round(values[name + "_ci_low"], 4), round(values[name + "_ci_high"], 4))
 
     result = EvaluateResult(
@@ -182,11 +197,16 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
         popularity_recall_at_10_ci=ci("popularity_recall_at_10"),
         popularity_ndcg_at_10=values["popularity_ndcg_at_10"],
         popularity_ndcg_at_10_ci=ci("popularity_ndcg_at_10"),
-        reference_recall_at_10=values["reference_recall_at_10"],
+        recent_popularity_recall_at_10=values["recent_popularity_recall_at_10"],
+        recent_popularity_recall_at_10_ci=ci("recent_popularity_recall_at_10"),
+        recent_popularity_ndcg_at_10=values["recent_popularity_ndcg_at_10"],
+        recent_popularity_ndcg_at_10_ci=ci("recent_popularity_ndcg_at_10"),
+        reference_recall_at_10=values.get("reference_recall_at_10"),
         reference_recall_at_10_ci=ci("reference_recall_at_10"),
-        reference_ndcg_at_10=values["reference_ndcg_at_10"],
+        reference_ndcg_at_10=values.get("reference_ndcg_at_10"),
         reference_ndcg_at_10_ci=ci("reference_ndcg_at_10"),
         coverage_at_10=values["coverage_at_10"],
+        full_evaluation=plan.full,
         seconds=round(time.perf_counter() - started, 3),
     )
     with db.transaction(settings.db) as conn:
@@ -201,18 +221,20 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
         runs.upsert_metrics(conn, run_id, metric_rows + forward_rows)
         runs.record_seconds(conn, run_id, "evaluate", result.seconds)
     log.info(
-        "evaluate %s: %d users, Recall@10 %.4f [%.4f, %.4f] NDCG@10 %.4f [%.4f, %.4f]; "
-        "reference %.4f / %.4f, popularity %.4f / %.4f in %.1fs",
+        "evaluate %s (%s night): %d users, Recall@10 %.4f [%.4f, %.4f] NDCG@10 %.4f [%.4f, %.4f]; "
+        "popularity %.4f / %.4f, recent popularity %.4f / %.4f%s in %.1fs",
         run_id,
+        "full" if plan.full else "usual",
         len(test_rows),
         result.recall_at_10,
         *result.recall_at_10_ci,
         result.ndcg_at_10,
         *result.ndcg_at_10_ci,
-        result.reference_recall_at_10,
-        result.reference_ndcg_at_10,
         result.popularity_recall_at_10,
         result.popularity_ndcg_at_10,
+        result.recent_popularity_recall_at_10,
+        result.recent_popularity_ndcg_at_10,
+        f", reference {result.reference_recall_at_10:.4f} / {result.reference_ndcg_at_10:.4f}" if plan.full else "",
         result.seconds,
     )
     if forward_rows:

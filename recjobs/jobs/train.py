@@ -1,8 +1,11 @@
-"""train: fit the method (recency-weighted ALS and the two item-item matrices) twice, with
-implicit on this machine or in Spark (settings.engine):
+"""train: fit the method (recency-weighted ALS and the two item-item matrices) once a night, with
+implicit on this machine or in Spark (settings.engine), on every rating but the held-out ones
+(recjobs.evaluation.holdout.NightPlan: the evaluated users' test items and later ratings, and on
+a usual night a small cold-start draw). Two models come from that one fit:
 
-- the evaluation model, on every rating each user made before their test item;
-- the published model, on all loaded ratings.
+- eval: the fit itself, which evaluate and evaluate_cold_start score;
+- full: the fit with every held-out user's ALS factors re-solved from their whole history
+  (model.fold_in), and the same item-item parts; what is scored and published.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.holdout import evaluation_data
+from ..evaluation.holdout import NightPlan, one_fit_keep
 from ..method import model, spark_engine
 from ..settings import Settings
 from ..storage import artifacts, db, runs
@@ -29,19 +32,17 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TrainResult:
     run_id: str
-    eval_model_path: str
-    full_model_path: str
+    eval_model_path: str  # the night's one fit, as the evaluation scores it
+    full_model_path: str  # the same fit, the held-out users folded back in: what is published
     n_users: int
     n_items: int
-    n_eval_interactions: int
-    n_full_interactions: int
-    eval_fit_seconds: float
-    full_fit_seconds: float
-    eval_iterations: int  # ALS iterations until converged (at most settings.iterations)
-    full_iterations: int
-    warm_started: bool  # both fits started from the published run's factors
-    eval_part_seconds: dict  # seconds of each part of the evaluation model's fit (als, cosine, sequence)
-    full_part_seconds: dict
+    n_fit_interactions: int  # user-movie pairs in the one fit
+    n_folded_users: int  # users whose ALS factors were re-solved from their whole history
+    fit_seconds: float
+    fold_in_seconds: float
+    iterations: int  # ALS iterations until converged (at most settings.iterations)
+    warm_started: bool  # the fit started from the published run's factors
+    part_seconds: dict  # seconds of each part of the fit (als, cosine, sequence)
     seconds: float
 
 
@@ -62,25 +63,42 @@ def warm_start_factors(settings: Settings, run_id: str, name: str) -> model.Fact
         return None
 
 
-def fit_and_save(
-    data: model.Interactions, settings: Settings, run_id: str, user_ids, movie_ids, name: str, spark=None, near=None
-):
-    """Fit the method and save it as the run's `name` model: (its path, seconds, Fitted).
-    With implicit, from the last published run's `name` factors when there are some, else from
-    `near` (a Fitted on nearly the same ratings, same ids) when warm_start is on; with a Spark
-    session, in Spark (spark_engine)."""
+def fit_once(data: model.Interactions, settings: Settings, run_id: str, user_ids, movie_ids, evaluated_ids, spark=None):
+    """The night's one fit, saved as the run's eval model: (Fitted, seconds). With implicit, from
+    the last published run's one fit when warm_start is on (the evaluated users' factors from a
+    random start); with a Spark session, in Spark."""
     started = time.perf_counter()
     directory = artifacts.run_dir(settings.artifacts, run_id)
     if spark is not None:
-        fitted = spark_engine.fit_method(spark, data, settings, directory, name)
+        fitted = spark_engine.fit_method(spark, data, settings, directory, artifacts.EVAL)
     else:
-        previous = warm_start_factors(settings, run_id, name)
+        previous = warm_start_factors(settings, run_id, artifacts.EVAL)
         start = model.start_from(previous, user_ids, movie_ids, settings) if previous is not None else None
-        if start is None and near is not None and settings.warm_start:
-            start = (near.als.user_factors.copy(), near.als.item_factors.copy())  # not refit in place
+        if start is not None:  # the evaluated users start afresh: nothing of their test item carries over
+            start[0][model.index(evaluated_ids, user_ids)] = model.random_start(len(evaluated_ids), settings)
         fitted = model.fit_method(data, settings, show_progress=sys.stderr.isatty(), start=start)
-    seconds = time.perf_counter() - started
-    return fitted.save(directory, name, user_ids, movie_ids), seconds, fitted
+    fitted.save(directory, artifacts.EVAL, user_ids, movie_ids)
+    return fitted, time.perf_counter() - started
+
+
+def fold_in_held_out(
+    fitted: model.Fitted, ratings: dict, plan: NightPlan, user_ids, movie_ids, settings: Settings, run_id: str
+) -> model.Fitted:
+    """The published model: the one fit with the held-out users' ALS factors re-solved from their
+    whole history, saved as the run's full model (the item-item files linked, not rewritten)."""
+    directory = artifacts.run_dir(settings.artifacts, run_id)
+    folded_ids = plan.folded_user_ids
+    rows = model.index(folded_ids, user_ids)
+    whole_history = np.isin(ratings["user_id"], folded_ids)  # only their rows are built
+    confidence = model.interactions(ratings, whole_history, user_ids, movie_ids, settings).confidence
+    published = model.fold_in(fitted, rows, confidence, settings)
+    model.Factors(user_ids, movie_ids, published.als.user_factors, published.als.item_factors).save(
+        directory / artifacts.model_file(artifacts.FULL)
+    )
+    for file in (artifacts.similarity_file, artifacts.sequence_file):
+        artifacts.link_or_copy(directory / file(artifacts.EVAL), directory / file(artifacts.FULL))
+    spark_engine.fold_candidates(directory, rows, published.als, settings)
+    return published
 
 
 def part_summary(part_seconds: dict) -> str:
@@ -89,71 +107,60 @@ def part_summary(part_seconds: dict) -> str:
 
 def train(settings: Settings, run_id: str) -> TrainResult:
     """Fit implicit ALS (users x items; recency-weighted confidences) and the cosine and sequence
-    item-item parts twice with the same settings: on every rating each user made before their
-    test item (the evaluation model) and on all ratings (the published model)."""
+    item-item parts once, on every rating but the night's held-out ones (the evaluation model),
+    then re-solve the held-out users' ALS factors from their whole history (the published model)."""
     started = time.perf_counter()
     directory = artifacts.run_dir(settings.artifacts, run_id)
     ratings = artifacts.read_ratings(directory)
     parts = artifacts.read_parts(directory)
+    plan = NightPlan.from_arrays(artifacts.read_plan(directory))
     user_ids = np.unique(ratings["user_id"])
     movie_ids = np.unique(ratings["movie_id"])
 
     for name in (artifacts.EVAL, artifacts.FULL):  # an earlier try's (or another engine's)
         shutil.rmtree(spark_engine.candidates_dir(directory, name), ignore_errors=True)
     with spark_engine.session(settings) if settings.engine == "spark" else contextlib.nullcontext() as spark:
-        # one set of matrices at a time: at 25M ratings each set is over 1 GB
-        eval_data = evaluation_data(ratings, parts, user_ids, movie_ids, settings)
-        n_eval_interactions = int(eval_data.confidence.nnz)
-        eval_path, eval_seconds, eval_fitted = fit_and_save(
-            eval_data, settings, run_id, user_ids, movie_ids, artifacts.EVAL, spark
-        )
-        del eval_data
-        full_data = model.interactions(ratings, np.ones(len(parts), bool), user_ids, movie_ids, settings)
-        n_full_interactions = int(full_data.confidence.nnz)
-        # with no published run to start from, the published model starts from the evaluation
-        # model: the same users and movies, all but each user's last two positives
-        full_path, full_seconds, full_fitted = fit_and_save(
-            full_data, settings, run_id, user_ids, movie_ids, artifacts.FULL, spark, near=eval_fitted
-        )
-        del full_data
-    eval_report, full_report = eval_fitted.fit_report, full_fitted.fit_report
+        data = model.interactions(ratings, one_fit_keep(ratings, parts, plan), user_ids, movie_ids, settings)
+        n_fit_interactions = int(data.confidence.nnz)
+        fitted, fit_seconds = fit_once(data, settings, run_id, user_ids, movie_ids, plan.eval_user_ids, spark)
+    del data
+    fold_started = time.perf_counter()
+    fold_in_held_out(fitted, ratings, plan, user_ids, movie_ids, settings, run_id)
+    fold_in_seconds = time.perf_counter() - fold_started
+    report = fitted.fit_report
     artifacts.write_json(directory / artifacts.PARAMS, settings.model_params())
 
     result = TrainResult(
         run_id=run_id,
-        eval_model_path=str(eval_path),
-        full_model_path=str(full_path),
+        eval_model_path=str(directory / artifacts.model_file(artifacts.EVAL)),
+        full_model_path=str(directory / artifacts.model_file(artifacts.FULL)),
         n_users=len(user_ids),
         n_items=len(movie_ids),
-        n_eval_interactions=n_eval_interactions,
-        n_full_interactions=n_full_interactions,
-        eval_fit_seconds=round(eval_seconds, 3),
-        full_fit_seconds=round(full_seconds, 3),
-        eval_iterations=eval_report.iterations,
-        full_iterations=full_report.iterations,
-        warm_started=eval_report.warm and full_report.warm,
-        eval_part_seconds=dict(eval_report.part_seconds),
-        full_part_seconds=dict(full_report.part_seconds),
+        n_fit_interactions=n_fit_interactions,
+        n_folded_users=len(plan.folded_user_ids),
+        fit_seconds=round(fit_seconds, 3),
+        fold_in_seconds=round(fold_in_seconds, 3),
+        iterations=report.iterations,
+        warm_started=report.warm,
+        part_seconds=dict(report.part_seconds),
         seconds=round(time.perf_counter() - started, 3),
     )
     with db.transaction(settings.db) as conn:
         runs.update(conn, run_id, n_users=len(user_ids), n_items=len(movie_ids))
         runs.record_seconds(conn, run_id, "train", result.seconds)
     log.info(
-        "train %s (%s): %d users x %d items (%s); eval model %d interactions, %d ALS iterations, %.1fs (%s); "
-        "published model %d interactions, %d ALS iterations, %.1fs (%s)",
+        "train %s (%s): %d users x %d items (%s); one fit on %d interactions, %d ALS iterations, %.1fs (%s); "
+        "%d held-out users folded back in, %.1fs",
         run_id,
         settings.engine,
         result.n_users,
         result.n_items,
         "warm start from the published run" if result.warm_started else "random start",
-        result.n_eval_interactions,
-        result.eval_iterations,
-        eval_seconds,
-        part_summary(result.eval_part_seconds),
-        result.n_full_interactions,
-        result.full_iterations,
-        full_seconds,
-        part_summary(result.full_part_seconds),
+        result.n_fit_interactions,
+        result.iterations,
+        fit_seconds,
+        part_summary(result.part_seconds),
+        result.n_folded_users,
+        fold_in_seconds,
     )
     return result

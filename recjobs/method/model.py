@@ -220,6 +220,12 @@ class FitReport:
     part_seconds: tuple = ()  # (part, seconds) of each part of the method's fit: als, cosine, sequence
 
 
+def random_start(n_rows: int, settings: Settings, seed_offset: int = 1) -> np.ndarray:
+    """Factor rows as implicit starts them (uniform * 0.01), seeded."""
+    rng = np.random.default_rng((settings.random_seed, seed_offset))
+    return rng.random((n_rows, settings.factors), dtype=np.float32) * 0.01
+
+
 def start_from(previous: Factors, user_ids: np.ndarray, movie_ids: np.ndarray, settings: Settings):
     """(user_factors, item_factors) to start a fit from: an earlier fit's rows matched by
     MovieLens id, implicit's own random start (uniform * 0.01, seeded) for new users and movies.
@@ -543,6 +549,18 @@ class Fitted:
             read_similarity(Path(directory) / artifacts.sequence_file(name)),
         )
         return fitted, factors
+
+
+def fold_in(fitted: Fitted, rows: np.ndarray, confidence: sp.csr_matrix, settings: Settings) -> Fitted:
+    """The fit with the ALS factors of user `rows` re-solved from `confidence` (their rows of a
+    users x items confidence matrix) against its item factors: implicit's recalculate_user,
+    one exact least-squares step per user. The item-item parts are the fit's own."""
+    user_factors = np.array(fitted.als.user_factors, copy=True)
+    if len(rows):
+        with threadpool_limits(limits=1, user_api="blas"):
+            user_factors[rows] = fitted.als.recalculate_user(rows, confidence[rows])
+    als = from_factors(user_factors, fitted.als.item_factors, settings)
+    return Fitted(als, fitted.similarity, fitted.sequence, fitted.fit_report)
 
 
 def unseen_top(scores: np.ndarray, seen: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,9 @@
   sequence part pairs each rating with the user's next sequence_window ratings);
 - per-user candidates: the ALS top spark_candidates of every user, written as Parquet files
   (artifacts/<run_id>/candidates_{eval,full}/) that evaluate and the score shards re-rank with
-  the item-item and trending parts' own best movies (model.Fitted.recommend_candidates).
+  the item-item and trending parts' own best movies (model.Fitted.recommend_candidates). The
+  night fits once (candidates_eval); the published model's candidates are the same but for the
+  users folded back in, whose candidates come from their re-solved factors (fold_candidates).
 
 What it returns is the implicit engine's model.Fitted, saved as the same model files, so
 evaluation, scoring and publishing are one code path for both engines. Spark runs in local
@@ -26,6 +28,7 @@ import scipy.sparse as sp
 
 from ..errors import ConfigError
 from ..settings import Settings
+from ..storage import artifacts
 from .model import FitReport, Fitted, Interactions, from_factors, matrix
 
 log = logging.getLogger(__name__)
@@ -260,3 +263,33 @@ def read_candidates(directory: Path, name: str, rows: np.ndarray) -> dict[int, n
     users = table.column("user").to_numpy()
     items = table.column("items").to_pylist()
     return {int(user): np.asarray(found, np.int64) for user, found in zip(users, items, strict=True)}
+
+
+def fold_candidates(directory: Path, rows: np.ndarray, als, settings: Settings, batch: int = 1024) -> Path | None:
+    """The published model's candidates (candidates_full): the one fit's, but for the folded-in
+    user `rows`, whose ALS top spark_candidates come from `als` (their re-solved factors). None
+    for a run without Spark candidates (the implicit engine)."""
+    source, target = candidates_dir(directory, artifacts.EVAL), candidates_dir(directory, artifacts.FULL)
+    if not source.is_dir():
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    table = ds.dataset(source, format="parquet").to_table()
+    rows = np.asarray(rows, np.int64)
+    kept = table.filter(pc.invert(pc.is_in(table.column("user"), pa.array(rows.astype(np.int32)))))
+    n = min(settings.spark_candidates, als.item_factors.shape[0])
+    found = []
+    for start in range(0, len(rows), batch):
+        scores = als.user_factors[rows[start : start + batch]] @ als.item_factors.T
+        top = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        found.extend(np.take_along_axis(top, order, axis=1).tolist())
+    folded = pa.table({"user": pa.array(rows.astype(np.int32)), "items": pa.array(found)}).cast(kept.schema)
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    pq.write_table(kept, target / "part-fit.parquet")
+    pq.write_table(folded, target / "part-folded.parquet")
+    return target

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,16 @@ def write_atomically(path: Path, write) -> Path:
     return path
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """target as a hard link to source (a copy where links are not allowed); none if no source."""
+    target.unlink(missing_ok=True)
+    if source.is_file():
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+
+
 def write_json(path: Path, data) -> Path:
     text = json.dumps(data, indent=2, sort_keys=True, default=str)
     return write_atomically(path, lambda temp: temp.write_text(text, encoding="utf-8"))
@@ -123,8 +134,15 @@ def read_ratings(directory: Path) -> dict[str, np.ndarray]:
         return {name: f[name] for name in RATING_ARRAYS}
 
 
-def save_parts(directory: Path, parts: np.ndarray) -> Path:
-    return write_atomically(Path(directory) / SPLIT, lambda temp: np.savez(temp, part=parts))
+def save_parts(directory: Path, parts: np.ndarray, **plan: np.ndarray) -> Path:
+    """The holdout part of every rating, and the night's plan (recjobs.evaluation.holdout.NightPlan)."""
+    return write_atomically(Path(directory) / SPLIT, lambda temp: np.savez(temp, part=parts, **plan))
+
+
+def read_plan(directory: Path) -> dict[str, np.ndarray]:
+    """The night's plan arrays split saved beside the parts (empty for a run split before plans)."""
+    with np.load(require(directory, SPLIT)) as f:
+        return {name: f[name] for name in f.files if name != "part"}
 
 
 def read_parts(directory: Path) -> np.ndarray:

@@ -10,6 +10,8 @@ import logging
 import os
 import re
 import shutil
+import socket
+import sqlite3
 from pathlib import Path
 
 from ..errors import StateError, storage_message
@@ -106,6 +108,25 @@ def latest_id(settings: Settings) -> str | None:
         return conn.execute(db.query("runs.latest_id")).scalar()
 
 
+def full_night(conn, run_id: str, settings: Settings) -> tuple[bool, str]:
+    """Whether this night is a full one (the reference recipe and the cold-start protocol with
+    their own fits), and why: forced, the first night, a change of model settings since the
+    last full night, or full_evaluation_every nights since it."""
+    if settings.full_evaluation:
+        return True, "a full night: forced (full_evaluation)"
+    if not conn.execute(db.query("runs.published_before"), {"run_id": run_id}).scalar():
+        return True, "a full night: the first night (no run published before it)"
+    last = conn.execute(db.query("runs.last_full_night"), {"run_id": run_id}).first()
+    if last is None:
+        return True, "a full night: no full night before it"
+    if json.loads(last.params_json) != json.loads(json.dumps(settings.model_params())):
+        return True, f"a full night: the model settings changed since the full night {last.run_id}"
+    night = last.nights_since + 1
+    if night >= settings.full_evaluation_every:
+        return True, f"a full night: night {night} since the full night {last.run_id} (full_evaluation_every)"
+    return False, f"a usual night: night {night} of {settings.full_evaluation_every} since the full night {last.run_id}"
+
+
 # The steps that make and publish a run, in order. Later steps (evaluate_cold_start) gate nothing.
 RUN_STEPS = ("load", "split", "train", "evaluate", "precompute")
 
@@ -169,26 +190,95 @@ def run_lock(settings: Settings, run_id: str):
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{run_id} (pid {os.getpid()})".encode(), 0)
+        clear_gone_owners(settings, run_id)  # a killed `recjobs run` is failed by the next command
         yield
     finally:
         os.close(fd)
 
 
-def clear_abandoned(conn, settings: Settings, run_id: str) -> list[str]:
-    """Mark failed the runs left 'running' by processes that are gone (the caller holds the run
-    lock) and remove their artifacts folders; returns their ids."""
-    before = (dt.datetime.now(dt.UTC) - ABANDONED_AFTER).isoformat(timespec="seconds")
-    abandoned = conn.execute(db.query("runs.abandoned"), {"run_id": run_id, "before": before}).all()
+def process_identity(pid: int) -> str | None:
+    """The boot id and start time of a live process (Linux's /proc), so a reused pid is told
+    apart; None when no such process runs. Elsewhere, the pid alone."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return f"{boot}:{fields[19]}"  # field 22 of stat: start time after boot, in clock ticks
+    except FileNotFoundError:
+        if Path("/proc/self/stat").is_file():
+            return None  # Linux, and no such process
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return f"pid:{pid}"
+
+
+def record_owner(conn, run_id: str) -> None:
+    """This process executes the run from start to end (`recjobs run`)."""
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "process_started": process_identity(os.getpid())}
+    conn.execute(db.query("runs.record_owner"), {"run_id": run_id, **me})
+
+
+def _end_abandoned(conn, settings: Settings, abandoned, reason) -> None:
     root = Path(settings.artifacts).resolve()
     for old_id, artifacts_dir in abandoned:
-        finish(
-            conn,
-            old_id,
-            "failed",
-            f"abandoned: still running {ABANDONED_AFTER} after it started, with no process holding the run lock",
-        )
+        finish(conn, old_id, "failed", reason(old_id))
         folder = Path(artifacts_dir or root / old_id).resolve()
         if folder.parent == root and folder.name == old_id:  # never anything outside the artifacts folder
             shutil.rmtree(folder, ignore_errors=True)
         log.warning("run %s was abandoned: marked failed, artifacts removed", old_id)
-    return [old_id for old_id, _ in abandoned]
+
+
+def gone_owners(conn, run_id: str) -> list[tuple[str, str, int]]:
+    """(run id, artifacts folder, pid) of the runs still 'running' whose process on this host is gone."""
+    rows = conn.execute(db.query("runs.owned_running"), {"host": socket.gethostname(), "run_id": run_id}).all()
+    return [(r.run_id, r.artifacts_dir, r.pid) for r in rows if process_identity(r.pid) != r.process_started]
+
+
+def clear_abandoned(conn, settings: Settings, run_id: str) -> list[str]:
+    """Mark failed the runs left 'running' by processes that are gone (the caller holds the run
+    lock) and remove their artifacts folders; returns their ids. A run whose executing process is
+    recorded (`recjobs run`) is abandoned as soon as that process is gone; any other once it is
+    ABANDONED_AFTER old."""
+    gone = gone_owners(conn, run_id)
+    pids = {old_id: pid for old_id, _, pid in gone}
+    host = socket.gethostname()
+    _end_abandoned(
+        conn,
+        settings,
+        [(old_id, folder) for old_id, folder, _ in gone],
+        lambda old_id: f"abandoned: the process that ran it (pid {pids[old_id]} on {host}) is gone",
+    )
+    before = (dt.datetime.now(dt.UTC) - ABANDONED_AFTER).isoformat(timespec="seconds")
+    old = [tuple(row) for row in conn.execute(db.query("runs.abandoned"), {"run_id": run_id, "before": before}).all()]
+    _end_abandoned(
+        conn,
+        settings,
+        old,
+        lambda _: f"abandoned: still running {ABANDONED_AFTER} after it started, with no process holding the run lock",
+    )
+    return [g[0] for g in gone] + [old_id for old_id, _ in old]
+
+
+def clear_gone_owners(settings: Settings, run_id: str) -> list[str]:
+    """What clear_abandoned does for runs whose recorded process is gone, for any command that
+    takes the run lock; writes only when there is such a run (read-only otherwise)."""
+    if not Path(settings.db).is_file():
+        return []
+    try:
+        conn = db.plain_connect(settings.db, read_only=True)
+        try:
+            where = {"host": socket.gethostname(), "run_id": run_id}
+            rows = conn.execute(db.sql("runs.owned_running"), where).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:  # an old database without run_owners, or a damaged one: the job says so
+        return []
+    if not any(process_identity(pid) != started for _, pid, started, _ in rows):
+        return []
+    with db.transaction(settings.db) as conn:
+        return clear_abandoned(conn, settings, run_id)

@@ -4,9 +4,13 @@ synthetic MovieLens-layout sets (`recjobs synth`) of 1M, 5M and 25M ratings.
     python tests/benchmarks/bench_scale.py --sizes small,1M,5M      # or: make bench-scale
     python tests/benchmarks/bench_scale.py --sizes 25M --work /big/disk
 
-Each size runs two nights on one database: the first on the set without its newest 0.5% of
+Each size runs three nights on one database: the first on the set without its newest 0.5% of
 ratings (nothing published before: what a first night costs), the second on the whole set with
-the first night's run published (what a usual night costs). Each step runs as its own process
+the first night's run published (what a usual night costs), and a third, forced full night on
+the same data (what a full night costs; the usual night's Recall@10 is set against its interval).
+With --baseline (a git worktree of the previous code) the first two run with that code too,
+first, on a database of their own: each step's ratio to it is measured in the same run.
+Each step runs as its own process
 (the step commands), so its wall time and its peak RSS (os.wait4) are its own; the score shards
 run side by side, as the DAG's mapped tasks do (their peaks summed).
 
@@ -56,10 +60,10 @@ EVALUATED_MODELS = 3  # evaluate ranks every sampled test user with the model, t
 NEW_RATINGS_SHARE = 0.005  # the second night's new ratings: the newest 0.5% (a day or so of a busy service)
 
 
-def timed(command: list[str], env: dict) -> dict:
+def timed(command: list[str], env: dict, cwd: Path | None = None) -> dict:
     """Wall seconds and peak RSS of one process (its own, from os.wait4)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True, cwd=cwd)
     stderr = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -225,25 +229,31 @@ def side_by_side(run_one, n: int) -> tuple[float, list]:
     return time.perf_counter() - started, outcomes
 
 
-def score_shards_side_by_side(command: list[str], env: dict) -> dict:
+def score_shards_side_by_side(command: list[str], env: dict, cwd: Path | None = None) -> dict:
     """Every shard's `recjobs score-shard` at once: wall seconds, and the shards' peaks summed."""
-    seconds, outcomes = side_by_side(lambda shard: timed([*command, "--shard", str(shard)], env), SHARDS)
+    seconds, outcomes = side_by_side(lambda shard: timed([*command, "--shard", str(shard)], env, cwd), SHARDS)
     return {
         "seconds": round(seconds, 2),
         "peak_rss_mb": round(sum(figures["peak_rss_mb"] for figures in outcomes), 1),
     }
 
 
-def steps_of_a_night(data: Path, db: Path, artifacts: Path, run_id: str, size: str, label: str, env: dict) -> dict:
+def steps_of_a_night(
+    data: Path, db: Path, artifacts: Path, run_id: str, size: str, label: str, env: dict, code: Path | None = None
+) -> dict:
+    """Each step of one night as its own process; `code`: another checkout of the project (the
+    previous code, from a git worktree) whose recjobs runs instead, with the same Python."""
     env = {**env, "RECJOBS_DATA_DIR": str(data), "RECJOBS_DB": str(db), "RECJOBS_ARTIFACTS": str(artifacts)}
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
     env["RECJOBS_SCORE_SHARDS"] = str(SHARDS)
     steps = {}
     for step in STEPS:
         command = [sys.executable, "-m", "recjobs", "-q"]
         if step == "score-shards":  # side by side, as a LocalExecutor runs the mapped tasks
-            steps[step] = score_shards_side_by_side([*command, "score-shard", "--run-id", run_id], env)
+            steps[step] = score_shards_side_by_side([*command, "score-shard", "--run-id", run_id], env, code)
         else:
-            steps[step] = timed([*command, step, "--run-id", run_id], env)
+            steps[step] = timed([*command, step, "--run-id", run_id], env, code)
         print(
             f"{size} {label} {step}: {steps[step]['seconds']:.1f} s, peak RSS {steps[step]['peak_rss_mb']:.0f} MB",
             flush=True,
@@ -251,17 +261,36 @@ def steps_of_a_night(data: Path, db: Path, artifacts: Path, run_id: str, size: s
     return steps
 
 
-def night(size: str, work: Path, env: dict) -> dict:
+def night(size: str, work: Path, env: dict, baseline: Path | None = None) -> dict:
     """Two nights on one database: the first on the set without its newest ratings (nothing
-    published before), the second on the whole set with the first night's run published."""
+    published before), the second on the whole set with the first night's run published. With
+    `baseline` (a checkout of the previous code), the same two nights with that code first, on
+    a database of their own, so each step can be set against it measured in the same run."""
     data, synth_timing = data_for(size, work, env)
     before = day_before(data, work, size)
+    previous = None
+    if baseline is not None:
+        where = work / f"{size}-previous-code"
+        if where.exists():
+            subprocess.run(["rm", "-rf", str(where)], check=True)
+        db, artifacts = where / "recs.db", where / "artifacts"
+        previous = {
+            "steps": steps_of_a_night(
+                before, db, artifacts, "night1", size, "first night, previous code", env, baseline
+            ),
+            "second_night_steps": steps_of_a_night(
+                data, db, artifacts, "night2", size, "second night, previous code", env, baseline
+            ),
+        }
     where = work / size
     if where.exists():
         subprocess.run(["rm", "-rf", str(where)], check=True)
     db, artifacts = where / "recs.db", where / "artifacts"
     steps = steps_of_a_night(before, db, artifacts, "night1", size, "first night", env)
     second = steps_of_a_night(data, db, artifacts, "night2", size, "second night", env)
+    # a full night on the same data as the usual one: its cost, and the usual night's quality against it
+    full_env = {**env, "RECJOBS_FULL_EVALUATION": "true"}
+    third = steps_of_a_night(data, db, artifacts, "night3", size, "full night, same data", full_env)
     with sqlite3.connect(db) as conn:
         n_ratings = conn.execute("SELECT n_ratings FROM model_runs WHERE run_id = 'night2'").fetchone()[0]
         n_users = conn.execute("SELECT count(DISTINCT user_id) FROM recommendations WHERE run_id = 'night2'")
@@ -281,6 +310,8 @@ def night(size: str, work: Path, env: dict) -> dict:
     ours_precompute = second["score-shards"]["seconds"] + second["precompute"]["seconds"]
     return {
         "size": size,
+        "previous_code": previous,
+        "night_metrics": {night: night_metrics(db, night) for night in ("night1", "night2", "night3")},
         "n_ratings": n_ratings,
         "n_new_ratings_second_night": n_ratings - int(round(n_ratings * (1 - NEW_RATINGS_SHARE))),
         "n_users": n_users,
@@ -290,6 +321,7 @@ def night(size: str, work: Path, env: dict) -> dict:
         "synth": synth_timing,
         "steps": steps,
         "second_night_steps": second,
+        "full_night_steps": third,
         "total_seconds": round(sum(s["seconds"] for s in steps.values()), 1),
         "second_night_total_seconds": round(sum(s["seconds"] for s in second.values()), 1),
         "peak_rss_mb": max(s["peak_rss_mb"] for s in [*steps.values(), *second.values()]),
@@ -313,13 +345,28 @@ def night(size: str, work: Path, env: dict) -> dict:
     }
 
 
+def night_metrics(db: Path, run_id: str) -> dict:
+    """The night's own evaluation as it recorded it: full or usual, Recall@10 with its interval."""
+    with sqlite3.connect(db) as conn:
+        rows = dict(
+            conn.execute("SELECT metric, value FROM run_metrics WHERE run_id = ? AND segment = 'all'", (run_id,))
+        )
+    names = ("full_evaluation", "recall_at_10", "recall_at_10_ci_low", "recall_at_10_ci_high", "ndcg_at_10", "n_users")
+    return {name: rows.get(name) for name in names}
+
+
 def markdown(results: list[dict]) -> str:
     lines = [
         "| data | ratings | " + " | ".join(STEPS) + " | whole night | peak RSS |",
         "|---|---|" + "---|" * len(STEPS) + "---|---|",
     ]
     for r in results:
-        for label, steps in (("first night", r["steps"]), ("second night", r["second_night_steps"])):
+        nights = [
+            ("first night", r["steps"], "steps"),
+            ("second night (usual)", r["second_night_steps"], "second_night_steps"),
+            ("full night, same data", r["full_night_steps"], "second_night_steps"),
+        ]
+        for label, steps, key in nights:
             cells = [f"{steps[s]['seconds']:.1f} s / {steps[s]['peak_rss_mb'] / 1024:.2f} GB" for s in STEPS]
             total = sum(steps[s]["seconds"] for s in STEPS)
             peak = max(steps[s]["peak_rss_mb"] for s in STEPS)
@@ -327,6 +374,16 @@ def markdown(results: list[dict]) -> str:
                 f"| {r['size']}, {label} | {r['n_ratings']:,} | " + " | ".join(cells) + f" | {total:.0f} s | "
                 f"{peak / 1024:.2f} GB |"
             )
+            if r.get("previous_code"):
+                old = r["previous_code"][key]
+                old_total = sum(old[s]["seconds"] for s in STEPS)
+                cells = [f"{old[s]['seconds']:.1f} s ({steps[s]['seconds'] / old[s]['seconds']:.2f}x)" for s in STEPS]
+                old_peak = max(old[s]["peak_rss_mb"] for s in STEPS)
+                lines.append(
+                    f"| {r['size']}, {label}, previous code (ratio: this code / it) | | "
+                    + " | ".join(cells)
+                    + f" | {old_total:.0f} s ({total / old_total:.2f}x) | {old_peak / 1024:.2f} GB |"
+                )
     lines += [
         "",
         "Against the reference approach, measured in the same run (second night's model; users/s and rows/s "
@@ -377,6 +434,9 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", default="small,1M,5M", help="comma-separated: small, 1M, 5M, 25M")
     parser.add_argument("--work", type=Path, default=REPO / "artifacts" / "bench-scale", help="data and runs go here")
     parser.add_argument("--out", type=Path, default=None, help="folder for bench-scale.json and .md [default: --work]")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="a checkout of the previous code (git worktree) to run side by side"
+    )
     args = parser.parse_args(argv)
     sizes = args.sizes.split(",")
     unknown = [s for s in sizes if s != "small" and s not in SIZES]
@@ -385,13 +445,24 @@ def main(argv=None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "RECJOBS_JOB_NICE": "0"}
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; Python {sys.version.split()[0]}")
-    results = [night(size, args.work, env) for size in sizes]
+    baseline = args.baseline.resolve() if args.baseline else None
+    if baseline is not None and not (baseline / "recjobs" / "__init__.py").is_file():
+        sys.exit(f"--baseline {baseline}: no recjobs package there; expected a checkout of the project")
+    results = [night(size, args.work, env, baseline) for size in sizes]
     out = args.out or args.work
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench-scale.json").write_text(json.dumps(results, indent=2))
     table = markdown(results)
     (out / "bench-scale.md").write_text(table + "\n")
     print(table)
+    print("\nEach night's own evaluation (Recall@10 with its 95% interval):")
+    for r in results:
+        for night_id, m in r["night_metrics"].items():
+            kind = "full" if m["full_evaluation"] else "usual" if m["full_evaluation"] is not None else "?"
+            print(
+                f"{r['size']} {night_id} ({kind} night): Recall@10 {m['recall_at_10']:.4f} "
+                f"[{m['recall_at_10_ci_low']:.4f}, {m['recall_at_10_ci_high']:.4f}], {m['n_users']:.0f} users"
+            )
 
 
 if __name__ == "__main__":
