@@ -201,8 +201,9 @@ def one_fit_keep(ratings: dict, parts: np.ndarray, plan: NightPlan) -> np.ndarra
 def one_fit_evaluation_data(
     ratings: dict, parts: np.ndarray, plan: NightPlan, user_ids, movie_ids, settings: Settings
 ) -> model.Interactions:
-    """The one fit's interactions as the evaluation scores them: each user's trending part
-    counted back from their own newest rating in the fit (an evaluated user's is before their
-    test item)."""
+    """The one fit's interactions as the evaluation scores them, the evaluated users' rows only:
+    each one's trending part counted back from their own newest rating in the fit (before their
+    test item), from every rating in the fit."""
     keep = one_fit_keep(ratings, parts, plan)
-    return model.interactions(ratings, keep, user_ids, movie_ids, settings, now=users_now(ratings, keep, user_ids))
+    now = users_now(ratings, keep, user_ids)
+    return model.interactions(ratings, keep, user_ids, movie_ids, settings, now=now, only_users=plan.eval_user_ids)

@@ -148,17 +148,19 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
         tops = {"model": fitted.recommend(test_rows, before_test, CUTOFF, settings)[0]}
     else:  # engine=spark: its candidates re-ranked, as its published lists are made
         tops = {"model": fitted.recommend_candidates(test_rows, candidates, before_test, CUTOFF, settings)[0]}
+    keep = one_fit_keep(ratings, parts, plan)
     if plan.full:
-        keep = one_fit_keep(ratings, parts, plan)
         tops["reference"] = reference_top(ratings, keep, user_ids, movie_ids, test_rows, before_test.seen, settings)
-    positive_counts = np.asarray(before_test.positives.sum(axis=0)).ravel().astype(np.float32)
+    movie_rows = model.index(ratings["movie_id"][keep], movie_ids)
+    rated_counts = np.bincount(movie_rows, minlength=len(movie_ids))  # users who rated each movie, in the fit
+    positive = ratings["rating"][keep] >= settings.positive_threshold
+    positive_counts = np.bincount(movie_rows[positive], minlength=len(movie_ids)).astype(np.float32)
     popularity = model.popularity_model(positive_counts, len(user_ids), settings)
     tops["popularity"] = model.top_n(popularity, test_rows, before_test.seen, CUTOFF)[0]
     tops["recent_popularity"] = recent_popularity_top(before_test, test_rows)
 
     per_user = {name: per_user_metrics(top, test_items) for name, top in tops.items()}
     history_lengths = np.diff(before_test.seen.indptr)[test_rows]
-    rated_counts = np.asarray(before_test.seen.sum(axis=0)).ravel()
     metric_rows = summarize(per_user, tops, history_segment(history_lengths), rated_counts)
     values = {metric: value for metric, segment, value in metric_rows if segment == "all"}
 

@@ -141,9 +141,15 @@ def interactions(
     movie_ids: np.ndarray,
     settings: Settings,
     now: np.ndarray | None = None,
+    only_users: np.ndarray | None = None,
 ) -> Interactions:
     """Matrices of the ratings where `keep` is true; recency ages count only those ratings.
-    `now`: per user row, when their trending part is counted back from (default: the newest rating)."""
+    `now`: per user row, when their trending part is counted back from (default: the newest rating).
+    `only_users`: the per-user matrices hold only these users' rows (the others are empty), for
+    scoring a few users; the trending counts still come from every kept rating."""
+    everyone = keep
+    if only_users is not None:
+        keep = keep & np.isin(ratings["user_id"], only_users)
     rows = index(ratings["user_id"][keep], user_ids)
     cols = index(ratings["movie_id"][keep], movie_ids)
     rating = ratings["rating"][keep]
@@ -152,8 +158,12 @@ def interactions(
     shape = (len(user_ids), len(movie_ids))
     weight = interaction_weight(rating, settings, age)
     positive = (rating >= settings.positive_threshold).astype(np.float32)
-    rated_at = ratings["rated_at"][keep]
-    by_time = np.flatnonzero(positive > 0)[np.argsort(rated_at[positive > 0], kind="stable")]
+    if only_users is None:  # the counts over everyone are over these same ratings
+        all_rated_at, all_cols, all_positive = ratings["rated_at"][keep], cols, positive > 0
+    else:
+        all_rated_at, all_cols = ratings["rated_at"][everyone], index(ratings["movie_id"][everyone], movie_ids)
+        all_positive = ratings["rating"][everyone] >= settings.positive_threshold
+    by_time = np.flatnonzero(all_positive)[np.argsort(all_rated_at[all_positive], kind="stable")]
     return Interactions(
         confidence=matrix(rows, cols, confidence(rating, settings, age), shape),
         profile=matrix(rows, cols, above_floor(weight * positive, settings), shape),
@@ -162,11 +172,9 @@ def interactions(
         recent=matrix(rows, cols, above_floor(np.exp(-age / max(settings.sequence_decay, 1e-9)), settings), shape),
         sequence_users=rows[order],
         sequence_items=cols[order],
-        trending=scoring.trending_counts(
-            ratings["rated_at"][keep], cols, positive > 0, len(movie_ids), settings.trend_days
-        ),
-        positive_times=rated_at[by_time],
-        positive_items=cols[by_time],
+        trending=scoring.trending_counts(all_rated_at, all_cols, all_positive, len(movie_ids), settings.trend_days),
+        positive_times=all_rated_at[by_time],
+        positive_items=all_cols[by_time],
         trend_days=settings.trend_days,
         now=now,
     )
