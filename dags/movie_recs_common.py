@@ -99,6 +99,18 @@ def shard_numbers() -> list[int]:
     return list(range(configured_settings(**get_current_context()["params"]).score_shards))
 
 
+def mark_run_failed(context) -> None:
+    """The DAG's failure callback: a DAG run that failed (a task killed or out of tries, the run
+    timed out) leaves no recjobs run 'running'; a run a step already ended keeps its reason."""
+    from recjobs.storage import runs
+
+    airflow_run_id = context.get("run_id") or context["dag_run"].run_id
+    settings = configured_settings(**(context.get("params") or {}))
+    reason = f"the Airflow run {airflow_run_id} failed: {context.get('reason') or 'a task failed'}"
+    if runs.fail_if_running(settings, recjobs_run_id(airflow_run_id), reason):
+        log.warning("marked the recjobs run of %s failed: %s", airflow_run_id, reason)
+
+
 def run_step(
     module: str, upstream: dict | None = None, function: str | None = None, lock: bool = True, **arguments
 ) -> dict:

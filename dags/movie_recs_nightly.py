@@ -40,7 +40,7 @@ import datetime as dt
 
 from airflow.sdk import dag, task
 
-from movie_recs_common import recs_db_asset, retry_delay, run_step, setting_params, shard_numbers
+from movie_recs_common import mark_run_failed, recs_db_asset, retry_delay, run_step, setting_params, shard_numbers
 
 
 @dag(
@@ -64,6 +64,7 @@ from movie_recs_common import recs_db_asset, retry_delay, run_step, setting_para
             "full_evaluation",
         )
     ),
+    on_failure_callback=mark_run_failed,  # a killed task leaves no run 'running'
     tags=["movie-recs", "nightly"],
     doc_md=__doc__,
 )

@@ -91,3 +91,8 @@ ON CONFLICT (run_id) DO UPDATE SET
 SELECT o.run_id, o.pid, o.process_started, r.artifacts_dir
 FROM run_owners AS o JOIN model_runs AS r ON r.run_id = o.run_id
 WHERE r.status = 'running' AND o.host = :host AND o.run_id != :run_id;
+
+-- name: fail_if_running
+-- A run its executor gave up on (the DAG run failed): failed, unless a step already ended it.
+UPDATE model_runs SET status = 'failed', status_reason = :reason, finished_at = :now
+WHERE run_id = :run_id AND status = 'running';

@@ -58,6 +58,9 @@ for dag_id, dag in bag.dags.items():
         "max_active_runs": dag.max_active_runs, "catchup": dag.catchup,
         "schedule": str(dag.schedule) if dag.schedule is not None else None,
         "tags": sorted(dag.tags), "doc_md": dag.doc_md,
+        "on_failure_callback": [getattr(c, "__name__", str(c)) for c in
+                                (dag.on_failure_callback if isinstance(dag.on_failure_callback, list)
+                                 else [dag.on_failure_callback] if dag.on_failure_callback else [])],
         "params": {k: dag.params.get_param(k).resolve(suppress_exception=True) for k in dag.params},
         "tasks": {t.task_id: {"retries": t.retries, "retry_delay": t.retry_delay.total_seconds(),
                               "execution_timeout": t.execution_timeout.total_seconds()
@@ -134,6 +137,39 @@ def test_every_task_retries_with_a_delay_and_has_a_timeout(parsed, dag_id):
 def test_the_project_waits_two_minutes_between_tries():
     # the tests shorten the delay to 1 s; what operators get is the project's airflow.env
     assert read_env_file(REPO / "airflow.env")["AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY"] == "120"
+
+
+CALLBACK_SCRIPT = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from movie_recs_common import mark_run_failed
+mark_run_failed({"run_id": sys.argv[2], "params": {}, "reason": "task_failure"})
+"""
+
+
+def test_a_failed_dag_run_leaves_no_recjobs_run_running(parsed, tmp_path):
+    """The nightly DAG's failure callback (a killed task, a run out of tries or time): the run
+    still 'running' is failed at once; a run a step already ended keeps its status and reason."""
+    from recjobs.jobs.load import load
+    from recjobs.settings import Settings
+    from recjobs.storage import db, runs
+
+    assert parsed["dags"]["movie_recs_nightly"]["on_failure_callback"] == ["mark_run_failed"]
+    env = airflow_env(tmp_path / "airflow", tmp_path, movielens_slice(tmp_path / "data"))
+    settings = Settings(data_dir=tmp_path / "data", db=tmp_path / "recs.db", artifacts=tmp_path / "artifacts")
+    for run_id in ("manual__killed", "manual__ended"):
+        load(settings, run_id)
+    with db.transaction(settings.db) as conn:
+        runs.finish(conn, "manual__ended", "failed", "evaluate try 3: RuntimeError: boom")
+    for run_id in ("manual__killed", "manual__ended"):
+        done = subprocess.run(
+            [sys.executable, "-c", CALLBACK_SCRIPT, str(DAGS), run_id], env=env, text=True, capture_output=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert query(settings.db, "SELECT run_id, status, status_reason FROM model_runs ORDER BY run_id") == [
+        ("manual__ended", "failed", "evaluate try 3: RuntimeError: boom"),
+        ("manual__killed", "failed", "the Airflow run manual__killed failed: task_failure"),
+    ]
 
 
 def test_nightly_params_follow_the_settings(parsed):

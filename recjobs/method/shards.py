@@ -72,20 +72,27 @@ class Scorer:
         self.n_users, self.n_items = len(self.factors.user_ids), len(self.factors.movie_ids)
 
     @functools.cached_property
-    def data(self) -> model.Interactions:
-        """Every rating's matrices: built only when a shard is scored here, not for shard files."""
-        ratings = artifacts.read_ratings(self.directory)
-        everything = np.ones(len(ratings["rating"]), bool)
-        return model.interactions(ratings, everything, self.factors.user_ids, self.factors.movie_ids, self.settings)
+    def ratings(self) -> dict:
+        return artifacts.read_ratings(self.directory)
+
+    def data(self, first_row: int, end_row: int) -> model.Interactions:
+        """The matrices of user rows first_row..end_row - 1 only (every rating of theirs; the
+        trending counts from every rating): a shard builds and holds its own users, not all."""
+        everything = np.ones(len(self.ratings["rating"]), bool)
+        users = self.factors.user_ids[first_row:end_row]
+        return model.interactions(
+            self.ratings, everything, self.factors.user_ids, self.factors.movie_ids, self.settings, only_users=users
+        )
 
     def score(self, first_row: int, end_row: int) -> Scored:
         rows = np.arange(first_row, end_row)
+        data = self.data(first_row, end_row)
         candidates = spark_engine.read_candidates(self.directory, artifacts.FULL, rows)
         if candidates is None:  # the implicit engine: every movie is scored
-            top_items, top_scores = self.fitted.recommend(rows, self.data, self.settings.k, self.settings)
+            top_items, top_scores = self.fitted.recommend(rows, data, self.settings.k, self.settings)
         else:
             top_items, top_scores = self.fitted.recommend_candidates(
-                rows, candidates, self.data, self.settings.k, self.settings
+                rows, candidates, data, self.settings.k, self.settings
             )
         return Scored(first_row, top_items, top_scores)
 

@@ -100,6 +100,16 @@ def finish(conn, run_id: str, status: str, reason: str | None = None) -> None:
     conn.execute(db.query("runs.finish"), {"run_id": run_id, "status": status, "reason": reason, "now": now()})
 
 
+def fail_if_running(settings: Settings, run_id: str, reason: str) -> bool:
+    """Mark the run failed if it is still 'running' (its executor gave up on it: a killed task, a
+    timed-out DAG run); a run a step already ended keeps its status and reason. True if marked."""
+    if not Path(settings.db).is_file():
+        return False
+    with db.transaction(settings.db) as conn:
+        done = conn.execute(db.query("runs.fail_if_running"), {"run_id": run_id, "reason": reason[:500], "now": now()})
+        return done.rowcount == 1
+
+
 def latest_id(settings: Settings) -> str | None:
     """The newest run in the database, or None (also when there is no database yet)."""
     if not Path(settings.db).is_file():
