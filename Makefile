@@ -99,12 +99,14 @@ bench-serve: setup
 	@test -f artifacts/recs.db || $(MAKE) nightly
 	$(BIN)/python tests/benchmarks/bench_serve.py --db artifacts/recs.db
 
-# A whole night per step (seconds, peak RSS) on ml-latest-small and synthetic 1M and 5M sets
-# (`recjobs synth`), beside the reference approach; SIZES=small,1M,5M,25M for MovieLens-25M's shape.
+# A first, a usual and a full night per step (seconds, peak RSS) on ml-latest-small and synthetic 1M
+# and 5M sets (`recjobs synth`), beside the reference approach; SIZES=small,1M,5M,25M for
+# MovieLens-25M's shape; BASELINE=DIR (a git worktree of the previous code) runs it side by side.
 SIZES ?= small,1M,5M
+BASELINE ?=
 .PHONY: bench-scale
 bench-scale: setup data
-	$(BIN)/python tests/benchmarks/bench_scale.py --sizes $(SIZES)
+	$(BIN)/python tests/benchmarks/bench_scale.py --sizes $(SIZES) $(if $(BASELINE),--baseline $(BASELINE))
 
 # The two engines side by side (each step's seconds and peak RSS, Recall@10 and NDCG@10) on
 # ml-latest-small and synthetic sets; ENGINE_SIZES=small,1M,5M,25M:implicit for more (SIZE:ENGINE: one engine).
