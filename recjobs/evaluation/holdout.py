@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import StateError
 from ..method import model
 from ..settings import Settings
 
@@ -173,6 +174,8 @@ class NightPlan:
 
     @classmethod
     def from_arrays(cls, arrays: dict) -> NightPlan:
+        if "eval_user_ids" not in arrays:
+            raise StateError("the run was split before nights were planned; run `recjobs split` for it again")
         return cls(
             bool(arrays["full"]),
             str(arrays["reason"]),
