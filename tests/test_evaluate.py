@@ -60,7 +60,9 @@ def test_evaluation_data_holds_nothing_from_the_test_item_on(tiny_settings):
     split.split(settings, "r1")
     ratings, parts = read_inputs(settings, "r1")
     user_ids, movie_ids = np.unique(ratings["user_id"]), np.unique(ratings["movie_id"])
-    data = holdout.evaluation_data(ratings, parts, user_ids, movie_ids, settings)
+    plan = holdout.NightPlan.from_arrays(artifacts.read_plan(artifacts.run_dir(settings.artifacts, "r1")))
+    keep = holdout.one_fit_keep(ratings, parts, plan)  # a first night evaluates every test user here
+    data = model.interactions(ratings, keep, user_ids, movie_ids, settings)
     rows = model.index(ratings["user_id"], user_ids)
     cols = model.index(ratings["movie_id"], movie_ids)
     held = (parts == TEST) | (parts == AFTER)

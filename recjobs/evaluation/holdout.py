@@ -59,12 +59,6 @@ def assign_parts(user_id: np.ndarray, rated_at: np.ndarray, movie_id: np.ndarray
     return out
 
 
-def before_test(parts: np.ndarray) -> np.ndarray:
-    """Every rating each user made before their test item: what the evaluation model is
-    fitted on and filters (never the test item or later)."""
-    return parts < TEST
-
-
 def users_now(ratings: dict, keep: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
     """Per user row, the time of their newest rating where `keep` is true: when a nightly run
     could first have answered for their held-out item (the newest of all where a user has none)."""
@@ -72,13 +66,6 @@ def users_now(ratings: dict, keep: np.ndarray, user_ids: np.ndarray) -> np.ndarr
     now = np.full(len(user_ids), np.iinfo(np.int64).min, dtype=np.int64)
     np.maximum.at(now, model.index(ratings["user_id"][keep], user_ids), times)
     return np.where(now == np.iinfo(np.int64).min, times.max() if len(times) else 0, now)
-
-
-def evaluation_data(ratings: dict, parts: np.ndarray, user_ids, movie_ids, settings: Settings) -> model.Interactions:
-    """The evaluation model's interactions: the ratings before each user's test item, each
-    user's trending part counted back from their newest of those ratings."""
-    keep = before_test(parts)
-    return model.interactions(ratings, keep, user_ids, movie_ids, settings, now=users_now(ratings, keep, user_ids))
 
 
 def user_keys(user_ids: np.ndarray, seed: int) -> np.ndarray:
@@ -202,11 +189,10 @@ def one_fit_keep(ratings: dict, parts: np.ndarray, plan: NightPlan) -> np.ndarra
 
 
 def one_fit_evaluation_data(
-    ratings: dict, parts: np.ndarray, plan: NightPlan, user_ids, movie_ids, settings: Settings
+    ratings: dict, keep: np.ndarray, plan: NightPlan, user_ids, movie_ids, settings: Settings
 ) -> model.Interactions:
-    """The one fit's interactions as the evaluation scores them, the evaluated users' rows only:
-    each one's trending part counted back from their own newest rating in the fit (before their
-    test item), from every rating in the fit."""
-    keep = one_fit_keep(ratings, parts, plan)
+    """The one fit's interactions (`keep`: one_fit_keep) as the evaluation scores them, the
+    evaluated users' rows only: each one's trending part counted back from their own newest
+    rating in the fit (before their test item), from every rating in the fit."""
     now = users_now(ratings, keep, user_ids)
     return model.interactions(ratings, keep, user_ids, movie_ids, settings, now=now, only_users=plan.eval_user_ids)

@@ -43,7 +43,7 @@ from ..evaluation.holdout import (
     held_out_users,
 )
 from ..evaluation.metrics import CUTOFF, recall_ndcg_of_items
-from ..method import bundle, model, scoring
+from ..method import bundle, model
 from ..method.scoring import top_k
 from ..settings import Settings
 from ..storage import artifacts, db, publish, runs
@@ -103,11 +103,8 @@ def one_fit_bundle(ratings: dict, held: np.ndarray, directory: Path, settings: S
     its bundle, popularity and trending counted without them: (ALS model, bundle)."""
     fitted, factors = model.Fitted.read(directory, artifacts.EVAL, settings)
     keep = ~np.isin(ratings["user_id"], held)
-    cols = model.index(ratings["movie_id"][keep], factors.movie_ids)
-    positive = ratings["rating"][keep] >= settings.positive_threshold
-    popularity = np.bincount(cols[positive], minlength=len(factors.movie_ids))
-    trending = scoring.trending_counts(
-        ratings["rated_at"][keep], cols, positive, len(factors.movie_ids), settings.trend_days
+    popularity, trending = bundle.item_counts(
+        ratings, keep, factors.movie_ids, settings.positive_threshold, settings.trend_days
     )
     matrices = {name: getattr(fitted, name, None) for name, _, _ in bundle.ITEM_PARTS}
     held_out_bundle = bundle.make_bundle(

@@ -138,7 +138,8 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
     plan = NightPlan.from_arrays(artifacts.read_plan(directory))
     fitted, factors = model.Fitted.read(directory, artifacts.EVAL, settings)
     user_ids, movie_ids = factors.user_ids, factors.movie_ids
-    before_test = one_fit_evaluation_data(ratings, parts, plan, user_ids, movie_ids, settings)
+    keep = one_fit_keep(ratings, parts, plan)
+    before_test = one_fit_evaluation_data(ratings, keep, plan, user_ids, movie_ids, settings)
     test = (parts == TEST) & np.isin(ratings["user_id"], plan.eval_user_ids)
     test_rows = model.index(ratings["user_id"][test], user_ids)
     test_items = model.index(ratings["movie_id"][test], movie_ids)
@@ -148,7 +149,6 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
         tops = {"model": fitted.recommend(test_rows, before_test, CUTOFF, settings)[0]}
     else:  # engine=spark: its candidates re-ranked, as its published lists are made
         tops = {"model": fitted.recommend_candidates(test_rows, candidates, before_test, CUTOFF, settings)[0]}
-    keep = one_fit_keep(ratings, parts, plan)
     if plan.full:
         tops["reference"] = reference_top(ratings, keep, user_ids, movie_ids, test_rows, before_test.seen, settings)
     movie_rows = model.index(ratings["movie_id"][keep], movie_ids)

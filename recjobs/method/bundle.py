@@ -127,6 +127,15 @@ def read_csr_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return f["indptr"], f["indices"], f["data"]
 
 
+def item_counts(ratings: dict, keep: np.ndarray, movie_ids: np.ndarray, positive_threshold: float, trend_days: float):
+    """(popularity, trending) of a bundle: positives per movie, and positives per movie in the
+    trend_days before the newest rating, over the ratings where `keep` is true."""
+    cols = np.searchsorted(movie_ids, ratings["movie_id"][keep])
+    positive = ratings["rating"][keep] >= positive_threshold
+    popularity = np.bincount(cols[positive], minlength=len(movie_ids))
+    return popularity, scoring.trending_counts(ratings["rated_at"][keep], cols, positive, len(movie_ids), trend_days)
+
+
 def write_bundle(run_dir: Path) -> Path:
     """Write artifacts/<run_id>/cold_start/ from the run's published model, its item-item
     matrices, params.json and its ratings (the only time they are read). Appears atomically."""
@@ -144,11 +153,8 @@ def write_bundle(run_dir: Path) -> Path:
         movie_ids, item_factors = f["movie_ids"], f["item_factors"]
     ratings = artifacts.read_ratings(run_dir)
     known = np.isin(ratings["movie_id"], movie_ids)
-    cols = np.searchsorted(movie_ids, ratings["movie_id"][known])
-    positive = ratings["rating"][known] >= params["positive_threshold"]
-    popularity = np.bincount(cols[positive], minlength=len(movie_ids))
-    trending = scoring.trending_counts(
-        ratings["rated_at"][known], cols, positive, len(movie_ids), float(params.get("trend_days", 30.0))
+    popularity, trending = item_counts(
+        ratings, known, movie_ids, params["positive_threshold"], float(params.get("trend_days", 30.0))
     )
     matrices = {name: read_csr_arrays(run_dir / file) for name, _, file in ITEM_PARTS if (run_dir / file).is_file()}
     bundle = make_bundle(run_dir.name, movie_ids, item_factors, popularity, params, trending=trending, **matrices)
