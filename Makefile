@@ -120,6 +120,12 @@ bench-engines: setup-spark data
 choose-nightly-settings: setup data
 	$(BIN)/python tests/benchmarks/choose_nightly_settings.py --data-dir data_small
 
+# The blend choice's rule (window, windows, minimum user-windows) chosen on earlier backtest nights
+# of ml-latest-small and a time-dynamic synthetic set (prints a Markdown table; docs/quality.md).
+.PHONY: choose-blend-rule
+choose-blend-rule: setup data
+	$(BIN)/python tests/benchmarks/choose_blend_rule.py --data-dir data_small
+
 # What each lever of the method is worth on the validation items (docs/quality.md).
 .PHONY: bench-levers
 bench-levers: setup data

@@ -268,12 +268,21 @@ def fetch_data(url, source_dir, **values):
 @click.option("--ratings", type=int, required=True, help="Ratings in all.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Random seed: the same seed, the same files.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Folder to write the CSVs to.")
+@click.option(
+    "--hits",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Share of the series that are hits, rated mostly in the weeks after their release (0: no time dynamics).",
+)
+@click.option("--days", type=int, default=None, help="Length of the timeline from 1996-01-01 [default: to 2023-10-01].")
 @one_line_errors
-def synth(users, movies, ratings, seed, out_dir):
-    """Write a synthetic MovieLens-layout data set of any size (long tails, tastes, sessions)."""
+def synth(users, movies, ratings, seed, out_dir, hits, days):
+    """Write a synthetic MovieLens-layout data set of any size (long tails, tastes, sessions, hits)."""
+    from .jobs.synth import FULL_TIMELINE_DAYS
     from .jobs.synth import synth as do_synth
 
-    result = do_synth(users, movies, ratings, seed, out_dir)
+    result = do_synth(users, movies, ratings, seed, out_dir, hits, days or FULL_TIMELINE_DAYS)
     click.echo(
         f"{result.n_ratings} ratings of {result.n_users} users on {result.n_movies} movies "
         f"({result.n_tags} tags) in {result.out_dir} in {result.seconds:.1f}s"
@@ -352,8 +361,15 @@ def tune(output, passes, as_json, **values):
     type=click.IntRange(1, 1000),
     default=48,
     show_default=True,
-    help="Nights (02:30 UTC) to replay, spread over the last quarter of the ratings' timeline.",
+    help="Nights (02:30 UTC) to replay, spread over the --period of the ratings' timeline.",
 )
+@click.option(
+    "--period",
+    default="0.75,1",
+    show_default=True,
+    help="The part of the timeline the nights are spread over, as shares of the ratings made: FROM,TO.",
+)
+@click.option("--no-peers", is_flag=True, help="Leave out the peers (EASE, item-kNN): quicker.")
 @click.option(
     "--window-days",
     type=click.FloatRange(1, 365),
@@ -377,11 +393,24 @@ def tune(output, passes, as_json, **values):
 @click.option("--run-id", default=None, help="Also store the figures in this run's run_metrics (segment backtest).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @one_line_errors
-def backtest(nights, window_days, recent_days, output, run_id, as_json, **values):
+def backtest(nights, period, no_peers, window_days, recent_days, output, run_id, as_json, **values):
     from .jobs.backtest import backtest as do_backtest
 
+    try:
+        shares = tuple(float(x) for x in period.split(","))
+    except ValueError:
+        shares = ()
+    if len(shares) != 2:
+        raise click.BadParameter(f"{period!r}; expected two shares FROM,TO such as 0.3,0.9", param_hint="--period")
     result = do_backtest(
-        build_settings(values), output, nights=nights, window_days=window_days, recent_days=recent_days, run_id=run_id
+        build_settings(values),
+        output,
+        nights=nights,
+        window_days=window_days,
+        recent_days=recent_days,
+        run_id=run_id,
+        period=shares,
+        peers_too=not no_peers,
     )
     if as_json:
         return echo_result(result, True)
@@ -393,7 +422,8 @@ def backtest(nights, window_days, recent_days, output, run_id, as_json, **values
         low, high = result.recall_at_10_ci[name]
         gain = result.recall_gain.get(name)
         paired = f"  gain of the method {gain[0]:+.4f} [{gain[1]:+.4f}, {gain[2]:+.4f}]" if gain else ""
-        click.echo(f"  {name:<18} {value:.4f} [{low:.4f}, {high:.4f}]{paired}")
+        ndcg = result.ndcg_at_10[name]
+        click.echo(f"  {name:<18} {value:.4f} [{low:.4f}, {high:.4f}]  NDCG@10 {ndcg:.4f}{paired}")
     click.echo(f"  report {Path(result.output_dir) / 'report.md'}")
 
 

@@ -15,6 +15,8 @@ PATH_SETTINGS = ("data_dir", "db", "artifacts", "spark_checkpoint_dir")
 ENGINES = ("implicit", "spark")
 SPARK_MASTER = re.compile(r"^(local(\[(\*|[1-9][0-9]*)\])?|spark://[^\s/]+(/.*)?|sc://[^\s/]+(/.*)?)$")
 MEMORY = re.compile(r"^[1-9][0-9]*[kmgt]?$")
+# the blend weights a full night chooses (recjobs.evaluation.blend_choice); a run's params.json has its own
+BLEND_WEIGHTS = ("trend_weight", "trend_days", "blend_weight", "sequence_weight")
 
 
 def setting(default, help: str):
@@ -70,6 +72,20 @@ class Settings:
     )
     trend_days: float = setting(
         30.0, "The trending part counts the positives of this many days before now (the newest rating)."
+    )
+    choose_blend: bool = setting(
+        True,
+        "Full nights choose trend_weight, trend_days and the item-item weights on the latest windows of the data "
+        "(the temporal protocol); usual nights reuse the choice (off: the configured weights every night).",
+    )
+    choice_window_days: float = setting(
+        14.0, "The blend choice scores each fit on the positives of this many days after the ratings it was fitted on."
+    )
+    choice_windows: int = setting(2, "The blend choice pools this many consecutive windows before now, one fit each.")
+    choice_min_user_windows: int = setting(
+        100,
+        "Fewer user-windows than this and the blend choice keeps the previous choice (or the configured weights), "
+        "and the gate uses leave-last-out.",
     )
     random_seed: int = setting(42, "Seed for ALS initialisation.")
     eval_users: int = setting(
@@ -149,6 +165,9 @@ class Settings:
             "item_item_min_weight": 0 <= self.item_item_min_weight < 1,
             "trend_weight": self.trend_weight >= 0,
             "trend_days": self.trend_days > 0,
+            "choice_window_days": self.choice_window_days > 0,
+            "choice_windows": 1 <= self.choice_windows <= 52,
+            "choice_min_user_windows": self.choice_min_user_windows >= 1,
             "eval_users": self.eval_users >= 0,
             "cold_start_eval_users": self.cold_start_eval_users >= 0,
             "full_evaluation_every": 1 <= self.full_evaluation_every <= 10_000,
@@ -192,6 +211,10 @@ class Settings:
             "item_item_min_weight",
             "trend_weight",
             "trend_days",
+            "choose_blend",
+            "choice_window_days",
+            "choice_windows",
+            "choice_min_user_windows",
             "random_seed",
             "engine",
             "spark_regularization",

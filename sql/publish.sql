@@ -87,3 +87,7 @@ INSERT INTO ratings (user_id, movie_id, rating, rated_at) VALUES (?, ?, ?, ?);
 
 -- name: insert_tag
 INSERT INTO tags (user_id, movie_id, tag, tagged_at) VALUES (?, ?, ?, ?);
+
+-- name: temporal_figures
+-- A run's figures on the full night's temporal windows (recjobs.evaluation.blend_choice).
+SELECT metric, value FROM run_metrics WHERE run_id = :run_id AND segment = 'temporal';

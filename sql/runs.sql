@@ -50,9 +50,9 @@ SELECT run_id, artifacts_dir FROM model_runs
 WHERE status = 'running' AND run_id != :run_id AND started_at < :before;
 
 -- name: warm_start_source
--- The published run a night's ALS fits start from: the newest one recorded before this run,
--- so a re-run of the night (a retry, a cleared DAG run) starts from the same one.
-SELECT run_id, artifacts_dir FROM model_runs
+-- The published run a night's ALS fits start from (and whose blend a usual night keeps): the
+-- newest one recorded before this run, so a re-run of the night starts from the same one.
+SELECT run_id, artifacts_dir, params_json FROM model_runs
 WHERE status = 'published' AND artifacts_dir IS NOT NULL
   AND rowid < (SELECT rowid FROM model_runs WHERE run_id = :run_id)
 ORDER BY rowid DESC
@@ -96,3 +96,9 @@ WHERE r.status = 'running' AND o.host = :host AND o.run_id != :run_id;
 -- A run its executor gave up on (the DAG run failed): failed, unless a step already ended it.
 UPDATE model_runs SET status = 'failed', status_reason = :reason, finished_at = :now
 WHERE run_id = :run_id AND status = 'running';
+
+-- name: set_blend
+-- The blend weights the run's train step chose or kept, and the protocol its gate uses.
+UPDATE model_runs
+SET params_json = json_set(params_json, '$.blend', json(:blend_json)), gate_protocol = :gate_protocol
+WHERE run_id = :run_id;

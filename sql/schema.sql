@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS model_runs (
     popularity_recall_at_10 REAL,
     popularity_ndcg_at_10   REAL,
     rows_deleted_at         TEXT,   -- set when pruning removed this run's recommendations
-    step_seconds_json       TEXT NOT NULL DEFAULT '{}'
+    step_seconds_json       TEXT NOT NULL DEFAULT '{}',
+    gate_protocol           TEXT    -- 'temporal' or 'leave-last-out': the figures the quality gate used
 );
 
 -- Long-format metrics: one row per (run, metric, segment).

@@ -611,3 +611,38 @@ def wait_for(what: str, check, timeout: float, processes: Processes, every: floa
             return result
         time.sleep(every)
     pytest.fail(f"{what}: not within {timeout} s\n{processes.tails()}")
+
+
+def fad_ratings(
+    n_users: int = 300, n_items: int = 80, days: int = 120, fads_from_day: float = 0, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Rating arrays (user_id, movie_id, rating, rated_at) of two taste groups, each user active
+    on a few days spread over `days`. Before `fads_from_day` a user likes two of their group's
+    movies per active day; from it on, movies 1-60 are the groups' and every week three of the
+    fad movies 61-80 are the fad: an active user likes the week's fad and one of their group's.
+    So what was liked in the last days predicts the next days only from `fads_from_day` on."""
+    rng = np.random.default_rng(seed)
+    start = 1_500_000_000
+    half = 30
+    rows = []
+    for user in range(1, n_users + 1):
+        group = np.arange(1, half + 1) + (user % 2) * half
+        seen = set()
+        for day in np.sort(rng.uniform(0, days, 8)):
+            week = int(day // 7)
+            if day >= fads_from_day:
+                fad = 61 + (np.random.default_rng(1000 + week).permutation(n_items - 60)[:3])
+                picks = [*fad, rng.choice(group)]
+            else:
+                picks = list(rng.choice(group, 2, replace=False))
+            for k, movie in enumerate(picks):
+                if int(movie) not in seen:
+                    seen.add(int(movie))
+                    rows.append((user, int(movie), 5.0, start + int(day * 86_400) + 60 * k))
+    user, movie, rating, rated_at = (np.array(c) for c in zip(*rows, strict=True))
+    return {
+        "user_id": user.astype(np.int32),
+        "movie_id": movie.astype(np.int32),
+        "rating": rating.astype(np.float32),
+        "rated_at": rated_at.astype(np.int64),
+    }

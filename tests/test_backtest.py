@@ -62,7 +62,9 @@ def test_targets_are_later_positives_of_known_users_and_known_movies(tmp_path):
         tags="userId,movieId,tag,timestamp\n",
     )
     ratings = bt.rating_arrays(read_catalog(folder))
-    users, per_user = bt.one_night(ratings, night, Settings(**SMALL), window_days=30, recent_days=30)
+    users, per_user, _ = bt.one_night(
+        ratings, night, Settings(**SMALL), window_days=30, recent_days=30, ease_lambda=10.0
+    )
     assert users.tolist() == [1]
     # 4 unrated movies are known at T and user 1 has one target: every list of 10 finds it
     assert {name: values[0, 0] for name, values in per_user.items()} == dict.fromkeys(bt.MODELS, 1.0)
@@ -71,14 +73,21 @@ def test_targets_are_later_positives_of_known_users_and_known_movies(tmp_path):
 def test_nothing_after_the_window_changes_a_night(nightly):
     ratings = bt.rating_arrays(read_catalog(nightly.data_dir))
     night = int(bt.nightly_cutoffs(ratings["rated_at"], 1, window_days=20)[0])
-    users, per_user = bt.one_night(ratings, night, nightly, 20, 30)
+    chooses = nightly.replace(choice_min_user_windows=5, choice_window_days=20)
+    users, per_user, choice = bt.one_night(ratings, night, chooses, 20, 30, ease_lambda=10.0)
+    assert choice.source == "chosen"  # the night chose its blend from its own past
     later = ratings["rated_at"] >= night + 20 * bt.DAY
     changed = {k: v.copy() for k, v in ratings.items()}
     changed["rating"][later] = 6.0 - changed["rating"][later]  # likes become dislikes and back
-    users2, per_user2 = bt.one_night(changed, night, nightly, 20, 30)
+    users2, per_user2, choice2 = bt.one_night(changed, night, chooses, 20, 30, ease_lambda=10.0)
     assert users.tolist() == users2.tolist() and len(users) > 5
+    assert choice.weights == choice2.weights and choice.grid == choice2.grid
     for name in bt.MODELS:
         np.testing.assert_array_equal(per_user[name], per_user2[name])
+    # and the choice reads nothing after the night either: ratings inside the window changed too
+    inside = ratings["rated_at"] >= night
+    changed["rating"][inside] = 6.0 - ratings["rating"][inside]
+    assert bt.one_night(changed, night, chooses, 20, 30, ease_lambda=10.0)[2].grid == choice.grid
 
 
 def test_the_method_beats_popularity_on_taste_groups_and_the_figures_are_stored(nightly, tmp_path):
@@ -119,7 +128,17 @@ def test_the_method_beats_popularity_on_taste_groups_and_the_figures_are_stored(
     assert recall["model"] > recall["popularity"] + 0.1 and recall["model"] > recall["recent_popularity"] + 0.1
     gain, low, _ = data["recall_gain"]["popularity"]
     assert low > 0 and gain == pytest.approx(recall["model"] - recall["popularity"])
-    assert "| the method (published) |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| the method (blend chosen each night) |" in report and "| EASE (peer) |" in report
+    assert set(data["recall_at_10"]) == set(bt.MODELS) and data["ease_lambda"] in (
+        10.0,
+        50.0,
+        100.0,
+        250.0,
+        500.0,
+        1000.0,
+    )
+    assert set(data["ndcg_gain"]) == set(bt.BASELINES + bt.PEERS) and len(data["choices"]) == 4
     assert (out / "backtest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stored = json.loads((out / "metrics.json").read_text())
     assert stored["result"]["recall_at_10"] == recall

@@ -33,6 +33,31 @@ def test_gate_tolerance_is_relative_to_the_published_run():
     assert publish.gate(run_record("old", recall=0.179), current, 0.0).publish
 
 
+def temporal_record(run_id="new", recall=0.15, popularity=0.04, temporal=0.30, temporal_popularity=0.12):
+    return {
+        **run_record(run_id, recall, popularity),
+        "gate_protocol": "temporal",
+        "temporal_recall_at_10": temporal,
+        "temporal_popularity_recall_at_10": temporal_popularity,
+    }
+
+
+def test_a_temporal_gate_judges_the_windows_figures_not_leave_last_out():
+    """A full night whose blend was chosen on its windows is gated on them: a leave-last-out
+    figure far below the published run's (trending penalised there) does not reject it; a
+    temporal figure that does not beat popularity on the windows does."""
+    current = run_record("old", recall=0.20)
+    passed = publish.gate(temporal_record(recall=0.10), current, 0.10)
+    assert passed.publish and "temporal protocol" in passed.reason and "no temporal Recall@10" in passed.reason
+    assert not publish.gate({**temporal_record(recall=0.10), "gate_protocol": "leave-last-out"}, current, 0.1).publish
+    flat = publish.gate(temporal_record(temporal=0.12, temporal_popularity=0.12), None, 0.10)
+    assert not flat.publish and flat.reason.startswith("temporal Recall@10 0.1200 does not beat")
+    # against a published run gated on its own windows: the tolerance applies to those figures
+    published = temporal_record("old", temporal=0.40)
+    assert not publish.gate(temporal_record(temporal=0.35), published, 0.10).publish
+    assert publish.gate(temporal_record(temporal=0.37), published, 0.10).publish
+
+
 def rows(db, sql):
     with sqlite3.connect(db) as con:
         return con.execute(sql).fetchall()

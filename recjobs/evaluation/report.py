@@ -66,7 +66,45 @@ def plot(path: Path, values: dict, segments: dict) -> Path:
     return path
 
 
-def write_report(directory: Path, run_id: str, metric_rows: list[tuple[str, str, float]], settings: Settings) -> Path:
+def blend_lines(blend: dict | None, temporal: dict | None) -> list[str]:
+    """The report's section on the night's blend: the weights, where they come from, and the
+    chosen blend's figures on the temporal windows beside the baselines there."""
+    if not blend:
+        return []
+    lines = [
+        "",
+        "## The night's blend",
+        "",
+        f"trend_weight {blend['trend_weight']:g}, trend_days {blend['trend_days']:g}, "
+        f"blend_weight {blend['blend_weight']:g}, sequence_weight {blend['sequence_weight']:g}: "
+        f"{blend['source']} ({blend['reason']}). The quality gate used the {blend['protocol']} figures.",
+    ]
+    if temporal:
+        lines += [
+            "",
+            f"On the {int(temporal['n_users'])} user-windows the weights were chosen on (what each user rated "
+            "in the days after a fit on the ratings before them):",
+            "",
+            "| lists | Recall@10 | NDCG@10 |",
+            "|---|---|---|",
+            f"| the chosen blend | {temporal['recall_at_10']:.4f} | {temporal['ndcg_at_10']:.4f} |",
+            f"| the configured weights | {temporal['configured_recall_at_10']:.4f} | |",
+            f"| {LABELS['popularity']} | {temporal['popularity_recall_at_10']:.4f} | "
+            f"{temporal['popularity_ndcg_at_10']:.4f} |",
+            f"| {LABELS['recent_popularity']} | {temporal['recent_popularity_recall_at_10']:.4f} | "
+            f"{temporal['recent_popularity_ndcg_at_10']:.4f} |",
+        ]
+    return lines
+
+
+def write_report(
+    directory: Path,
+    run_id: str,
+    metric_rows: list[tuple[str, str, float]],
+    settings: Settings,
+    blend: dict | None = None,
+    temporal: dict | None = None,
+) -> Path:
     values = {m: v for m, s, v in metric_rows if s == "all"}
     segments: dict[str, dict[str, float]] = {}
     for metric, segment, value in metric_rows:
@@ -80,6 +118,8 @@ def write_report(directory: Path, run_id: str, metric_rows: list[tuple[str, str,
 
     lines = [
         f"# Evaluation of run {run_id}",
+        "",
+        "## Next-item accuracy (leave-last-out)",
         "",
         f"{int(values['n_users'])} users, each evaluated on their last positive rating (the test item). "
         "The night's one fit saw only what each of them rated before it; every movie rated before it "
@@ -121,6 +161,7 @@ def write_report(directory: Path, run_id: str, metric_rows: list[tuple[str, str,
             + "".join(f"{seg[prefix(m) + 'recall_at_10']:.4f} | " for m in models[1:])
             + f"{seg['ndcg_at_10']:.4f} |"
         )
+    lines += blend_lines(blend, temporal)
     lines += [
         "",
         f"![metrics]({picture.name})",

@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from ..evaluation.metrics import CUTOFF, bootstrap_ci, prefix, recall_ndcg_of_items
+from ..evaluation import blend_choice, peers, temporal
+from ..evaluation.metrics import bootstrap_ci, prefix
 from ..method import model
 from ..settings import Settings
 from ..storage import artifacts, db, runs
@@ -39,8 +41,9 @@ log = logging.getLogger(__name__)
 
 DAY = 86_400
 NIGHT = 2 * 3600 + 30 * 60  # the nightly run starts at 02:30 UTC
-MODELS = ("model", "als", "reference", "popularity", "recent_popularity")
-BASELINES = MODELS[1:]
+MODELS = ("model", "configured", "als", "reference", "popularity", "recent_popularity", "ease", "item_knn")
+BASELINES = ("popularity", "recent_popularity", "reference", "als", "configured")
+PEERS = ("ease", "item_knn")
 METRICS = ("recall_at_10", "ndcg_at_10", "hit_rate_at_10")
 SEGMENT = "backtest"  # run_metrics segment of the pooled figures; per night: backtest:<date>
 
@@ -55,7 +58,10 @@ class BacktestResult:
     recall_at_10_ci: dict  # model -> (low, high)
     ndcg_at_10: dict
     hit_rate_at_10: dict
-    recall_gain: dict  # baseline -> (gain, low, high), paired
+    recall_gain: dict  # baseline or peer -> (gain, low, high), paired
+    ndcg_gain: dict
+    choices: tuple  # per night: (date, trend_weight, trend_days, blend_weight, sequence_weight, source)
+    ease_lambda: float | None  # chosen on the window before the first night; None: EASE not fitted
     seconds: float
 
 
@@ -80,49 +86,71 @@ def rating_arrays(catalog) -> dict[str, np.ndarray]:
     return {name: r[name].to_numpy(kind) for name, kind in artifacts.RATING_ARRAYS.items()}
 
 
-def one_night(ratings: dict, cutoff: int, settings: Settings, window_days: float, recent_days: float):
-    """(user-night rows, per-model per-user metrics) for one cutoff, or None when no user qualifies."""
-    before = ratings["rated_at"] < cutoff
-    user_ids = np.unique(ratings["user_id"][before])
-    movie_ids = np.unique(ratings["movie_id"][before])
-    positive = ratings["rating"] >= settings.positive_threshold
-    later = (
-        positive
-        & (ratings["rated_at"] >= cutoff)
-        & (ratings["rated_at"] < cutoff + window_days * DAY)
-        & np.isin(ratings["user_id"], user_ids)
-        & np.isin(ratings["movie_id"], movie_ids)
-    )
-    if not later.any():
+def choose_ease_lambda(ratings: dict, first_cutoff: int, settings: Settings, window_days: float) -> float | None:
+    """EASE's lambda with the best Recall@10 on the window before the first night (fitted on the
+    ratings before that window); None when EASE does not fit the catalogue or no user qualifies."""
+    win = temporal.window(ratings, first_cutoff - int(window_days * DAY), first_cutoff, settings)
+    if win is None:
         return None
-    targets: dict[int, set[int]] = {}
-    for user, movie in zip(ratings["user_id"][later].tolist(), ratings["movie_id"][later].tolist(), strict=True):
-        targets.setdefault(user, set()).add(movie)
-    test_users = np.array(sorted(targets))
-    rows = model.index(test_users, user_ids)
+    data = model.interactions(ratings, win.keep, win.user_ids, win.movie_ids, settings)
+    recalls = {}
+    for lam in peers.EASE_LAMBDAS:
+        ease = peers.fit_ease(data.positives, lam)
+        if ease is None:
+            return None
+        recalls[lam] = temporal.score_top(lambda rows, e=ease: e.scores(data.positives, rows), win, data.seen)[
+            :, 0
+        ].mean()
+    best = max(recalls, key=lambda lam: (recalls[lam], -lam))
+    log.info("backtest: EASE lambda %g (Recall@10 %s before the first night)", best, recalls)
+    return best
 
-    data = model.interactions(ratings, before, user_ids, movie_ids, settings)
+
+def one_night(
+    ratings: dict,
+    cutoff: int,
+    settings: Settings,
+    window_days: float,
+    recent_days: float,
+    previous_choice: dict | None = None,
+    ease_lambda: float | None = None,
+    peers_too: bool = True,
+):
+    """(test users, per-model per-user metrics, the night's blend choice) for one cutoff, or None
+    when no user qualifies. The night chooses its blend from the ratings before it, as a full
+    night does (previous_choice: the last night's, its fallback)."""
+    win = temporal.window(ratings, cutoff, cutoff + int(window_days * DAY), settings)
+    if win is None:
+        return None
+    data = model.interactions(ratings, win.keep, win.user_ids, win.movie_ids, settings)
     fitted = model.fit_method(data, settings)
-    tops = {
-        "model": fitted.recommend(rows, data, CUTOFF, settings)[0],
-        "als": model.top_n(fitted.als, rows, data.seen, CUTOFF)[0],
+    choice = blend_choice.choose(ratings, cutoff, settings, previous_choice)
+    chosen = blend_choice.with_weights(settings, choice.weights)
+
+    scorers = {
+        "model": lambda rows: fitted.scores(rows, data, chosen),
+        "configured": lambda rows: fitted.scores(rows, data, settings),
+        "als": lambda rows: fitted.als.user_factors[rows] @ fitted.als.item_factors.T,
     }
     reference_settings = settings.replace(**model.REFERENCE_RECIPE)
-    reference_data = model.interactions(ratings, before, user_ids, movie_ids, reference_settings)
+    reference_data = model.interactions(ratings, win.keep, win.user_ids, win.movie_ids, reference_settings)
     reference = model.fit(reference_data.confidence, reference_settings)
-    tops["reference"] = model.top_n(reference, rows, data.seen, CUTOFF)[0]
-    for name, since in (("popularity", -np.inf), ("recent_popularity", cutoff - recent_days * DAY)):
-        recent = before & positive & (ratings["rated_at"] >= since)
-        counts = np.bincount(model.index(ratings["movie_id"][recent], movie_ids), minlength=len(movie_ids))
-        popular = model.popularity_model(counts.astype(np.float32), len(user_ids), settings)
-        tops[name] = model.top_n(popular, rows, data.seen, CUTOFF)[0]
-
-    per_user = {name: np.zeros((len(rows), len(METRICS))) for name in MODELS}
-    for name, top in tops.items():
-        for i, user in enumerate(test_users.tolist()):
-            recall, ndcg = recall_ndcg_of_items(movie_ids[top[i][top[i] >= 0]], targets[user])
-            per_user[name][i] = (recall, ndcg, float(recall > 0))
-    return test_users, per_user
+    scorers["reference"] = lambda rows: reference.user_factors[rows] @ reference.item_factors.T
+    newest = ratings["rated_at"][win.keep].max()
+    for name, since in (("popularity", -np.inf), ("recent_popularity", newest - recent_days * DAY)):
+        counts = temporal.popularity_scores(ratings, win, settings, since).astype(np.float64)
+        scorers[name] = lambda rows, c=counts: np.tile(c, (len(rows), 1))
+    ease = peers.fit_ease(data.positives, ease_lambda) if ease_lambda is not None else None
+    if ease is not None:
+        scorers["ease"] = lambda rows: ease.scores(data.positives, rows)
+    if peers_too:
+        knn = peers.fit_item_knn(data.positives)
+        scorers["item_knn"] = lambda rows: knn.scores(data.positives, rows)
+    with threadpool_limits(limits=1, user_api="blas"):
+        per_user = {name: temporal.score_top(scorer, win, data.seen) for name, scorer in scorers.items()}
+    for name in MODELS:  # a peer that could not be fitted (EASE on a large catalogue): no figures
+        per_user.setdefault(name, np.full((len(win.test_user_ids), len(METRICS)), np.nan))
+    return win.test_user_ids, per_user, choice
 
 
 def backtest(
@@ -133,18 +161,19 @@ def backtest(
     recent_days: float = 30.0,
     run_id: str | None = None,
     period: tuple[float, float] = (0.75, 1.0),
+    peers_too: bool = True,
 ) -> BacktestResult:
     """Replay nightly runs over the last part of --data-dir's timeline: fit on the ratings before
     each night, score the positives of the following --window-days, against popularity, recent
     popularity, the reference recipe and ALS alone; write metrics.json and report.md (and the
     run's run_metrics with --run-id). Publishes nothing."""
     started = time.perf_counter()
-    if nights < 1 or window_days <= 0 or recent_days <= 0:
+    if nights < 1 or window_days <= 0 or recent_days <= 0 or not 0 <= period[0] < period[1] <= 1:
         from ..errors import ConfigError
 
         raise ConfigError(
-            f"backtest: nights {nights}, window {window_days} days, recent {recent_days} days; "
-            "expected at least 1 night and positive day counts"
+            f"backtest: nights {nights}, window {window_days} days, recent {recent_days} days, period {period}; "
+            "expected at least 1 night, positive day counts and a period 0 <= from < to <= 1"
         )
     catalog = read_catalog(settings.data_dir, settings.positive_threshold)
     ratings = rating_arrays(catalog)
@@ -152,21 +181,28 @@ def backtest(
     output_dir = Path(output_dir or Path(settings.artifacts) / f"backtest-{runs.new_run_id()}")
     log.info("backtest: %d nights from %s, %g-day windows", len(cutoffs), _date(cutoffs[0]), window_days)
 
+    ease_lambda = choose_ease_lambda(ratings, int(cutoffs[0]), settings, window_days) if peers_too else None
     pooled = {name: [] for name in MODELS}
-    users, per_night = [], []
+    users, per_night, choices = [], [], []
+    previous = None
     for cutoff in cutoffs:
-        night = one_night(ratings, int(cutoff), settings, window_days, recent_days)
+        night = one_night(ratings, int(cutoff), settings, window_days, recent_days, previous, ease_lambda, peers_too)
         if night is None:
             continue
-        test_users, per_user = night
+        test_users, per_user, choice = night
+        if choice.source == "chosen":
+            previous = choice.record()
         users.append(test_users)
         for name in MODELS:
             pooled[name].append(per_user[name])
         per_night.append((_date(cutoff), len(test_users), {n: per_user[n].mean(axis=0) for n in MODELS}))
+        choices.append((_date(cutoff), *(choice.weights[w] for w in blend_choice.CHOSEN), choice.source))
         log.info(
-            "backtest %s: %d users, Recall@10 %s",
+            "backtest %s: %d users, trend_weight %g (%s), Recall@10 %s",
             _date(cutoff),
             len(test_users),
+            choice.weights["trend_weight"],
+            choice.source,
             " ".join(f"{n} {per_user[n][:, 0].mean():.3f}" for n in MODELS),
         )
     if not users:
@@ -177,28 +213,37 @@ def backtest(
             "backtest night; expected users who come back after a night"
         )
     pooled = {name: np.vstack(values) for name, values in pooled.items()}
+    pooled = {name: values for name, values in pooled.items() if not np.isnan(values).any()}
+    fitted_models = [name for name in MODELS if name in pooled]
     rows = metric_rows(pooled, per_night, np.concatenate(users))
     values = {(m, s): v for m, s, v in rows}
     n_user_nights = len(pooled["model"])
+    compared = [b for b in (*BASELINES, *PEERS) if b in pooled]
     result = BacktestResult(
         output_dir=str(output_dir),
         cutoffs=tuple(date for date, _, _ in per_night),
         n_user_nights=n_user_nights,
         n_users=len(np.unique(np.concatenate(users))),
-        recall_at_10={n: values[(prefix(n) + "recall_at_10", SEGMENT)] for n in MODELS},
+        recall_at_10={n: values[(prefix(n) + "recall_at_10", SEGMENT)] for n in fitted_models},
         recall_at_10_ci={
             n: (
                 values[(prefix(n) + "recall_at_10_ci_low", SEGMENT)],
                 values[(prefix(n) + "recall_at_10_ci_high", SEGMENT)],
             )
-            for n in MODELS
+            for n in fitted_models
         },
-        ndcg_at_10={n: values[(prefix(n) + "ndcg_at_10", SEGMENT)] for n in MODELS},
-        hit_rate_at_10={n: values[(prefix(n) + "hit_rate_at_10", SEGMENT)] for n in MODELS},
+        ndcg_at_10={n: values[(prefix(n) + "ndcg_at_10", SEGMENT)] for n in fitted_models},
+        hit_rate_at_10={n: values[(prefix(n) + "hit_rate_at_10", SEGMENT)] for n in fitted_models},
         recall_gain={
             b: tuple(values[(f"recall_at_10_gain_over_{b}{end}", SEGMENT)] for end in ("", "_ci_low", "_ci_high"))
-            for b in BASELINES
+            for b in compared
         },
+        ndcg_gain={
+            b: tuple(values[(f"ndcg_at_10_gain_over_{b}{end}", SEGMENT)] for end in ("", "_ci_low", "_ci_high"))
+            for b in compared
+        },
+        choices=tuple(choices),
+        ease_lambda=ease_lambda,
         seconds=round(time.perf_counter() - started, 3),
     )
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -211,6 +256,7 @@ def backtest(
             "recent_days": recent_days,
             "params": settings.model_params(),
             "reference_recipe": model.REFERENCE_RECIPE,
+            "ease_lambda": ease_lambda,
             "result": result.__dict__,
             "rows": [{"metric": m, "segment": s, "value": v} for m, s, v in rows],
         },
@@ -235,7 +281,7 @@ def metric_rows(pooled: dict[str, np.ndarray], per_night, users: np.ndarray) -> 
     """(metric, segment, value): pooled means with intervals and paired gains (users resampled
     whole, with all their nights), then per night."""
     rows = []
-    for name in MODELS:
+    for name in (n for n in MODELS if n in pooled):
         for j, metric in enumerate(METRICS):
             values = pooled[name][:, j]
             low, high = bootstrap_ci(values, groups=users)
@@ -244,7 +290,7 @@ def metric_rows(pooled: dict[str, np.ndarray], per_night, users: np.ndarray) -> 
                 (prefix(name) + metric + "_ci_low", SEGMENT, low),
                 (prefix(name) + metric + "_ci_high", SEGMENT, high),
             ]
-    for baseline in BASELINES:
+    for baseline in (b for b in (*BASELINES, *PEERS) if b in pooled):
         for j, metric in enumerate(METRICS[:2]):
             gain = pooled["model"][:, j] - pooled[baseline][:, j]
             low, high = bootstrap_ci(gain, groups=users)
@@ -256,53 +302,69 @@ def metric_rows(pooled: dict[str, np.ndarray], per_night, users: np.ndarray) -> 
     rows.append(("n_users", SEGMENT, float(len(pooled["model"]))))
     for date, n_users, means in per_night:
         rows.append(("n_users", f"{SEGMENT}:{date}", float(n_users)))
-        for name in MODELS:
+        for name in (n for n in MODELS if n in pooled):
             for j, metric in enumerate(METRICS):
                 rows.append((prefix(name) + metric, f"{SEGMENT}:{date}", float(means[name][j])))
     return rows
 
 
 LABELS = {
-    "model": "the method (published)",
+    "model": "the method (blend chosen each night)",
+    "configured": "the method, configured weights",
     "als": "ALS alone",
     "reference": "reference recipe",
     "popularity": "popularity (all time)",
     "recent_popularity": "recent popularity",
+    "ease": "EASE (peer)",
+    "item_knn": "item-kNN cosine (peer)",
 }
 
 
 def write_report(output_dir: Path, result: BacktestResult, per_night, window_days: float, recent_days: float) -> Path:
+    shown = list(result.recall_at_10)
+    ease = f"lambda {result.ease_lambda:g}, chosen before the first night" if result.ease_lambda else "not fitted"
     lines = [
         "# Nightly backtest",
         "",
         f"{len(result.cutoffs)} nights ({result.cutoffs[0]} to {result.cutoffs[-1]}, 02:30 UTC); each user known "
         f"at a night is scored on the movies they rated >= the positive threshold in the next {window_days:g} days. "
         f"{result.n_user_nights} user-nights of {result.n_users} users. Recent popularity: positives in the "
-        f"{recent_days:g} days before the night. 95% bootstrap intervals resampling users, each with all their nights.",
+        f"{recent_days:g} days before the night. EASE: {ease}; item-kNN: K = 100. "
+        "95% bootstrap intervals resampling users, each with all their nights.",
         "",
         "| model | Recall@10 | NDCG@10 | hit rate@10 |",
         "|---|---|---|---|",
     ]
-    for name in MODELS:
+    for name in shown:
         low, high = result.recall_at_10_ci[name]
         lines.append(
             f"| {LABELS[name]} | {result.recall_at_10[name]:.4f} [{low:.4f}, {high:.4f}] | "
             f"{result.ndcg_at_10[name]:.4f} | {result.hit_rate_at_10[name]:.4f} |"
         )
-    lines += ["", "Gain of the method in Recall@10 (paired bootstrap):", ""]
+    lines += ["", "Gain of the method (paired bootstrap), Recall@10 and NDCG@10:", ""]
     for baseline, (gain, low, high) in result.recall_gain.items():
         base = result.recall_at_10[baseline]
         relative = f", {gain / base:+.0%} relative" if base > 0 else ""
-        lines.append(f"- over {LABELS[baseline]}: {gain:+.4f} [{low:+.4f}, {high:+.4f}]{relative}")
+        n_gain, n_low, n_high = result.ndcg_gain[baseline]
+        lines.append(
+            f"- over {LABELS[baseline]}: {gain:+.4f} [{low:+.4f}, {high:+.4f}]{relative}; "
+            f"NDCG@10 {n_gain:+.4f} [{n_low:+.4f}, {n_high:+.4f}]"
+        )
     lines += [
         "",
         "## Per night",
         "",
-        "| night | users | " + " | ".join(LABELS[n] for n in MODELS) + " |",
-        "|---|---|" + "---|" * len(MODELS),
+        "Recall@10 per model, and the blend each night chose from its own past (trend weight, trend days, "
+        "item-item weights; source: chosen, previous or configured).",
+        "",
+        "| night | users | " + " | ".join(LABELS[n] for n in shown) + " | chosen blend |",
+        "|---|---|" + "---|" * (len(shown) + 1),
     ]
-    for date, n_users, means in per_night:
-        lines.append(f"| {date} | {n_users} | " + " | ".join(f"{means[n][0]:.3f}" for n in MODELS) + " |")
+    for (date, n_users, means), (_, weight, days, cosine, sequence, source) in zip(
+        per_night, result.choices, strict=True
+    ):
+        blend = f"{weight:g}, {days:g} d, {cosine:g}/{sequence:g} ({source})"
+        lines.append(f"| {date} | {n_users} | " + " | ".join(f"{means[n][0]:.3f}" for n in shown) + f" | {blend} |")
     lines += ["", "![Recall@10 per night](backtest.png)"]
     plot(Path(output_dir) / "backtest.png", result, per_night)
     text = "\n".join(lines) + "\n"
@@ -317,17 +379,18 @@ def plot(path: Path, result: BacktestResult, per_night) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4), constrained_layout=True, width_ratios=(1, 2))
-    values = [result.recall_at_10[n] for n in MODELS]
+    shown = list(result.recall_at_10)
+    values = [result.recall_at_10[n] for n in shown]
     errors = [
-        [v - result.recall_at_10_ci[n][0] for v, n in zip(values, MODELS, strict=True)],
-        [result.recall_at_10_ci[n][1] - v for v, n in zip(values, MODELS, strict=True)],
+        [v - result.recall_at_10_ci[n][0] for v, n in zip(values, shown, strict=True)],
+        [result.recall_at_10_ci[n][1] - v for v, n in zip(values, shown, strict=True)],
     ]
-    left.bar(range(len(MODELS)), values, yerr=errors, capsize=3, color=[f"C{i}" for i in range(len(MODELS))])
-    left.set_xticks(range(len(MODELS)), [n.replace("_", "\n") for n in MODELS], fontsize=8)
+    left.bar(range(len(shown)), values, yerr=errors, capsize=3, color=[f"C{i}" for i in range(len(shown))])
+    left.set_xticks(range(len(shown)), [n.replace("_", "\n") for n in shown], fontsize=8)
     left.set_title(f"Recall@10, {result.n_user_nights} user-nights (95% CI)")
     nights = list(range(len(per_night)))
     sizes = [6 + 2 * n_users for _, n_users, _ in per_night]
-    for i, name in enumerate(MODELS):
+    for i, name in enumerate(shown):
         right.plot(nights, [means[name][0] for _, _, means in per_night], color=f"C{i}", alpha=0.6, label=LABELS[name])
         right.scatter(nights, [means[name][0] for _, _, means in per_night], s=sizes, color=f"C{i}", alpha=0.6)
     step = max(1, len(per_night) // 8)

@@ -146,6 +146,7 @@ def evaluate_cold_start(settings: Settings, run_id: str) -> ColdStartEvalResult:
     similarity and popularity. Part of `run`, after publishing; it gates nothing."""
     started = time.perf_counter()
     directory = artifacts.run_dir(settings.artifacts, run_id)
+    settings = artifacts.run_settings(settings, directory)  # with the blend train chose or kept
     bundle.ensure_bundle(directory)  # the serving bundle (precompute writes it for a published run)
     ratings = artifacts.read_ratings(directory)
     positive = ratings["rating"] >= settings.positive_threshold

@@ -134,6 +134,7 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
     writes metrics.json and report.md."""
     started = time.perf_counter()
     directory = artifacts.run_dir(settings.artifacts, run_id)
+    settings = artifacts.run_settings(settings, directory)  # with the blend train chose or kept
     ratings, parts = artifacts.read_ratings(directory), artifacts.read_parts(directory)
     plan = NightPlan.from_arrays(artifacts.read_plan(directory))
     fitted, factors = model.Fitted.read(directory, artifacts.EVAL, settings)
@@ -176,9 +177,12 @@ def evaluate(settings: Settings, run_id: str) -> EvaluateResult:
             "reference_recipe": model.REFERENCE_RECIPE if plan.full else None,
         },
     )
-    report_path = write_report(directory, run_id, metric_rows, settings)
     with db.reading(settings.db) as conn:  # the run readers are served, on what arrived since its data
         forward_rows = forward_metrics(conn, run_id, ratings, settings)
+        temporal = dict(conn.execute(db.query("publish.temporal_figures"), {"run_id": run_id}).all())
+    blend = artifacts.read_params(directory).get("blend")
+    chosen_on_windows = blend is not None and blend["protocol"] == "temporal"
+    report_path = write_report(directory, run_id, metric_rows, settings, blend, temporal if chosen_on_windows else None)
 
     def ci(name):
         if name + "_ci_low" not in values:

@@ -32,6 +32,12 @@ class PrecomputeResult:
     shards_from_files: int = 0  # score shards whose score_shard file was published (the rest scored here)
 
 
+def gate(conn, run_id: str, settings: Settings) -> publish.GateDecision:
+    """The quality gate on the run and the published run, each with its temporal figures."""
+    run = publish.gate_figures(conn, runs.get(conn, run_id))
+    return publish.gate(run, publish.gate_figures(conn, publish.current_run(conn)), settings.gate_tolerance)
+
+
 def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
     """Store the top-k movies for every user (already rated movies excluded) and the most similar
     movies per movie, then publish the run if it passes the quality gate: rows, catalog and
@@ -39,7 +45,7 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
     started = time.perf_counter()
     directory = artifacts.run_dir(settings.artifacts, run_id)
     with db.reading(settings.db) as conn:
-        decision = publish.gate(runs.get(conn, run_id), publish.current_run(conn), settings.gate_tolerance)
+        decision = gate(conn, run_id, settings)
     n_users = n_recs = n_similar = from_files = 0
     if decision.publish:
         factors, top_ids, top_scores, from_files = shards.all_users(settings, run_id)
@@ -57,7 +63,7 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
     with db.transaction(settings.db) as conn:
         db.check_integrity(conn, settings.db)  # never publish into a damaged file
         if decision.publish:  # the gate again, under the write lock: another run may have been published
-            decision = publish.gate(runs.get(conn, run_id), publish.current_run(conn), settings.gate_tolerance)
+            decision = gate(conn, run_id, settings)
         if decision.publish:
             n_recs, n_similar = publish.store_run_rows(
                 conn,

@@ -38,7 +38,7 @@ def score_shard(settings: Settings, run_id: str, shard: int = 0) -> ShardResult:
     scored = scorer.score(int(lo), int(hi))
     path = shard_file(scorer.directory, shard, settings.score_shards)
     path.parent.mkdir(exist_ok=True)
-    stamp = model_stamp(scorer.directory, settings)
+    stamp = model_stamp(scorer.directory, scorer.settings)
     artifacts.write_atomically(
         path,
         lambda temp: np.savez(

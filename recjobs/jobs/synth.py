@@ -8,7 +8,12 @@ What makes it worth measuring on, not only big:
   popularity and the metrics mean something;
 - sessions: movies come in short series (SERIES_LENGTH consecutive ids); a user who picks one
   often goes on to the next part in the same session, so the sequence part has something to
-  learn. Sessions are spread over the user's active span, inside FIRST_DAY..LAST_DAY.
+  learn. Sessions are spread over the user's active span, inside FIRST_DAY and `days` after it;
+- time dynamics: a share of the series (`hits`) are hits, released on a day of the timeline;
+  most of a hit's ratings come in the weeks after its release (an exponential delay, mean
+  HIT_MEAN_DELAY_DAYS), from the users active then, so its popularity rises and fades and
+  "trending" predicts what is rated next. A hit's rating swaps movies with another rating made
+  near the time it is moved to, so every user keeps their number of ratings.
 
 Deterministic for a seed. Numpy only, vectorised: no per-user Python.
 """
@@ -35,6 +40,10 @@ NEXT_PART_SHARE = 0.5  # chance a pick is followed by the series' next part
 SESSION_RATINGS = 12  # mean ratings per session
 FIRST_DAY, LAST_DAY = 820_454_400, 1_696_118_400  # 1996-01-01 .. 2023-10-01, UTC
 TAG_SHARE = 0.01
+HIT_SHARE = 0.1  # the default share of series that are hits
+HIT_BOOST = 8.0  # a hit is this many times as popular as its rank alone makes it
+HIT_MEAN_DELAY_DAYS = 21.0
+FULL_TIMELINE_DAYS = (LAST_DAY - FIRST_DAY) // 86_400
 GENRES = (
     "Action Adventure Animation Children Comedy Crime Documentary Drama Fantasy Film-Noir Horror IMAX "
     "Musical Mystery Romance Sci-Fi Thriller War Western"
@@ -105,6 +114,52 @@ def movie_weights(rng: np.random.Generator, movies: int) -> tuple[np.ndarray, np
     part = np.arange(movies) % SERIES_LENGTH
     weight = (1.0 / (rank[series] + 5.0) ** POPULARITY_EXPONENT) * 0.8**part
     return weight, rng.integers(0, N_TASTES, n_series)[series]
+
+
+def hit_releases(rng: np.random.Generator, movies: int, share: float, first: int, last: int) -> np.ndarray:
+    """Per movie index, the release time of its series when it is a hit, else -1."""
+    series = np.arange(movies) // SERIES_LENGTH
+    n_series = int(series[-1]) + 1
+    hit = rng.random(n_series) < share
+    margin = min(30 * 86_400, (last - first) // 4)
+    release = rng.integers(first + margin, max(first + margin + 1, last - margin), n_series)
+    return np.where(hit, release, -1)[series]
+
+
+def retime_hits(rng, users, picks, rated_at, release, movies: int, rounds: int = 6):
+    """Move each hit rating to about its release plus an exponential delay, by swapping movies
+    with a rating made near that time (one of the nearest few, more each round) that is not a
+    hit and not yet swapped; a swap that would give a user a movie twice is not made. Returns
+    the new picks."""
+    picks = picks.copy()
+    waiting = np.flatnonzero(release[picks] >= 0)
+    free = np.flatnonzero(release[picks] < 0)
+    free = free[np.argsort(rated_at[free], kind="stable")]
+    keys = np.sort(users.astype(np.int64) * movies + picks)
+    spread = 20
+    for _ in range(rounds):
+        if len(waiting) == 0 or len(free) == 0:
+            break
+        wanted = release[picks[waiting]] + rng.exponential(HIT_MEAN_DELAY_DAYS * 86_400, len(waiting)).astype(np.int64)
+        at = np.searchsorted(rated_at[free], wanted) + rng.integers(-spread, spread + 1, len(waiting))
+        partner = free[np.clip(at, 0, len(free) - 1)]
+        first = np.unique(partner, return_index=True)[1]  # each partner once
+        hits, partner = waiting[first], partner[first]
+        new_hit = users[partner].astype(np.int64) * movies + picks[hits]
+        new_other = users[hits].astype(np.int64) * movies + picks[partner]
+        ok = ~np.isin(new_hit, keys) & ~np.isin(new_other, keys) & (users[partner] != users[hits])
+        values, counts = np.unique(np.concatenate([new_hit[ok], new_other[ok]]), return_counts=True)
+        twice = values[counts > 1]
+        ok &= ~np.isin(new_hit, twice) & ~np.isin(new_other, twice)
+        hits, partner = hits[ok], partner[ok]
+        gone = users[hits].astype(np.int64) * movies + picks[hits]
+        gone = np.concatenate([gone, users[partner].astype(np.int64) * movies + picks[partner]])
+        picks[hits], picks[partner] = picks[partner], picks[hits]
+        keys = np.sort(np.concatenate([keys[~np.isin(keys, gone)], new_hit[ok], new_other[ok]]))
+        waiting = np.setdiff1d(waiting, hits)
+        free = free[~np.isin(free, np.concatenate([partner, hits]))]
+        spread *= 4
+    return picks
 
 
 def draw_movies(rng, wanted: np.ndarray, user_taste: np.ndarray, weight, taste, tables) -> tuple:
@@ -225,11 +280,11 @@ def rating_values(rng, users, picks, user_taste, taste) -> np.ndarray:
     return np.clip(stars, 0.5, 5.0)
 
 
-def timestamps(rng, users, picks, n_users: int) -> np.ndarray:
+def timestamps(rng, users, picks, n_users: int, last_day: int = LAST_DAY) -> np.ndarray:
     """Sessions over each user's active span, the parts of a series together and in order inside
     a session. Rows must be sorted by (user, movie), as pick_movies returns them."""
-    start = rng.integers(FIRST_DAY, LAST_DAY - 86_400, n_users)
-    span = np.minimum(np.exp(rng.normal(np.log(60 * 86_400), 1.5, n_users)), LAST_DAY - start).astype(np.int64)
+    start = rng.integers(FIRST_DAY, last_day - 86_400, n_users)
+    span = np.minimum(np.exp(rng.normal(np.log(60 * 86_400), 1.5, n_users)), last_day - start).astype(np.int64)
     n_sessions = np.maximum(1, np.round(np.bincount(users, minlength=n_users) / SESSION_RATINGS)).astype(np.int64)
     series = picks // SERIES_LENGTH
     new_series = np.r_[True, (users[1:] != users[:-1]) | (series[1:] != series[:-1])]
@@ -248,25 +303,44 @@ def timestamps(rng, users, picks, n_users: int) -> np.ndarray:
     offset = np.empty(len(picks), np.int64)
     offset[order] = elapsed - elapsed[first]
     session_start = start[users] + session * span[users] // n_sessions[users]
-    return np.minimum(session_start + offset, LAST_DAY)
+    return np.minimum(session_start + offset, last_day)
 
 
-def synth(users: int, movies: int, ratings: int, seed: int, out_dir: Path) -> SynthResult:
+def synth(
+    users: int,
+    movies: int,
+    ratings: int,
+    seed: int,
+    out_dir: Path,
+    hits: float = HIT_SHARE,
+    days: int = FULL_TIMELINE_DAYS,
+) -> SynthResult:
     """Write movies.csv, ratings.csv, links.csv and tags.csv of a synthetic MovieLens-layout set
-    to out_dir (each file appears whole)."""
+    to out_dir (each file appears whole). `hits`: the share of series that are hits (0: no time
+    dynamics); `days`: the timeline's length from 1996-01-01."""
     import pandas as pd
 
     started = time.perf_counter()
     check_sizes(users, movies, ratings)
+    if not 0 <= hits <= 1 or not 30 <= days <= FULL_TIMELINE_DAYS:
+        raise ConfigError(
+            f"synth: hits {hits}, days {days}; expected hits from 0 to 1 and days from 30 to {FULL_TIMELINE_DAYS}"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    last_day = FIRST_DAY + int(days) * 86_400
     weight, taste = movie_weights(rng, movies)
+    release = hit_releases(rng, movies, hits, FIRST_DAY, last_day)
+    weight = np.where(release >= 0, weight * HIT_BOOST, weight)
     user_taste = rng.integers(0, N_TASTES, users)
     counts = ratings_per_user(rng, users, movies, ratings)
     user_index, picks = pick_movies(rng, counts, user_taste, weight, taste)
+    rated_at = timestamps(rng, user_index, picks, users, last_day)
+    picks = retime_hits(rng, user_index, picks, rated_at, release, movies)
+    order = np.lexsort((picks, user_index))  # back in (user, movie) order
+    user_index, picks, rated_at = user_index[order], picks[order], rated_at[order]
     stars = rating_values(rng, user_index, picks, user_taste, taste)
-    rated_at = timestamps(rng, user_index, picks, users)
     log.info("synth: %d ratings drawn in %.1fs", len(picks), time.perf_counter() - started)
 
     movie_ids = np.arange(1, movies + 1)

@@ -6,6 +6,10 @@ a usual night a small cold-start draw). Two models come from that one fit:
 - eval: the fit itself, which evaluate and evaluate_cold_start score;
 - full: the fit with every held-out user's ALS factors re-solved from their whole history
   (model.fold_in), and the same item-item parts; what is scored and published.
+
+Then the night's blend weights: a full night chooses them on its latest windows
+(recjobs.evaluation.blend_choice), a usual night keeps the published run's. They go in the run's
+params.json, which every later step scores with (artifacts.run_settings).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluation import blend_choice
 from ..evaluation.holdout import NightPlan, one_fit_keep
 from ..method import model, spark_engine
 from ..settings import Settings
@@ -43,6 +48,8 @@ class TrainResult:
     iterations: int  # ALS iterations until converged (at most settings.iterations)
     warm_started: bool  # the fit started from the published run's factors
     part_seconds: dict  # seconds of each part of the fit (als, cosine, sequence)
+    blend: dict  # the blend weights the run scores with, and where they come from
+    blend_seconds: float
     seconds: float
 
 
@@ -101,6 +108,28 @@ def fold_in_held_out(
     return published
 
 
+def night_blend(settings: Settings, run_id: str, ratings: dict, plan: NightPlan) -> blend_choice.BlendChoice:
+    """A full night chooses its blend on the windows before its newest rating (falling back to
+    the published run's choice, or the configured weights); a usual night keeps the published
+    run's choice when its configured settings are these."""
+    with db.reading(settings.db) as conn:
+        previous = runs.previous_blend(conn, run_id, settings)
+    if plan.full:
+        now = int(ratings["rated_at"].max()) + 1
+        return blend_choice.choose(ratings, now, settings, previous[1] if previous else None)
+    if previous is None or not settings.choose_blend:
+        why = "blend choice off (choose_blend)" if not settings.choose_blend else "a usual night, no published choice"
+        return blend_choice.fallback(settings, None, 0, why)
+    source_run, record = previous
+    return blend_choice.BlendChoice(
+        {name: float(record[name]) for name in blend_choice.CHOSEN},
+        "previous",
+        blend_choice.LEAVE_LAST_OUT,
+        0,
+        f"a usual night: the blend of the published run {source_run} ({record.get('source', 'chosen')} there)",
+    )
+
+
 def part_summary(part_seconds: dict) -> str:
     return ", ".join(f"{part} {seconds:.1f}s" for part, seconds in part_seconds.items()) or "parts not timed"
 
@@ -128,7 +157,11 @@ def train(settings: Settings, run_id: str) -> TrainResult:
     fold_in_held_out(fitted, ratings, plan, user_ids, movie_ids, settings, run_id)
     fold_in_seconds = time.perf_counter() - fold_started
     report = fitted.fit_report
-    artifacts.write_json(directory / artifacts.PARAMS, settings.model_params())
+    blend_started = time.perf_counter()
+    choice = night_blend(settings, run_id, ratings, plan)
+    blend_seconds = time.perf_counter() - blend_started
+    scoring_settings = blend_choice.with_weights(settings, choice.weights)
+    artifacts.write_json(directory / artifacts.PARAMS, {**scoring_settings.model_params(), "blend": choice.record()})
 
     result = TrainResult(
         run_id=run_id,
@@ -143,10 +176,14 @@ def train(settings: Settings, run_id: str) -> TrainResult:
         iterations=report.iterations,
         warm_started=report.warm,
         part_seconds=dict(report.part_seconds),
+        blend=choice.record(),
+        blend_seconds=round(blend_seconds, 3),
         seconds=round(time.perf_counter() - started, 3),
     )
     with db.transaction(settings.db) as conn:
         runs.update(conn, run_id, n_users=len(user_ids), n_items=len(movie_ids))
+        runs.record_blend(conn, run_id, choice.record(), choice.protocol)
+        runs.upsert_metrics(conn, run_id, choice.metric_rows())
         runs.record_seconds(conn, run_id, "train", result.seconds)
     log.info(
         "train %s (%s): %d users x %d items (%s); one fit on %d interactions, %d ALS iterations, %.1fs (%s); "
@@ -162,5 +199,15 @@ def train(settings: Settings, run_id: str) -> TrainResult:
         part_summary(result.part_seconds),
         result.n_folded_users,
         fold_in_seconds,
+    )
+    log.info(
+        "train %s: blend trend_weight %g, trend_days %g, blend_weight %g, sequence_weight %g (%s: %s; gate: %s) "
+        "in %.1fs",
+        run_id,
+        *(choice.weights[name] for name in blend_choice.CHOSEN),
+        choice.source,
+        choice.reason,
+        choice.protocol,
+        blend_seconds,
     )
     return result

@@ -66,9 +66,9 @@ class Scorer:
     """The published model of a run, with everything its users' top lists need."""
 
     def __init__(self, settings: Settings, run_id: str):
-        self.settings = settings
         self.directory = artifacts.run_dir(settings.artifacts, run_id)
-        self.fitted, self.factors = model.Fitted.read(self.directory, artifacts.FULL, settings)
+        self.settings = artifacts.run_settings(settings, self.directory)  # with the run's blend
+        self.fitted, self.factors = model.Fitted.read(self.directory, artifacts.FULL, self.settings)
         self.n_users, self.n_items = len(self.factors.user_ids), len(self.factors.movie_ids)
 
     @functools.cached_property
@@ -120,7 +120,7 @@ def all_users(settings: Settings, run_id: str) -> tuple[model.Factors, np.ndarra
     whose staging files were used); the shards without a usable file are scored here."""
     scorer = Scorer(settings, run_id)
     cuts = bounds(scorer.n_users, scorer.n_items, settings.score_shards)
-    stamp = model_stamp(scorer.directory, settings)
+    stamp = model_stamp(scorer.directory, scorer.settings)
     parts, from_files = [], 0
     for shard, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
         scored = read_shard(scorer.directory, shard, settings.score_shards, int(lo), int(hi), stamp)

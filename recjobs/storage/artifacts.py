@@ -154,6 +154,18 @@ def read_params(directory: Path) -> dict:
     return read_json(require(directory, PARAMS))
 
 
+def run_settings(settings, directory: Path):
+    """`settings` with the blend weights the run's train step chose or kept (its params.json's
+    "blend"): what every later step of the run scores with. A run trained before blends were
+    chosen scores with the settings as they are."""
+    from ..settings import BLEND_WEIGHTS
+
+    blend = read_params(directory).get("blend")
+    if not blend:
+        return settings
+    return settings.replace(**{name: blend[name] for name in BLEND_WEIGHTS})
+
+
 # ---- the catalog published with the run ---------------------------------------------
 
 

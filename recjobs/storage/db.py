@@ -71,8 +71,20 @@ def _engine(path: str) -> Engine:
         conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
     with engine.connect() as conn:
-        conn.connection.driver_connection.executescript(sql("schema"))
+        raw = conn.connection.driver_connection
+        raw.executescript(sql("schema"))
+        upgrade(raw)
     return engine
+
+
+UPGRADES = (("model_runs", "gate_protocol"),)  # (table, column): sql/schema_upgrades.sql <table>_<column>
+
+
+def upgrade(raw: sqlite3.Connection) -> None:
+    """Add the columns of UPGRADES a database made before them lacks."""
+    for table, column in UPGRADES:
+        if column not in {row[1] for row in raw.execute(f"PRAGMA table_info({table})")}:
+            raw.executescript(sql(f"schema_upgrades.{table}_{column}"))
 
 
 @functools.cache

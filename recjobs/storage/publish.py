@@ -41,25 +41,47 @@ def current_run(conn) -> dict | None:
     return dict(row) if row else None
 
 
+def gate_figures(conn, run: dict | None) -> dict | None:
+    """A model_runs row with the figures of the temporal protocol added when its train step
+    recorded them (run_metrics segment temporal): temporal_recall_at_10 and
+    temporal_popularity_recall_at_10."""
+    if run is None:
+        return None
+    rows = conn.execute(db.query("publish.temporal_figures"), {"run_id": run["run_id"]}).all()
+    figures = {f"temporal_{metric}": value for metric, value in rows}
+    return {**run, **figures}
+
+
 def gate(run: dict, current: dict | None, tolerance: float) -> GateDecision:
-    """Publish only if Recall@10 beats popularity of the same run and is not more than
-    `tolerance` (relative) below the published run's."""
-    recall, popularity = run["recall_at_10"], run["popularity_recall_at_10"]
-    if recall is None:
+    """Publish only if the run's Recall@10 beats popularity's on the same users and is not more
+    than `tolerance` (relative) below the published run's, under the run's gate protocol:
+    temporal (the full night's windows, when they held enough users) or leave-last-out. The
+    published run is compared on the same protocol; when it has no figure under it (a run whose
+    gate was leave-last-out, before a temporal one), only the first rule applies."""
+    temporal = run.get("gate_protocol") == "temporal" and run.get("temporal_recall_at_10") is not None
+    key = "temporal_recall_at_10" if temporal else "recall_at_10"
+    label = "temporal Recall@10" if temporal else "Recall@10"
+    recall = run.get(key)
+    popularity = run.get("temporal_popularity_recall_at_10" if temporal else "popularity_recall_at_10")
+    if run.get("recall_at_10") is None or recall is None:
         return GateDecision(False, "not evaluated; run `recjobs evaluate` first")
     if recall <= popularity:
         return GateDecision(
-            False, f"Recall@10 {recall:.4f} does not beat the popularity baseline {popularity:.4f} of the same run"
+            False, f"{label} {recall:.4f} does not beat the popularity baseline {popularity:.4f} of the same run"
         )
-    if current and current["run_id"] != run["run_id"] and current["recall_at_10"] is not None:
-        floor = current["recall_at_10"] * (1 - tolerance)
-        if recall < floor:
+    compared = ""
+    if current and current["run_id"] != run["run_id"]:
+        theirs = current.get(key)
+        if theirs is not None and recall < theirs * (1 - tolerance):
             return GateDecision(
                 False,
-                f"Recall@10 {recall:.4f} is more than {tolerance:.0%} below the "
-                f"published run {current['run_id']} ({current['recall_at_10']:.4f})",
+                f"{label} {recall:.4f} is more than {tolerance:.0%} below the "
+                f"published run {current['run_id']} ({theirs:.4f})",
             )
-    return GateDecision(True, "passed the quality gate")
+        if theirs is None:
+            compared = f"; the published run {current['run_id']} has no {label} to compare with"
+    protocol = "temporal protocol" if temporal else "leave-last-out"
+    return GateDecision(True, f"passed the quality gate ({protocol}{compared})")
 
 
 def ranked_rows(run_id: str, owner_ids, movie_ids, top_rows, top_scores, rows_per_chunk: int = 50_000):

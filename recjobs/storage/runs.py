@@ -118,6 +118,32 @@ def latest_id(settings: Settings) -> str | None:
         return conn.execute(db.query("runs.latest_id")).scalar()
 
 
+def configured_params(params_json: str) -> dict:
+    """A run's configured model settings: its params_json without the blend it chose ("blend")."""
+    params = json.loads(params_json)
+    params.pop("blend", None)
+    return params
+
+
+def previous_blend(conn, run_id: str, settings: Settings) -> tuple[str, dict] | None:
+    """(run id, blend record) of the newest published run recorded before this one, when it
+    chose or kept a blend with these same configured settings; None otherwise."""
+    source = conn.execute(db.query("runs.warm_start_source"), {"run_id": run_id}).first()
+    if source is None:
+        return None
+    blend = json.loads(source.params_json).get("blend")
+    if not blend or configured_params(source.params_json) != json.loads(json.dumps(settings.model_params())):
+        return None
+    return source.run_id, blend
+
+
+def record_blend(conn, run_id: str, blend: dict, protocol: str) -> None:
+    """The run's blend (model_runs.params_json "blend") and its gate's protocol."""
+    conn.execute(
+        db.query("runs.set_blend"), {"run_id": run_id, "blend_json": json.dumps(blend), "gate_protocol": protocol}
+    )
+
+
 def full_night(conn, run_id: str, settings: Settings) -> tuple[bool, str]:
     """Whether this night is a full one (the reference recipe and the cold-start protocol with
     their own fits), and why: forced, the first night, a change of model settings since the
@@ -129,7 +155,7 @@ def full_night(conn, run_id: str, settings: Settings) -> tuple[bool, str]:
     last = conn.execute(db.query("runs.last_full_night"), {"run_id": run_id}).first()
     if last is None:
         return True, "a full night: no full night before it"
-    if json.loads(last.params_json) != json.loads(json.dumps(settings.model_params())):
+    if configured_params(last.params_json) != json.loads(json.dumps(settings.model_params())):
         return True, f"a full night: the model settings changed since the full night {last.run_id}"
     night = last.nights_since + 1
     if night >= settings.full_evaluation_every:
