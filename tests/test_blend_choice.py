@@ -27,13 +27,14 @@ def fads_later():
 
 
 def test_the_choice_moves_with_the_data(fads_later):
-    """Before the fads start, trending predicts nothing and the choice leaves it out; once what
-    was liked last week predicts the next days, the choice weighs it heavily, and beats the
-    configured weights on the same user-windows."""
+    """Before the fads start, trending predicts nothing and no blend beats the configured one
+    beyond the noise (kept); once what was liked last week predicts the next days, the choice
+    weighs it heavily, and beats the configured weights on the same user-windows."""
     settings = Settings(**SMALL)
     steady = blend_choice.choose(fads_later, START + FADS_FROM_DAY * DAY, settings)
     fads = blend_choice.choose(fads_later, int(fads_later["rated_at"].max()) + 1, settings)
-    assert steady.source == fads.source == "chosen" and fads.protocol == "temporal"
+    assert steady.source == "kept" and "within the noise" in steady.reason
+    assert fads.source == "chosen" and steady.protocol == fads.protocol == "temporal"
     assert steady.weights["trend_weight"] <= 0.5 and fads.weights["trend_weight"] >= 2
     gain = fads.window_metrics["recall_at_10"] - fads.window_metrics["configured_recall_at_10"]
     assert gain > 0.1, fads.window_metrics

@@ -5,12 +5,17 @@ For each of settings.choice_windows consecutive windows of settings.choice_windo
 "now" (the newest rating), the method is fitted once on the ratings before the window, and every
 grid point of blend weights is scored on the known users' positives inside it (the weights
 change only the blend, so one fit serves the grid). The user-windows are pooled; the weights
-with the best Recall@10 win (ties: the configured weights, then the earlier value). The grid is
-searched one coordinate at a time from the configured weights, until a round changes nothing:
+with the best Recall@10 win. The grid is searched one coordinate at a time from the incumbent
+(the previous choice, or the configured weights), until a round changes nothing:
 
 1. the trend (trend_weight x trend_days);
 2. the cosine item-item weight: blend_weight times each of ITEM_ITEM_SCALES;
 3. the sequence weight: sequence_weight times each of them.
+
+The best blend replaces the incumbent only when its paired gain in Recall@10 on the same
+user-windows has a 95% bootstrap interval above zero (source "chosen"); otherwise the incumbent
+is kept (source "kept"). Choosing the best of tens of blends on a few hundred user-windows
+otherwise chases noise from one full night to the next.
 
 With fewer than settings.choice_min_user_windows user-windows the choice falls back: to the
 previous choice (the published run's, when its configured settings are these) or else to the
@@ -28,12 +33,13 @@ import numpy as np
 from ..method import model
 from ..settings import BLEND_WEIGHTS, Settings
 from . import temporal
+from .metrics import bootstrap_ci
 
 log = logging.getLogger(__name__)
 
 TREND_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 TREND_DAYS = (7.0, 30.0)
-ITEM_ITEM_SCALES = (0.0, 0.5, 1.0, 2.0)
+ITEM_ITEM_SCALES = (0.0, 0.5, 1.0, 2.0, 4.0)
 MAX_ROUNDS = 3
 USERS_PER_WINDOW = 5_000  # a user-keyed sample when a window has more: bounds the grid's scoring
 CHOSEN = BLEND_WEIGHTS  # the weights a choice sets
@@ -104,6 +110,22 @@ def fallback(settings: Settings, previous: dict | None, n_user_windows: int, why
     return BlendChoice(configured_weights(settings), "configured", LEAVE_LAST_OUT, n_user_windows, f"{why}; configured")
 
 
+def point_of(weights: dict, settings: Settings) -> tuple[float, float, float, float]:
+    """A blend's grid point (trend_weight, trend_days, cosine scale, sequence scale); the scales
+    are of the configured item-item weights (1 where a configured weight is 0)."""
+
+    def scale(name):
+        configured = getattr(settings, name)
+        return float(weights[name]) / configured if configured > 0 else 1.0
+
+    return (
+        float(weights["trend_weight"]),
+        float(weights["trend_days"]),
+        scale("blend_weight"),
+        scale("sequence_weight"),
+    )
+
+
 def choose(ratings: dict, now: int, settings: Settings, previous: dict | None = None) -> BlendChoice:
     """The blend weights for a night at `now` (Unix seconds), from `ratings` made before it.
     `previous`: the weights of the choice before (a BlendChoice.record()), the fallback."""
@@ -122,7 +144,8 @@ def choose(ratings: dict, now: int, settings: Settings, previous: dict | None = 
         )
         return fallback(settings, previous, n_user_windows, why)
 
-    fits = [_fit_window(ratings, win, settings) for win in found]
+    days = sorted({*TREND_DAYS, float(settings.trend_days), *([float(previous["trend_days"])] if previous else [])})
+    fits = [_fit_window(ratings, win, settings, days) for win in found]
     scored = {}
 
     def score(points):
@@ -136,21 +159,27 @@ def choose(ratings: dict, now: int, settings: Settings, previous: dict | None = 
                 scored[point] = values
 
     as_configured = (float(settings.trend_weight), float(settings.trend_days), 1.0, 1.0)
-    winner = as_configured
+    incumbent = as_configured if previous is None else point_of(previous, settings)
+    best = incumbent
     coordinates = (
         lambda p: [(w, d, p[2], p[3]) for d in TREND_DAYS for w in TREND_WEIGHTS],
         lambda p: [(p[0], p[1], c, p[3]) for c in ITEM_ITEM_SCALES],
         lambda p: [(p[0], p[1], p[2], q) for q in ITEM_ITEM_SCALES],
     )
+    score([incumbent, as_configured])
     for _ in range(MAX_ROUNDS):
-        before = winner
+        before = best
         for values_of in coordinates:
-            points = values_of(winner)
-            score(points + [as_configured])
-            # ties: the configured weights, then the earlier point
-            winner = max(points, key=lambda p: (scored[p][:, 0].mean(), p == as_configured, -points.index(p)))
-        if winner == before:
+            points = values_of(best)
+            score(points)
+            # ties: the incumbent, then the earlier point
+            best = max([*points, best], key=lambda p: (scored[p][:, 0].mean(), p == incumbent))
+        if best == before:
             break
+    users = np.concatenate([win.test_user_ids for win in found])
+    gain = scored[best][:, 0] - scored[incumbent][:, 0]
+    low, _ = bootstrap_ci(gain, groups=users)  # paired: the same user-windows; users resampled whole
+    winner = best if best == incumbent or low > 0 else incumbent
     trend_weight, trend_days, cosine_scale, sequence_scale = winner
     weights = {
         "trend_weight": float(trend_weight),
@@ -167,20 +196,31 @@ def choose(ratings: dict, now: int, settings: Settings, previous: dict | None = 
     window_metrics["configured_recall_at_10"] = configured[:, 0].mean()
     window_metrics["n_users"] = float(n_user_windows)
     grid = [(*point, float(v[:, 0].mean()), float(v[:, 1].mean())) for point, v in scored.items()]
+    found_by = f"{len(scored)} blends scored on {n_user_windows} user-windows ({len(found)} windows of " + (
+        f"{settings.choice_window_days:g} days)"
+    )
+    if winner == best:
+        reason = f"the best Recall@10 of {found_by}"
+    else:
+        reason = (
+            f"the best of {found_by} gains {gain.mean():+.4f} Recall@10 over the "
+            f"{'previous' if previous else 'configured'} weights, its 95% interval from {low:+.4f}: "
+            "within the noise, those kept"
+        )
     choice = BlendChoice(
         weights,
-        "chosen",
+        "chosen" if winner == best else "kept",
         TEMPORAL,
         n_user_windows,
-        f"best Recall@10 of {len(scored)} blends on {n_user_windows} user-windows "
-        f"({len(found)} windows of {settings.choice_window_days:g} days)",
+        reason,
         {name: float(value) for name, value in window_metrics.items()},
         grid,
         round(time.perf_counter() - started, 3),
     )
     log.info(
-        "blend choice: trend_weight %g, trend_days %g, cosine x%g, sequence x%g (Recall@10 %.4f; configured %s; "
-        "recent popularity %.4f) on %d user-windows in %.1fs",
+        "blend choice (%s): trend_weight %g, trend_days %g, cosine x%g, sequence x%g (Recall@10 %.4f; "
+        "configured %s; recent popularity %.4f) on %d user-windows in %.1fs",
+        choice.source,
         trend_weight,
         trend_days,
         cosine_scale,
@@ -194,24 +234,21 @@ def choose(ratings: dict, now: int, settings: Settings, previous: dict | None = 
     return choice
 
 
-def _fit_window(ratings: dict, win: temporal.Window, settings: Settings):
+def _fit_window(ratings: dict, win: temporal.Window, settings: Settings, days):
     """The method fitted on the ratings before the window (random start: an earlier run's
     factors have seen the window), its interactions and the trending vectors of the grid."""
     data = model.interactions(ratings, win.keep, win.user_ids, win.movie_ids, settings)
     fitted = model.fit_method(data, settings)
-    days = sorted({*TREND_DAYS, float(settings.trend_days)})
     return fitted, data, temporal.trending_vectors(ratings, win, settings, days)
 
 
 def _baselines(ratings: dict, found, fits, settings: Settings) -> dict:
-    """Popularity and recent popularity (the configured trend_days) on the same user-windows."""
+    """Popularity and recent popularity (positives in the trend_days before the window) on the
+    same user-windows."""
     per_model = {"popularity": [], "recent_popularity": []}
     for win, (_, data, _) in zip(found, fits, strict=True):
-        newest = ratings["rated_at"][win.keep].max()
-        for name, since in (
-            ("popularity", -np.inf),
-            ("recent_popularity", newest - settings.trend_days * temporal.DAY),
-        ):
+        recent = win.cutoff - settings.trend_days * temporal.DAY  # the days before the window, as in the backtest
+        for name, since in (("popularity", -np.inf), ("recent_popularity", recent)):
             counts = temporal.popularity_scores(ratings, win, settings, since).astype(np.float64)
             per_model[name].append(
                 temporal.score_top(lambda rows, c=counts: np.tile(c, (len(rows), 1)), win, data.seen)

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 EASE_MAX_ITEMS = 20_000  # 20,000^2 float64 is 3.2 GB for the Gram matrix and as much for its inverse
-EASE_LAMBDAS = (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0)
+EASE_LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
 KNN_NEIGHBOURS = 100
 
 

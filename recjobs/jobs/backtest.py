@@ -136,8 +136,7 @@ def one_night(
     reference_data = model.interactions(ratings, win.keep, win.user_ids, win.movie_ids, reference_settings)
     reference = model.fit(reference_data.confidence, reference_settings)
     scorers["reference"] = lambda rows: reference.user_factors[rows] @ reference.item_factors.T
-    newest = ratings["rated_at"][win.keep].max()
-    for name, since in (("popularity", -np.inf), ("recent_popularity", newest - recent_days * DAY)):
+    for name, since in (("popularity", -np.inf), ("recent_popularity", cutoff - recent_days * DAY)):
         counts = temporal.popularity_scores(ratings, win, settings, since).astype(np.float64)
         scorers[name] = lambda rows, c=counts: np.tile(c, (len(rows), 1))
     ease = peers.fit_ease(data.positives, ease_lambda) if ease_lambda is not None else None
@@ -190,7 +189,7 @@ def backtest(
         if night is None:
             continue
         test_users, per_user, choice = night
-        if choice.source == "chosen":
+        if choice.source in ("chosen", "kept"):
             previous = choice.record()
         users.append(test_users)
         for name in MODELS:
