@@ -81,7 +81,7 @@ class Settings:
     choice_window_days: float = setting(
         14.0, "The blend choice scores each fit on the positives of this many days after the ratings it was fitted on."
     )
-    choice_windows: int = setting(2, "The blend choice pools this many consecutive windows before now, one fit each.")
+    choice_windows: int = setting(4, "The blend choice pools this many consecutive windows before now, one fit each.")
     choice_min_user_windows: int = setting(
         100,
         "Fewer user-windows than this and the blend choice keeps the previous choice (or the configured weights), "

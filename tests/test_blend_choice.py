@@ -27,20 +27,20 @@ def fads_later():
 
 
 def test_the_choice_moves_with_the_data(fads_later):
-    """Before the fads start, trending predicts nothing and no blend beats the configured one
-    beyond the noise (kept); once what was liked last week predicts the next days, the choice
-    weighs it heavily, and beats the configured weights on the same user-windows."""
+    """Before the fads start, trending predicts nothing and the choice leaves it out; once what
+    was liked last week predicts the next days, the choice weighs it heavily, and beats the
+    configured weights on the same user-windows."""
     settings = Settings(**SMALL)
     steady = blend_choice.choose(fads_later, START + FADS_FROM_DAY * DAY, settings)
     fads = blend_choice.choose(fads_later, int(fads_later["rated_at"].max()) + 1, settings)
-    assert steady.source == "kept" and "within the noise" in steady.reason
-    assert fads.source == "chosen" and steady.protocol == fads.protocol == "temporal"
+    assert steady.source == fads.source == "chosen" and steady.protocol == fads.protocol == "temporal"
     assert steady.weights["trend_weight"] <= 0.5 and fads.weights["trend_weight"] >= 2
     gain = fads.window_metrics["recall_at_10"] - fads.window_metrics["configured_recall_at_10"]
     assert gain > 0.1, fads.window_metrics
     assert fads.window_metrics["recall_at_10"] > fads.window_metrics["recent_popularity_recall_at_10"]
-    # every grid point scored is recorded, the winner's Recall@10 the best of them
-    assert max(r for *_, r, _ in fads.grid) == pytest.approx(fads.window_metrics["recall_at_10"])
+    # every grid point scored is recorded; the winner is within one standard error of the best
+    best = max(r for *_, r, _ in fads.grid)
+    assert best - 0.05 < fads.window_metrics["recall_at_10"] <= best
 
 
 def test_no_night_sees_its_future(fads_later):
@@ -152,3 +152,16 @@ def test_a_full_night_chooses_usual_nights_keep_it_and_every_step_scores_with_it
     assert con.execute("SELECT gate_protocol FROM model_runs WHERE run_id = ?", (second.run_id,)).fetchone() == (
         "leave-last-out",
     )
+
+
+def test_a_large_trend_weight_must_win_by_more_than_one_standard_error():
+    base = np.random.default_rng(0).random((400, 3))
+    swing = np.repeat([[0.1], [-0.1]], 200, axis=0)  # per user-window +-0.1: standard error 0.005
+    small, large = (1.0, 30.0, 1.0, 1.0), (8.0, 30.0, 1.0, 1.0)
+    hair = {small: base, large: base + swing + 0.002}  # better by 0.002 on average: within the noise
+    assert blend_choice.least_trend_within_noise(hair, large) == small
+    clear = {small: base, large: base + swing + 0.02}
+    assert blend_choice.least_trend_within_noise(clear, large) == large
+    # blends with other item-item weights are not candidates
+    other = {**hair, (0.0, 30.0, 0.5, 1.0): base + swing}
+    assert blend_choice.least_trend_within_noise(other, large) == small

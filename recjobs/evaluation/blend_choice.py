@@ -5,17 +5,17 @@ For each of settings.choice_windows consecutive windows of settings.choice_windo
 "now" (the newest rating), the method is fitted once on the ratings before the window, and every
 grid point of blend weights is scored on the known users' positives inside it (the weights
 change only the blend, so one fit serves the grid). The user-windows are pooled; the weights
-with the best Recall@10 win. The grid is searched one coordinate at a time from the incumbent
-(the previous choice, or the configured weights), until a round changes nothing:
+with the best Recall@10 win. The grid is searched one coordinate at a time from the configured
+weights, until a round changes nothing:
 
 1. the trend (trend_weight x trend_days);
 2. the cosine item-item weight: blend_weight times each of ITEM_ITEM_SCALES;
 3. the sequence weight: sequence_weight times each of them.
 
-The best blend replaces the incumbent only when its paired gain in Recall@10 on the same
-user-windows has a 95% bootstrap interval above zero (source "chosen"); otherwise the incumbent
-is kept (source "kept"). Choosing the best of tens of blends on a few hundred user-windows
-otherwise chases noise from one full night to the next.
+Of the blends within one standard error of the best (the same item-item weights), the one with
+the least trend weight is taken (the "one standard error" rule): choosing the best of tens of
+blends on a few hundred user-windows otherwise chases noise, and a large trend weight that wins
+by a hair costs the most when the trend turns.
 
 With fewer than settings.choice_min_user_windows user-windows the choice falls back: to the
 previous choice (the published run's, when its configured settings are these) or else to the
@@ -33,7 +33,6 @@ import numpy as np
 from ..method import model
 from ..settings import BLEND_WEIGHTS, Settings
 from . import temporal
-from .metrics import bootstrap_ci
 
 log = logging.getLogger(__name__)
 
@@ -110,20 +109,20 @@ def fallback(settings: Settings, previous: dict | None, n_user_windows: int, why
     return BlendChoice(configured_weights(settings), "configured", LEAVE_LAST_OUT, n_user_windows, f"{why}; configured")
 
 
-def point_of(weights: dict, settings: Settings) -> tuple[float, float, float, float]:
-    """A blend's grid point (trend_weight, trend_days, cosine scale, sequence scale); the scales
-    are of the configured item-item weights (1 where a configured weight is 0)."""
-
-    def scale(name):
-        configured = getattr(settings, name)
-        return float(weights[name]) / configured if configured > 0 else 1.0
-
-    return (
-        float(weights["trend_weight"]),
-        float(weights["trend_days"]),
-        scale("blend_weight"),
-        scale("sequence_weight"),
-    )
+def least_trend_within_noise(scored: dict, best: tuple) -> tuple:
+    """Of the blends scored with best's item-item weights whose Recall@10 is within one standard
+    error (paired, per user-window) of best's, the one with the least trend weight: the "one
+    standard error" rule of model selection. A large trend weight that wins by a hair on these
+    windows costs the most when the trend turns."""
+    within = []
+    for point, values in scored.items():
+        if point[2:] != best[2:]:
+            continue
+        difference = scored[best][:, 0] - values[:, 0]
+        error = difference.std(ddof=1) / np.sqrt(len(difference)) if len(difference) > 1 else 0.0
+        if difference.mean() <= error:
+            within.append(point)
+    return min(within, key=lambda p: (p[0], -scored[p][:, 0].mean()))
 
 
 def choose(ratings: dict, now: int, settings: Settings, previous: dict | None = None) -> BlendChoice:
@@ -144,7 +143,7 @@ def choose(ratings: dict, now: int, settings: Settings, previous: dict | None = 
         )
         return fallback(settings, previous, n_user_windows, why)
 
-    days = sorted({*TREND_DAYS, float(settings.trend_days), *([float(previous["trend_days"])] if previous else [])})
+    days = sorted({*TREND_DAYS, float(settings.trend_days)})
     fits = [_fit_window(ratings, win, settings, days) for win in found]
     scored = {}
 
@@ -159,27 +158,22 @@ def choose(ratings: dict, now: int, settings: Settings, previous: dict | None = 
                 scored[point] = values
 
     as_configured = (float(settings.trend_weight), float(settings.trend_days), 1.0, 1.0)
-    incumbent = as_configured if previous is None else point_of(previous, settings)
-    best = incumbent
+    best = as_configured
     coordinates = (
         lambda p: [(w, d, p[2], p[3]) for d in TREND_DAYS for w in TREND_WEIGHTS],
         lambda p: [(p[0], p[1], c, p[3]) for c in ITEM_ITEM_SCALES],
         lambda p: [(p[0], p[1], p[2], q) for q in ITEM_ITEM_SCALES],
     )
-    score([incumbent, as_configured])
+    score([as_configured])
     for _ in range(MAX_ROUNDS):
         before = best
         for values_of in coordinates:
             points = values_of(best)
             score(points)
-            # ties: the incumbent, then the earlier point
-            best = max([*points, best], key=lambda p: (scored[p][:, 0].mean(), p == incumbent))
+            best = max([*points, best], key=lambda p: (scored[p][:, 0].mean(), p == as_configured))  # ties: as is
         if best == before:
             break
-    users = np.concatenate([win.test_user_ids for win in found])
-    gain = scored[best][:, 0] - scored[incumbent][:, 0]
-    low, _ = bootstrap_ci(gain, groups=users)  # paired: the same user-windows; users resampled whole
-    winner = best if best == incumbent or low > 0 else incumbent
+    winner = least_trend_within_noise(scored, best)
     trend_weight, trend_days, cosine_scale, sequence_scale = winner
     weights = {
         "trend_weight": float(trend_weight),
@@ -199,17 +193,12 @@ def choose(ratings: dict, now: int, settings: Settings, previous: dict | None = 
     found_by = f"{len(scored)} blends scored on {n_user_windows} user-windows ({len(found)} windows of " + (
         f"{settings.choice_window_days:g} days)"
     )
-    if winner == best:
-        reason = f"the best Recall@10 of {found_by}"
-    else:
-        reason = (
-            f"the best of {found_by} gains {gain.mean():+.4f} Recall@10 over the "
-            f"{'previous' if previous else 'configured'} weights, its 95% interval from {low:+.4f}: "
-            "within the noise, those kept"
-        )
+    reason = f"the best Recall@10 of {found_by}"
+    if winner != best:
+        reason += f", the least trend weight within one standard error of it (trend_weight {best[0]:g} was best)"
     choice = BlendChoice(
         weights,
-        "chosen" if winner == best else "kept",
+        "chosen",
         TEMPORAL,
         n_user_windows,
         reason,

@@ -189,7 +189,7 @@ def backtest(
         if night is None:
             continue
         test_users, per_user, choice = night
-        if choice.source in ("chosen", "kept"):
+        if choice.source == "chosen":
             previous = choice.record()
         users.append(test_users)
         for name in MODELS:

@@ -24,14 +24,14 @@ from recjobs.jobs.backtest import backtest  # noqa: E402
 from recjobs.jobs.synth import synth  # noqa: E402
 from recjobs.settings import Settings  # noqa: E402
 
-RULES = (  # (choice_window_days, choice_windows, choice_min_user_windows)
-    (14.0, 2, 100),
-    (7.0, 4, 100),
-    (30.0, 1, 100),
+RULES = (  # (choice_window_days, choice_windows, choice_min_user_windows); the default first
     (14.0, 4, 100),
-    (14.0, 2, 25),
-    (14.0, 2, 50),
-    (14.0, 2, 200),
+    (14.0, 2, 100),
+    (7.0, 6, 100),
+    (30.0, 2, 100),
+    (14.0, 4, 25),
+    (14.0, 4, 50),
+    (14.0, 4, 200),
 )
 SYNTHETIC = dict(users=3_000, movies=2_000, ratings=200_000, seed=7, hits=0.1, days=1_095)
 
