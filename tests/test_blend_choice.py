@@ -165,3 +165,19 @@ def test_a_large_trend_weight_must_win_by_more_than_one_standard_error():
     # blends with other item-item weights are not candidates
     other = {**hair, (0.0, 30.0, 0.5, 1.0): base + swing}
     assert blend_choice.least_trend_within_noise(other, large) == small
+
+
+def test_a_database_made_before_gate_protocol_gets_the_column(tmp_path):
+    from recjobs.storage import db
+
+    old = tmp_path / "old.db"
+    con = sqlite3.connect(old)
+    con.executescript(db.sql("schema"))
+    con.execute("ALTER TABLE model_runs DROP COLUMN gate_protocol")
+    con.execute("INSERT INTO model_runs (run_id, started_at, params_json) VALUES ('r0', 'then', '{}')")
+    con.commit()
+    con.close()
+    with db.transaction(old) as conn:
+        columns = [row[1] for row in conn.exec_driver_sql("PRAGMA table_info(model_runs)")]
+        kept = conn.exec_driver_sql("SELECT run_id, gate_protocol FROM model_runs").all()
+    assert "gate_protocol" in columns and kept == [("r0", None)]

@@ -73,6 +73,7 @@ class BlendChoice:
         rows = [(f"chosen_{name}", "blend_choice", float(value)) for name, value in self.weights.items()]
         rows.append(("n_user_windows", "blend_choice", float(self.n_user_windows)))
         rows.append(("temporal_gate", "blend_choice", float(self.protocol == TEMPORAL)))
+        rows.append(("seconds", "blend_choice", float(self.seconds)))
         rows += [(metric, TEMPORAL, float(value)) for metric, value in self.window_metrics.items()]
         rows += [
             (f"grid_recall_at_10:trend_weight={w:g},trend_days={d:g},cosine_x{c:g},sequence_x{q:g}", "blend_choice", r)

@@ -157,6 +157,11 @@ def score_top(scores_of_batch, win: Window, seen: sp.csr_matrix) -> np.ndarray:
 
 
 def popularity_scores(ratings: dict, win: Window, settings: Settings, since: float = -np.inf) -> np.ndarray:
-    """Positives per movie before the cutoff (from `since` on): the popularity baselines."""
-    chosen = win.keep & (ratings["rating"] >= settings.positive_threshold) & (ratings["rated_at"] >= since)
-    return np.bincount(model.index(ratings["movie_id"][chosen], win.movie_ids), minlength=len(win.movie_ids))
+    """Positives per movie before the cutoff (from `since` on): the popularity baselines. Ties
+    (most movies have no recent positive) go to the movie with more positives of all time, not
+    to the smaller movie id, which on MovieLens is an older, more popular film."""
+    positive = win.keep & (ratings["rating"] >= settings.positive_threshold)
+    columns = model.index(ratings["movie_id"][positive], win.movie_ids)
+    counts = np.bincount(columns[ratings["rated_at"][positive] >= since], minlength=len(win.movie_ids))
+    all_time = np.bincount(columns, minlength=len(win.movie_ids))
+    return counts + all_time / (all_time.max(initial=0) + 1.0)
