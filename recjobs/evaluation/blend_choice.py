@@ -36,11 +36,11 @@ from . import temporal
 
 log = logging.getLogger(__name__)
 
-TREND_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+TREND_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 TREND_DAYS = (7.0, 30.0)
 ITEM_ITEM_SCALES = (0.0, 0.5, 1.0, 2.0, 4.0)
 MAX_ROUNDS = 3
-USERS_PER_WINDOW = 5_000  # a user-keyed sample when a window has more: bounds the grid's scoring
+USERS_PER_WINDOW = 2_000  # a user-keyed sample when a window has more: bounds the grid's scoring
 CHOSEN = BLEND_WEIGHTS  # the weights a choice sets
 TEMPORAL, LEAVE_LAST_OUT = "temporal", "leave-last-out"
 
