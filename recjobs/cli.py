@@ -239,6 +239,13 @@ def status(as_json, **values):
         f"Recall@10 {run['recall_at_10']:.4f}, NDCG@10 {run['ndcg_at_10']:.4f} "
         f"(popularity {run['popularity_recall_at_10']:.4f})"
     )
+    blend = json.loads(run["params_json"]).get("blend")
+    if blend:
+        click.echo(
+            f"blend: trend_weight {blend['trend_weight']:g}, trend_days {blend['trend_days']:g}, blend_weight "
+            f"{blend['blend_weight']:g}, sequence_weight {blend['sequence_weight']:g} ({blend['source']}); "
+            f"gated on {run['gate_protocol']}"
+        )
 
 
 @cli.command("fetch-data")

@@ -148,3 +148,7 @@ def test_bad_arguments_are_one_line_errors(nightly):
         bt.backtest(nightly, nights=0)
     result = CliRunner().invoke(cli, ["backtest", "--data-dir", str(nightly.data_dir), "--window-days", "0"])
     assert result.exit_code == 2 and "window-days" in result.output
+    with pytest.raises(ConfigError, match="a period 0 <= from < to <= 1"):
+        bt.backtest(nightly, period=(0.9, 0.3))
+    result = CliRunner().invoke(cli, ["backtest", "--data-dir", str(nightly.data_dir), "--period", "half"])
+    assert result.exit_code == 2 and "expected two shares FROM,TO such as 0.3,0.9" in result.output

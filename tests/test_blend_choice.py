@@ -145,6 +145,14 @@ def test_a_full_night_chooses_usual_nights_keep_it_and_every_step_scores_with_it
     configured_top = scorer.fitted.recommend(row, interactions, 10, settings)[0][0]
     assert served == movies[chosen_top].tolist() and served != movies[configured_top].tolist()
 
+    from click.testing import CliRunner
+
+    from recjobs.cli import cli
+
+    shown = CliRunner().invoke(cli, ["status", "--db", str(settings.db)])
+    assert shown.exit_code == 0 and f"blend: trend_weight {blend['trend_weight']:g}" in shown.output
+    assert shown.output.rstrip().endswith("(chosen); gated on temporal")
+
     second = run(settings)
     assert second.precompute.status == "published" and "leave-last-out" in second.precompute.reason
     kept = artifacts.read_params(artifacts.run_dir(settings.artifacts, second.run_id))["blend"]
