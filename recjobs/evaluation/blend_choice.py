@@ -24,11 +24,13 @@ configured weights. Nothing after "now" is read: the caller passes the ratings a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..method import model
 from ..settings import BLEND_WEIGHTS, Settings
@@ -133,7 +135,8 @@ def choose(ratings: dict, now: int, settings: Settings, previous: dict | None = 
     if not settings.choose_blend:
         return fallback(settings, None, 0, "blend choice off (choose_blend)")
     before_now = ratings["rated_at"] < now
-    ratings = {name: values[before_now] for name, values in ratings.items()}  # nothing past now, ever
+    if not before_now.all():  # nothing past now, ever
+        ratings = {name: values[before_now] for name, values in ratings.items()}
     found = windows(ratings, now, settings)
     n_user_windows = sum(len(win.test_user_ids) for win in found)
     if n_user_windows < settings.choice_min_user_windows:
@@ -229,7 +232,36 @@ def _fit_window(ratings: dict, win: temporal.Window, settings: Settings, days):
     factors have seen the window), its interactions and the trending vectors of the grid."""
     data = model.interactions(ratings, win.keep, win.user_ids, win.movie_ids, settings)
     fitted = model.fit_method(data, settings)
-    return fitted, data, temporal.trending_vectors(ratings, win, settings, days)
+    return fitted, scored_rows_only(data, win.rows), temporal.trending_vectors(ratings, win, settings, days)
+
+
+def scored_rows_only(data: model.Interactions, rows: np.ndarray) -> model.Interactions:
+    """The interactions with only `rows`' entries kept (the same shapes) and no per-rating
+    arrays: what scoring those users needs. Four windows' whole matrices at once took most of
+    the choice's memory at 25M ratings."""
+    mask = np.zeros(data.seen.shape[0], np.float32)
+    mask[rows] = 1.0
+    keep = sp.diags(mask)
+
+    def only(matrix):
+        kept = (keep @ matrix).tocsr()
+        kept.eliminate_zeros()
+        kept.sort_indices()
+        return kept
+
+    none = np.empty(0, np.int64)
+    return dataclasses.replace(
+        data,
+        confidence=only(data.confidence),
+        profile=only(data.profile),
+        positives=only(data.positives),
+        seen=only(data.seen),
+        recent=only(data.recent),
+        sequence_users=none,
+        sequence_items=none,
+        positive_times=none,
+        positive_items=none,
+    )
 
 
 def _baselines(ratings: dict, found, fits, settings: Settings) -> dict:
