@@ -31,12 +31,14 @@ FAULT_ENV = "MOVIE_RECS_FAULT"
 def configured_settings(**overrides) -> recjobs_settings.Settings:
     """The RECJOBS_* settings with run params on top; relative paths are in the project folder."""
     settings = recjobs_settings.from_env(**overrides)
+    rules = settings.rules and str(PROJECT / settings.rules)  # a relative rules file: in the project too
     return settings.replace(
         **{
             name: PROJECT / getattr(settings, name)
             for name in recjobs_settings.PATH_SETTINGS
             if not getattr(settings, name).is_absolute()
-        }
+        },
+        rules=rules or None,
     )
 
 

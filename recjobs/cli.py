@@ -296,6 +296,16 @@ def synth(users, movies, ratings, seed, out_dir, hits, days):
     )
 
 
+@cli.command(cls=JobCommand, job=("jobs.refresh", "refresh"))
+@settings_options(["data_dir", "db", "artifacts", "rules", "k"])
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@one_line_errors
+def refresh(as_json, **values):
+    from .jobs.refresh import refresh as do_refresh
+
+    echo_result(do_refresh(build_settings(values)), as_json)
+
+
 @cli.command("cold-start")
 @settings_options(["db", "artifacts"])
 @click.option(
@@ -304,14 +314,18 @@ def synth(users, movies, ratings, seed, out_dir, hits, days):
     help="Comma-separated MovieLens ids of movies the new user likes, e.g. 296,318,593 (1-100 ids).",
 )
 @click.option("--k", "k", default="10", show_default=True, help="How many movies to recommend (1-100).")
+@click.option(
+    "--user-id", default=None, help="The asking user's id, if they have one: the movies they hid are left out."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @one_line_errors
-def cold_start_command(liked, k, as_json, **values):
+def cold_start_command(liked, k, user_id, as_json, **values):
     """Recommend movies to a new user from a few liked ones, with the published model (no retraining)."""
-    from .jobs.cold_start import check_k, cold_start, parse_liked
+    from .jobs.cold_start import check_k, check_user_id, cold_start, parse_liked
 
     liked_ids, k = parse_liked(liked), check_k(k)  # bad input fails before anything is opened
-    result = cold_start(build_settings(values), liked_ids, k)
+    user_id = check_user_id(user_id)
+    result = cold_start(build_settings(values), liked_ids, k, user_id)
     if as_json:
         return echo_result(result, True)
     click.echo(

@@ -31,6 +31,11 @@ class Settings:
     db: Path = setting(Path("artifacts/recs.db"), "SQLite database the recommendations are published to.")
     artifacts: Path = setting(Path("artifacts"), "Folder for per-run model files (artifacts/<run_id>/).")
     k: int = setting(50, "Recommendations stored per user.")
+    rules: str = setting(
+        "",
+        "TOML file of business rules (excluded movies and genres, years, availability windows; docs/refresh.md), "
+        "applied by precompute, refresh and cold start (empty: none).",
+    )
     n_similar: int = setting(20, "Similar movies stored per movie.")
     factors: int = setting(64, "ALS latent factors.")
     regularization: float = setting(0.2, "ALS L2 regularization.")
@@ -135,6 +140,9 @@ class Settings:
     spark_candidates: int = setting(
         200, "engine=spark: ALS candidates per user from Spark, re-ranked with the item-item and trending parts."
     )
+    refresh_schedule: str = setting(
+        "* * * * *", "When the movie_recs_refresh DAG runs (cron, UTC): new files of incoming/ reach the lists."
+    )
     serve_workers: int = setting(0, "Server processes of `recjobs serve` (0: one per CPU core).")
     job_nice: int = setting(
         10,
@@ -182,6 +190,7 @@ class Settings:
             "spark_candidates": self.k <= self.spark_candidates <= 10_000,
             "serve_workers": 0 <= self.serve_workers <= 64,
             "job_nice": 0 <= self.job_nice <= 19,
+            "refresh_schedule": len(self.refresh_schedule.split()) == 5,
         }
         for name, ok in checks.items():
             if not ok:
@@ -253,6 +262,7 @@ def with_settings_table(page: str) -> str:
 
 
 EXPECTED = {
+    "refresh_schedule": "a cron expression of 5 fields, such as '* * * * *' or '*/5 * * * *'",
     "engine": " or ".join(ENGINES),
     "spark_master": "local[*], local[N], spark://host:port or sc://host:port",
     "spark_driver_memory": "a size such as 2g or 512m",

@@ -1,6 +1,7 @@
 -- Canned query cold_start: recommendations for a new user who names movies they liked,
 -- from the published run's similar-movies table: a candidate's score is the sum of its
--- similarity to each liked movie; liked movies are never recommended.
+-- similarity to each liked movie; liked movies, and those the rules in force block, are never
+-- recommended.
 -- :liked  comma-separated movie ids, e.g. '296,318,593' (1-100 ids)
 -- :k      how many movies, 1-100 (empty: 10)
 -- A malformed parameter gives one row whose `error` says what is wrong; liked movies the run
@@ -36,6 +37,7 @@ candidates AS (
     JOIN similar_movies AS s ON s.run_id = p.run_id
     JOIN seeds ON seeds.movie_id = s.movie_id
     WHERE s.similar_movie_id NOT IN (SELECT movie_id FROM seeds)
+      AND s.similar_movie_id NOT IN (SELECT movie_id FROM current_blocked_movies)  -- the rules in force
     GROUP BY s.run_id, s.similar_movie_id
 ),
 ranked AS (

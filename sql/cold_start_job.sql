@@ -2,7 +2,7 @@
 -- stored request with its answer.
 
 -- name: served_run
-SELECT p.run_id, r.artifacts_dir
+SELECT p.run_id, r.artifacts_dir, r.rules_json
 FROM published_run AS p JOIN model_runs AS r ON r.run_id = p.run_id;
 
 -- name: movies
@@ -15,3 +15,10 @@ RETURNING request_id;
 
 -- name: insert_recommendation
 INSERT INTO cold_start_recommendations (request_id, rank, movie_id, score) VALUES (?, ?, ?, ?);
+
+-- name: catalogue
+-- Every movie's genres and year: what the rules in force are checked against.
+SELECT movie_id, genres, year FROM movies ORDER BY movie_id;
+
+-- name: hidden
+SELECT movie_id FROM hidden_movies WHERE user_id = :user_id;

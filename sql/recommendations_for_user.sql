@@ -1,7 +1,8 @@
 -- Canned query recommendations_for_user: the published run's top movies for one user.
 -- :user_id  a user id (whole number)
 -- :k        how many movies, 1-100 (empty: 10)
--- One row per movie, best first; every row names the run it came from. A malformed
+-- One row per movie, best first; every row names the run it came from, and when a refresh
+-- remade the list (refreshed_at; NULL for the nightly list). A malformed
 -- parameter gives one row whose `error` says what is wrong; an unknown user gives no rows.
 WITH args AS (
     SELECT
@@ -20,14 +21,14 @@ problem AS (
     END AS error
     FROM args
 )
-SELECT r.run_id, r.user_id, r.rank, r.movie_id, m.title, m.genres, m.year, r.score, NULL AS error
+SELECT r.run_id, r.user_id, r.rank, r.movie_id, m.title, m.genres, m.year, r.score, r.refreshed_at, NULL AS error
 FROM args
 JOIN published_run AS p
 JOIN recommendations AS r ON r.run_id = p.run_id AND r.user_id = args.user_id AND r.rank <= args.k
 LEFT JOIN movies AS m ON m.movie_id = r.movie_id
 WHERE (SELECT error FROM problem) IS NULL
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, error
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, error
 FROM problem
 WHERE error IS NOT NULL
 ORDER BY rank

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS model_runs (
     popularity_ndcg_at_10   REAL,
     rows_deleted_at         TEXT,   -- set when pruning removed this run's recommendations
     step_seconds_json       TEXT NOT NULL DEFAULT '{}',
-    gate_protocol           TEXT    -- 'temporal' or 'leave-last-out': the figures the quality gate used
+    gate_protocol           TEXT,   -- 'temporal' or 'leave-last-out': the figures the quality gate used
+    rules_json              TEXT    -- the business rules in force for the run's lists (recjobs/method/rules.py)
 );
 
 -- Long-format metrics: one row per (run, metric, segment).
@@ -67,6 +68,7 @@ CREATE TABLE IF NOT EXISTS recommendations (
     rank     INTEGER NOT NULL CHECK (rank >= 1),
     movie_id INTEGER NOT NULL,
     score    REAL    NOT NULL,
+    refreshed_at TEXT,           -- when a refresh remade this user's list; NULL: the nightly list
     PRIMARY KEY (run_id, user_id, rank),
     UNIQUE (run_id, user_id, movie_id)
 ) WITHOUT ROWID;
@@ -106,7 +108,7 @@ CREATE TABLE IF NOT EXISTS run_owners (
 );
 
 CREATE VIEW IF NOT EXISTS current_recommendations AS
-SELECT r.user_id, r.rank, r.movie_id, m.title, r.score
+SELECT r.user_id, r.rank, r.movie_id, m.title, r.score, r.refreshed_at
 FROM published_run AS p
 JOIN recommendations AS r ON r.run_id = p.run_id
 LEFT JOIN movies AS m ON m.movie_id = r.movie_id;
@@ -136,3 +138,70 @@ CREATE TABLE IF NOT EXISTS cold_start_recommendations (
     score      REAL    NOT NULL,
     PRIMARY KEY (request_id, rank)
 ) WITHOUT ROWID;
+
+-- "Not interested": movies a user hid (incoming/hidden*.csv). Never in that user's lists again.
+CREATE TABLE IF NOT EXISTS hidden_movies (
+    user_id   INTEGER NOT NULL,
+    movie_id  INTEGER NOT NULL,
+    hidden_at INTEGER NOT NULL,   -- seconds since 1970-01-01 UTC, as in the file
+    PRIMARY KEY (user_id, movie_id)
+) WITHOUT ROWID;
+
+-- Refreshes between nights (recjobs/jobs/refresh.py): one row per refresh that wrote lists.
+CREATE TABLE IF NOT EXISTS refreshes (
+    refresh_id     INTEGER PRIMARY KEY,
+    run_id         TEXT NOT NULL REFERENCES model_runs (run_id),
+    refreshed_at   TEXT NOT NULL,
+    n_ratings      INTEGER NOT NULL,   -- new ratings folded in
+    n_hidden       INTEGER NOT NULL,   -- new hidden movies
+    n_users        INTEGER NOT NULL,   -- known users whose lists were remade
+    n_new_users    INTEGER NOT NULL,   -- new users given the cold-start answer
+    n_rule_users   INTEGER NOT NULL,   -- users remade because the rules in force changed
+    seconds        REAL NOT NULL
+);
+
+-- Ratings a refresh folded into the served run's lists, on top of its ratings; a later run
+-- has its own (the night's load reads incoming/ itself).
+CREATE TABLE IF NOT EXISTS refresh_ratings (
+    run_id   TEXT    NOT NULL REFERENCES model_runs (run_id),
+    user_id  INTEGER NOT NULL,
+    movie_id INTEGER NOT NULL,
+    rating   REAL    NOT NULL,
+    rated_at INTEGER NOT NULL,
+    PRIMARY KEY (run_id, user_id, movie_id)
+) WITHOUT ROWID;
+
+-- The files of incoming/ a refresh has read for a run: read again only when they change.
+CREATE TABLE IF NOT EXISTS refresh_files (
+    path     TEXT PRIMARY KEY,
+    size     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    run_id   TEXT NOT NULL
+);
+
+-- The movies the served run's rules in force block now (recjobs/method/rules.py, in SQL): what
+-- the cold_start canned query leaves out. sql/rule_violations.sql checks the stored lists.
+CREATE VIEW IF NOT EXISTS current_blocked_movies AS
+WITH run AS (
+    SELECT coalesce(r.rules_json, '{}') AS rules, CAST(strftime('%s', 'now') AS INTEGER) AS now
+    FROM published_run AS p JOIN model_runs AS r ON r.run_id = p.run_id
+)
+SELECT m.movie_id
+FROM movies AS m, run
+WHERE run.rules != '{}' AND (
+    m.movie_id IN (SELECT value FROM json_each(run.rules, '$.exclude_movies'))
+    OR EXISTS (SELECT 1 FROM json_each(run.rules, '$.exclude_genres') AS g
+               WHERE instr('|' || m.genres || '|', '|' || g.value || '|') > 0)
+    OR (json_array_length(run.rules, '$.only_genres') > 0
+        AND NOT EXISTS (SELECT 1 FROM json_each(run.rules, '$.only_genres') AS g
+                        WHERE instr('|' || m.genres || '|', '|' || g.value || '|') > 0))
+    OR (json_extract(run.rules, '$.min_year') IS NOT NULL
+        AND (m.year IS NULL OR m.year < json_extract(run.rules, '$.min_year')))
+    OR (json_extract(run.rules, '$.max_year') IS NOT NULL
+        AND (m.year IS NULL OR m.year > json_extract(run.rules, '$.max_year')))
+    OR EXISTS (SELECT 1 FROM json_each(run.rules, '$.available') AS w
+               WHERE json_extract(w.value, '$.movie_id') = m.movie_id
+                 AND ((json_extract(w.value, '$.from') IS NOT NULL AND run.now < json_extract(w.value, '$.from'))
+                      OR (json_extract(w.value, '$.until') IS NOT NULL
+                          AND run.now >= json_extract(w.value, '$.until'))))
+);

@@ -3,3 +3,15 @@
 
 -- name: model_runs_gate_protocol
 ALTER TABLE model_runs ADD COLUMN gate_protocol TEXT;
+
+-- name: model_runs_rules_json
+ALTER TABLE model_runs ADD COLUMN rules_json TEXT;
+
+-- name: recommendations_refreshed_at
+ALTER TABLE recommendations ADD COLUMN refreshed_at TEXT;
+DROP VIEW IF EXISTS current_recommendations;
+CREATE VIEW current_recommendations AS
+SELECT r.user_id, r.rank, r.movie_id, m.title, r.score, r.refreshed_at
+FROM published_run AS p
+JOIN recommendations AS r ON r.run_id = p.run_id
+LEFT JOIN movies AS m ON m.movie_id = r.movie_id;

@@ -32,7 +32,18 @@ from support import (
 
 # The documented columns of each canned query (README "Serving with datasette").
 COLUMNS = {
-    "recommendations_for_user": ["run_id", "user_id", "rank", "movie_id", "title", "genres", "year", "score", "error"],
+    "recommendations_for_user": [
+        "run_id",
+        "user_id",
+        "rank",
+        "movie_id",
+        "title",
+        "genres",
+        "year",
+        "score",
+        "refreshed_at",
+        "error",
+    ],
     "user_history": ["user_id", "movie_id", "title", "genres", "year", "rating", "rated_at", "rated_at_utc", "error"],
     "similar_movies": ["run_id", "movie_id", "rank", "similar_movie_id", "title", "genres", "year", "score", "error"],
     "cold_start": ["run_id", "rank", "movie_id", "title", "genres", "year", "score", "n_seeds", "error"],

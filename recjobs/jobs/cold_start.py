@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, StateError
+from ..method import rules
 from ..method.bundle import read_bundle, scores_for
 from ..method.scoring import top_k
 from ..settings import Settings
-from ..storage import artifacts, db
+from ..storage import db
+from ..storage.artifacts import served_run_dir
 from ..storage.db import MAX_ID
 
 log = logging.getLogger(__name__)
@@ -119,30 +121,60 @@ def check_k(value) -> int:
     return int(value)
 
 
-def served_run_dir(artifacts_root: Path, run_id: str, artifacts_dir: str | None) -> Path:
-    """<artifacts_root>/<run_id> (so a copied or moved database reads the folder it was given),
-    else the folder recorded in model_runs when only that one holds the run's model."""
-    given = artifacts.run_dir(artifacts_root, run_id)
-    model = artifacts.model_file(artifacts.FULL)
-    if not (given / model).is_file() and artifacts_dir and (Path(artifacts_dir) / model).is_file():
-        return Path(artifacts_dir)
-    return given
+def check_user_id(value) -> int | None:
+    """An optional asking user's id (digits or int) from 1 to MAX_ID; None when not given."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or len(text) > 10 or not 1 <= int(text) <= MAX_ID:
+        raise ConfigError(f"user_id: {str(value)[:40]!r} is not a user id; expected a whole number from 1 to {MAX_ID}")
+    return int(text)
+
+
+_blocked_cache: dict = {}
+
+
+def blocked_ids(conn: sqlite3.Connection, run_id: str, rules_json: str | None, now: float) -> np.ndarray:
+    """The movie ids the served run's rules in force block now; computed once per run and rules
+    until an availability window opens or closes."""
+    in_force = rules.from_json(rules_json)
+    if not in_force:
+        return np.empty(0, np.int64)
+    key = (run_id, rules_json)
+    cached = _blocked_cache.get(key)
+    if cached is not None and cached[0] <= now < cached[1]:
+        return cached[2]
+    catalogue = conn.execute(db.sql("cold_start_job.catalogue")).fetchall()
+    ids = rules.blocked(in_force, [m[0] for m in catalogue], [m[1] for m in catalogue], [m[2] for m in catalogue], now)
+    _blocked_cache.clear()
+    _blocked_cache[key] = (now, rules.next_change(in_force, now), ids)
+    return ids
 
 
 def answer(
-    conn: sqlite3.Connection, artifacts_root: Path, liked: tuple[int, ...], k: int, where: str
+    conn: sqlite3.Connection,
+    artifacts_root: Path,
+    liked: tuple[int, ...],
+    k: int,
+    where: str,
+    user_id: int | None = None,
 ) -> ColdStartAnswer:
     """The published run's answer for checked liked ids and k, read inside one snapshot of conn
-    (db.snapshot): the run, its bundle and the titles all belong to one run. Writes nothing to
-    the database. `where` names the database in errors."""
+    (db.snapshot): the run, its bundle, its rules in force and the titles all belong to one run.
+    The movies the rules block, and those `user_id` hid, are left out. Writes nothing to the
+    database. `where` names the database in errors."""
     served = conn.execute(db.sql("cold_start_job.served_run")).fetchone()
     if served is None:
         raise NothingPublished(f"{where}: no published run to answer from; run `recjobs run` first")
-    run_id, artifacts_dir = served
+    run_id, artifacts_dir, rules_json = served
     bundle = read_bundle(run_id, served_run_dir(artifacts_root, run_id, artifacts_dir))
     rows, unknown_ids = bundle.rows_of(liked)
     method, scores = scores_for(bundle, rows)
-    best = top_k(scores, rows, k)
+    left_out = [rows, bundle.rows_of(blocked_ids(conn, run_id, rules_json, time.time()))[0]]
+    if user_id is not None:
+        hidden = [r[0] for r in conn.execute(db.sql("cold_start_job.hidden"), {"user_id": user_id})]
+        left_out.append(bundle.rows_of(hidden)[0])
+    best = top_k(scores, np.concatenate(left_out), k)
     movie_ids = [int(m) for m in bundle.movie_ids[best]]
     best_scores = [round(float(s), 6) for s in scores[best]]
     titles = conn.execute(db.sql("cold_start_job.movies"), {"ids": json.dumps(movie_ids)}).fetchall()
@@ -160,19 +192,21 @@ def answer(
     )
 
 
-def cold_start(settings: Settings, liked, k: int = 10) -> ColdStartResult:
-    """Recommend k movies to a new user from the movies they like, using the published run;
-    the request and the answer are stored in cold_start_requests / cold_start_recommendations."""
+def cold_start(settings: Settings, liked, k: int = 10, user_id: int | None = None) -> ColdStartResult:
+    """Recommend k movies to a new user from the movies they like, using the published run and
+    its rules in force (and leaving out what `user_id` hid, when given); the request and the
+    answer are stored in cold_start_requests / cold_start_recommendations."""
     started = time.perf_counter()
     liked = parse_liked(liked)
     k = check_k(k)
+    user_id = check_user_id(user_id)
     if not Path(settings.db).is_file():
         raise StateError(f"{settings.db}: no database; run `recjobs run` first")
     # The served run, its bundle and its titles are read from one snapshot, without the write
     # lock, so the answer comes from one run entirely even if another is published meanwhile;
     # only the short insert of the request and its answer takes the write lock.
     with db.plain_reading(settings.db) as conn:
-        found = answer(conn, settings.artifacts, liked, k, str(settings.db))
+        found = answer(conn, settings.artifacts, liked, k, str(settings.db), user_id)
     with db.plain_transaction(settings.db) as conn:
         request_id = _store(conn, found, started)
     result = ColdStartResult(

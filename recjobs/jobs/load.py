@@ -10,6 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from ..method import rules
 from ..settings import Settings
 from ..storage import artifacts, db, runs
 from ..storage.movielens import read_catalog
@@ -34,6 +35,7 @@ def load(settings: Settings, run_id: str) -> LoadResult:
     """Check movies.csv, ratings.csv and the optional links.csv, tags.csv, incoming/*.csv in --data-dir, save
     them under artifacts/<run_id>/ and start the run record; bad input writes nothing."""
     started = time.perf_counter()
+    rules.read(settings.rules)  # a bad rules file fails the night here, not after the fit
     directory = artifacts.run_dir(settings.artifacts, run_id)
     log.info("load %s: reading %s", run_id, settings.data_dir)
     catalog = read_catalog(settings.data_dir, settings.positive_threshold)

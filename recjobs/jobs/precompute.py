@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from ..method import bundle, model, shards
+from ..method import bundle, model, rules, shards
 from ..settings import Settings
 from ..storage import artifacts, db, publish, runs
 
@@ -48,7 +48,8 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
         decision = gate(conn, run_id, settings)
     n_users = n_recs = n_similar = from_files = 0
     if decision.publish:
-        factors, top_ids, top_scores, from_files = shards.all_users(settings, run_id)
+        exclusions = shards.run_exclusions(settings, directory)
+        factors, top_ids, top_scores, from_files = shards.all_users(settings, run_id, exclusions)
         log.info(
             "precompute %s: %d of %d shards from score_shard files, the rest scored here",
             run_id,
@@ -79,6 +80,8 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
                 written.changed,
                 written.removed,
             )
+            in_force = rules.to_json(exclusions.rules_in_force())
+            publish.store_exclusions(conn, run_id, in_force, artifacts.read_hidden(directory))
             publish.flip(conn, run_id)
             n_users = len(factors.user_ids)
         else:

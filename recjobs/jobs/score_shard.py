@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..method.shards import Scorer, bounds, check_shard, model_stamp, shard_file
+from ..method.shards import Scorer, bounds, check_shard, shard_file
 from ..settings import Settings
 from ..storage import artifacts
 
@@ -38,7 +38,7 @@ def score_shard(settings: Settings, run_id: str, shard: int = 0) -> ShardResult:
     scored = scorer.score(int(lo), int(hi))
     path = shard_file(scorer.directory, shard, settings.score_shards)
     path.parent.mkdir(exist_ok=True)
-    stamp = model_stamp(scorer.directory, scorer.settings)
+    stamp = scorer.stamp()
     artifacts.write_atomically(
         path,
         lambda temp: np.savez(

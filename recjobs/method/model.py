@@ -117,6 +117,7 @@ class Interactions:
     # per user row, the time the user's trending part is counted back from (None: the newest
     # rating, for everyone, as a nightly run sees it); evaluations set each user's own "now"
     now: np.ndarray | None = None
+    blocked: np.ndarray | None = None  # item columns no list may hold (the business rules)
 
     def trend_scores(self, rows: np.ndarray) -> np.ndarray:
         """log(1 + positives per item in the trend_days before each user's now); users x items."""
@@ -178,6 +179,19 @@ def interactions(
         trend_days=settings.trend_days,
         now=now,
     )
+
+
+def with_exclusions(data: Interactions, hidden_rows, hidden_cols, blocked_cols) -> Interactions:
+    """The interactions with movies kept out of the lists besides the rated ones: each user's
+    hidden movies (rows, columns: added to `seen`) and the columns the rules block for everyone."""
+    hidden_rows, hidden_cols = np.asarray(hidden_rows, np.int64), np.asarray(hidden_cols, np.int64)
+    seen = data.seen
+    if len(hidden_rows):
+        hidden = matrix(hidden_rows, hidden_cols, np.ones(len(hidden_rows), np.float32), seen.shape)
+        seen = seen.maximum(hidden).tocsr()
+        seen.sort_indices()
+    blocked = np.unique(np.asarray(blocked_cols, np.int64)) if len(blocked_cols) else None
+    return dataclasses.replace(data, seen=seen, blocked=blocked)
 
 
 def above_floor(weights: np.ndarray, settings: Settings) -> np.ndarray:
@@ -298,15 +312,18 @@ def score_batch(n_items: int) -> int:
 
 
 def top_n(
-    model, rows: np.ndarray, exclude: sp.csr_matrix, n: int, batch_size: int = BATCH_USERS
+    model, rows: np.ndarray, exclude: sp.csr_matrix, n: int, batch_size: int = BATCH_USERS, filter_items=None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-n item rows and scores for user rows, items in `exclude[row]` left out. Batched."""
+    """Top-n item rows and scores for user rows, items in `exclude[row]` and `filter_items` (for
+    everyone) left out. Batched."""
     n = min(n, model.item_factors.shape[0])
     ids_out, scores_out = [np.empty((0, n), np.int32)], [np.empty((0, n), np.float32)]
     with threadpool_limits(limits=1, user_api="blas"):
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]
-            ids, scores = model.recommend(batch, exclude[batch], N=n, filter_already_liked_items=True)
+            ids, scores = model.recommend(
+                batch, exclude[batch], N=n, filter_already_liked_items=True, filter_items=filter_items
+            )
             ids_out.append(ids)
             scores_out.append(scores)
     return np.vstack(ids_out), np.vstack(scores_out)
@@ -456,14 +473,16 @@ class Fitted:
     def recommend(self, rows: np.ndarray, data: Interactions, n: int, settings: Settings):
         """Top-n item rows and scores per user row, every movie in data.seen left out. Batched."""
         batch_size = score_batch(self.als.item_factors.shape[0])
-        if self.similarity is None and self.sequence is None and settings.trend_weight <= 0:
-            return top_n(self.als, rows, data.seen, n, batch_size)  # ALS alone: implicit's own top-N
+        if self.similarity is None and self.sequence is None and settings.trend_weight <= 0:  # implicit's own top-N
+            return top_n(self.als, rows, data.seen, n, batch_size, filter_items=data.blocked)
         n = min(n, self.als.item_factors.shape[0])
         ids_out, scores_out = [np.empty((0, n), np.int64)], [np.empty((0, n))]
         with threadpool_limits(limits=1, user_api="blas"):
             for start in range(0, len(rows), batch_size):
                 batch = rows[start : start + batch_size]
                 scores = self.scores(batch, data, settings)
+                if data.blocked is not None:
+                    scores[:, data.blocked] = scoring.FILTERED
                 ids, scores = scoring.top_n(scores, *data.seen[batch].nonzero(), n, overwrite=True)
                 ids_out.append(ids)
                 scores_out.append(scores)
@@ -491,6 +510,8 @@ class Fitted:
             for start in range(0, len(rows), batch_size):
                 batch = np.asarray(rows[start : start + batch_size])
                 seen = data.seen[batch]
+                if data.blocked is not None:  # blocked movies count as seen: never candidates
+                    seen = seen.maximum(blocked_matrix(data.blocked, len(batch), n_items)).tocsr()
                 seen_dense = seen.toarray() > 0  # at most SCORE_BATCH_ENTRIES
                 given = [np.asarray(candidates.get(int(row), ()), np.int64) for row in batch]
                 found = [(np.repeat(np.arange(len(batch)), [len(g) for g in given]), np.concatenate([[], *given]))]
@@ -580,6 +601,13 @@ def unseen_top(scores: np.ndarray, seen: np.ndarray, keep: int) -> tuple[np.ndar
     cols = top.ravel()
     usable = np.isfinite(scores[rows, cols])
     return rows[usable], cols[usable]
+
+
+def blocked_matrix(blocked: np.ndarray, n_rows: int, n_items: int) -> sp.csr_matrix:
+    """n_rows x items, 1 at every blocked column of every row."""
+    rows = np.repeat(np.arange(n_rows), len(blocked))
+    cols = np.tile(np.asarray(blocked, np.int64), n_rows)
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_rows, n_items))
 
 
 def candidate_matrix(found: list, seen: sp.csr_matrix, n_items: int) -> sp.csr_matrix:

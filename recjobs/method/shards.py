@@ -11,6 +11,7 @@ needs no shard files at all. A shard's rows do not depend on how the users were 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import zipfile
@@ -49,11 +50,78 @@ def shard_file(directory: Path, shard: int, n_shards: int) -> Path:
     return Path(directory) / "shards" / f"recommendations-{shard + 1:04d}-of-{n_shards:04d}.npz"
 
 
-def model_stamp(directory: Path, settings: Settings) -> str:
-    """What a shard's rows follow from: the published model's file (size, modification time)
-    and the settings that score. A shard file with another stamp is not used."""
+def model_stamp(directory: Path, settings: Settings, exclusions: Exclusions | None = None) -> str:
+    """What a shard's rows follow from: the published model's file (size, modification time),
+    the settings that score and what the lists leave out. A shard file with another stamp is not used."""
     stat = (Path(directory) / artifacts.model_file(artifacts.FULL)).stat()
-    return json.dumps([stat.st_size, stat.st_mtime_ns, settings.model_params()], sort_keys=True)
+    digest = exclusions.digest() if exclusions else ""
+    return json.dumps([stat.st_size, stat.st_mtime_ns, settings.model_params(), digest], sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Exclusions:
+    """What the lists leave out besides rated movies: each user's hidden movies and the movies
+    the business rules block (as of `at`, unix seconds)."""
+
+    rules: dict
+    at: float
+    blocked_movie_ids: np.ndarray
+    hidden_user_ids: np.ndarray
+    hidden_movie_ids: np.ndarray
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for array in (self.blocked_movie_ids, self.hidden_user_ids, self.hidden_movie_ids):
+            h.update(np.ascontiguousarray(array, np.int64).tobytes() + b"|")
+        return h.hexdigest()[:16]
+
+    def rules_in_force(self) -> dict:
+        """The rules with the time they were applied at: stored with the run (rules_json)."""
+        return {**self.rules, "as_of": int(self.at)} if self.rules else {}
+
+    def apply(self, data: model.Interactions, user_ids: np.ndarray, movie_ids: np.ndarray) -> model.Interactions:
+        """The interactions of users `user_ids` x movies `movie_ids` with these left out."""
+        rows, cols = id_rows(self.hidden_user_ids, user_ids), id_rows(self.hidden_movie_ids, movie_ids)
+        both = (rows >= 0) & (cols >= 0)
+        blocked = id_rows(self.blocked_movie_ids, movie_ids)
+        return model.with_exclusions(data, rows[both], cols[both], blocked[blocked >= 0])
+
+
+def id_rows(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Row of each value in the sorted `ids`, -1 where absent."""
+    values = np.asarray(values, np.int64)
+    if len(ids) == 0:
+        return np.full(len(values), -1, np.int64)
+    at = np.minimum(np.searchsorted(ids, values), len(ids) - 1)
+    return np.where(ids[at] == values, at, -1)
+
+
+def run_exclusions(settings: Settings, directory: Path, at: float | None = None) -> Exclusions:
+    """The run's exclusions now: the rules file's blocks over the run's catalogue, and the
+    hidden movies `load` read plus those the database has (hidden by refreshes since)."""
+    import time
+
+    from ..storage import db
+    from . import rules as business_rules
+
+    at = time.time() if at is None else at
+    rules = business_rules.read(settings.rules)
+    blocked = np.empty(0, np.int64)
+    if rules:
+        movies = artifacts.read_stored_catalog(directory).movies
+        years = [
+            None if y is None else int(y) for y in movies["year"].astype(object).where(movies["year"].notna(), None)
+        ]
+        blocked = business_rules.blocked(rules, movies["movie_id"].to_numpy(), movies["genres"].tolist(), years, at)
+    hidden = artifacts.read_hidden(directory)
+    users, movies_hidden = [hidden["user_id"]], [hidden["movie_id"]]
+    if Path(settings.db).is_file():
+        with db.reading(settings.db) as conn:
+            stored = conn.execute(db.query("refresh.all_hidden")).all()
+        users.append(np.array([r[0] for r in stored], np.int64))
+        movies_hidden.append(np.array([r[1] for r in stored], np.int64))
+    pairs = np.unique(np.stack([np.concatenate(users), np.concatenate(movies_hidden)]).astype(np.int64), axis=1)
+    return Exclusions(rules, at, blocked, pairs[0], pairs[1])
 
 
 def check_shard(shard, n_shards: int) -> int:
@@ -65,11 +133,15 @@ def check_shard(shard, n_shards: int) -> int:
 class Scorer:
     """The published model of a run, with everything its users' top lists need."""
 
-    def __init__(self, settings: Settings, run_id: str):
+    def __init__(self, settings: Settings, run_id: str, exclusions: Exclusions | None = None):
         self.directory = artifacts.run_dir(settings.artifacts, run_id)
         self.settings = artifacts.run_settings(settings, self.directory)  # with the run's blend
         self.fitted, self.factors = model.Fitted.read(self.directory, artifacts.FULL, self.settings)
         self.n_users, self.n_items = len(self.factors.user_ids), len(self.factors.movie_ids)
+        self.exclusions = exclusions or run_exclusions(settings, self.directory)
+
+    def stamp(self) -> str:
+        return model_stamp(self.directory, self.settings, self.exclusions)
 
     @functools.cached_property
     def ratings(self) -> dict:
@@ -80,9 +152,10 @@ class Scorer:
         trending counts from every rating): a shard builds and holds its own users, not all."""
         everything = np.ones(len(self.ratings["rating"]), bool)
         users = self.factors.user_ids[first_row:end_row]
-        return model.interactions(
+        data = model.interactions(
             self.ratings, everything, self.factors.user_ids, self.factors.movie_ids, self.settings, only_users=users
         )
+        return self.exclusions.apply(data, self.factors.user_ids, self.factors.movie_ids)
 
     def score(self, first_row: int, end_row: int) -> Scored:
         rows = np.arange(first_row, end_row)
@@ -115,12 +188,14 @@ def read_shard(directory: Path, shard: int, n_shards: int, lo: int, hi: int, sta
     return scored
 
 
-def all_users(settings: Settings, run_id: str) -> tuple[model.Factors, np.ndarray, np.ndarray, int]:
+def all_users(
+    settings: Settings, run_id: str, exclusions: Exclusions | None = None
+) -> tuple[model.Factors, np.ndarray, np.ndarray, int]:
     """Every user's top-k of the run's published model: (factors, top items, top scores, shards
     whose staging files were used); the shards without a usable file are scored here."""
-    scorer = Scorer(settings, run_id)
+    scorer = Scorer(settings, run_id, exclusions)
     cuts = bounds(scorer.n_users, scorer.n_items, settings.score_shards)
-    stamp = model_stamp(scorer.directory, scorer.settings)
+    stamp = scorer.stamp()
     parts, from_files = [], 0
     for shard, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
         scored = read_shard(scorer.directory, shard, settings.score_shards, int(lo), int(hi), stamp)

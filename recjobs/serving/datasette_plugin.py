@@ -13,10 +13,11 @@
 - A bad sort or `_through` argument is a 400 with one line, not a 500; a damaged database
   is a 500 that says so, never a 400 that blames the request.
 - `/-/health`: the published run, its age and how many users it serves; 503 when none.
-- `/recs/-/cold_start.json?liked=296,318,593&k=10`: the cold-start job's answer for a new
-  user (recjobs.jobs.cold_start.answer, from the published run's memory-mapped bundle), computed
-  in the server process and answered by the ASGI wrapper itself, after the checks above and
-  with the ETag; nothing is stored.
+- `/recs/-/cold_start.json?liked=296,318,593&k=10[&user_id=N]`: the cold-start job's answer
+  for a new user (recjobs.jobs.cold_start.answer, from the published run's memory-mapped
+  bundle, with the run's rules in force and user N's hidden movies left out), computed in the
+  server process and answered by the ASGI wrapper itself, after the checks above and with the
+  ETag; nothing is stored.
 - The lookups applications call all day (LOOKUP_QUERIES: a user's recommendations and
   history, a movie's neighbours) asked as `.json?...&_shape=array` with only their own
   parameters are answered by the wrapper too: the canned query's SQL, run as datasette
@@ -24,9 +25,9 @@
   connection, answered with datasette's bytes and headers. Any other argument, shape or
   error goes to datasette, as does HEAD.
 - Answers of the canned queries that read only the published run (RUN_KEYED_QUERIES) carry
-  an ETag made from the published run and its publish time, read before the query runs: a
-  client sending it back gets 304 until the next publish, and an answer is never older than
-  its ETag.
+  an ETag made from the published run, its publish time and its latest refresh, read before
+  the query runs: a client sending it back gets 304 until the next publish or refresh, and an
+  answer is never older than its ETag.
 """
 
 from __future__ import annotations
@@ -217,8 +218,9 @@ def published_run(datasette) -> tuple | None:
 
 
 def etag_of(published: tuple) -> bytes:
-    run_id, published_at = published[0], published[1]
-    return b'"' + hashlib.sha256(f"{run_id}|{published_at}".encode()).hexdigest()[:24].encode() + b'"'
+    """The run, its publish time and its latest refresh: a refresh remakes lists of the run."""
+    run_id, published_at, last_refresh = published[0], published[1], published[3]
+    return b'"' + hashlib.sha256(f"{run_id}|{published_at}|{last_refresh}".encode()).hexdigest()[:24].encode() + b'"'
 
 
 def _with_etag(send, etag: bytes):
@@ -249,7 +251,7 @@ async def health(datasette):
     if published is None:
         answer = {"ok": False, "run_id": None, "error": "no published run yet; run `recjobs run`"}
         return Response.json(answer, status=503, headers=no_store)
-    run_id, published_at, n_users = published
+    run_id, published_at, n_users, _, last_refreshed_at = published
     age = dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(published_at)
     answer = {
         "ok": True,
@@ -257,6 +259,7 @@ async def health(datasette):
         "published_at": published_at,
         "age_hours": round(age.total_seconds() / 3600, 3),
         "n_users": n_users,
+        "last_refreshed_at": last_refreshed_at,
     }
     return Response.json(answer, headers=no_store)
 
@@ -280,7 +283,7 @@ async def cold_start_answer(datasette, request):
     started = time.perf_counter()
     args = request.args  # parsed on every access: once
     try:
-        for name in ("liked", "k", "_shape"):
+        for name in ("liked", "k", "_shape", "user_id"):
             if len(args.getlist(name)) > 1:
                 raise ConfigError(f"{name}: given {len(args.getlist(name))} times; expected once")
         shape = args.get("_shape") or "objects"
@@ -288,9 +291,10 @@ async def cold_start_answer(datasette, request):
             raise ConfigError(f"_shape: {shape[:40]!r} is not offered here; expected objects or array")
         liked = cold_start.parse_liked(args.get("liked"), COLD_START_EXAMPLE)
         k = cold_start.check_k(args.get("k") or 10)
+        user_id = cold_start.check_user_id(args.get("user_id"))
         conn = own_connection(datasette)
         with db.snapshot(conn):
-            found = cold_start.answer(conn, datasette._recjobs_artifacts, liked, k, DATABASE)
+            found = cold_start.answer(conn, datasette._recjobs_artifacts, liked, k, DATABASE, user_id)
     except ConfigError as e:
         return _json_error(str(e), 400)
     except cold_start.NothingPublished as e:

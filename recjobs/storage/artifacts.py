@@ -21,6 +21,7 @@ from ..errors import ConfigError, StateError
 RATINGS = "ratings.npz"  # load: every loaded rating, (user, time, movie) order
 MOVIES = "movies.pkl"  # load: the catalog, published with the run
 TAGS = "tags.pkl"  # load
+HIDDEN = "hidden.npz"  # load: incoming/hidden*.csv, the movies users hid
 SPLIT = "split.npz"  # split: the holdout part of every rating (recjobs.evaluation.holdout)
 PARAMS = "params.json"  # train: the settings that decide the model
 METRICS = "metrics.json"  # evaluate
@@ -74,6 +75,16 @@ def check_run_id(run_id: str) -> str:
 def run_dir(artifacts: Path, run_id: str) -> Path:
     """artifacts/<run_id>/ (not created)."""
     return Path(artifacts) / check_run_id(run_id)
+
+
+def served_run_dir(artifacts_root: Path, run_id: str, artifacts_dir: str | None) -> Path:
+    """<artifacts_root>/<run_id> (so a copied or moved database reads the folder it was given),
+    else the folder recorded in model_runs when only that one holds the run's model."""
+    given = run_dir(artifacts_root, run_id)
+    model = model_file(FULL)
+    if not (given / model).is_file() and artifacts_dir and (Path(artifacts_dir) / model).is_file():
+        return Path(artifacts_dir)
+    return given
 
 
 def require(directory: Path, name: str) -> Path:
@@ -176,6 +187,7 @@ class Catalog:
     movies: object  # movie_id, title, genres, year, imdb_id, tmdb_id
     ratings: object  # user_id, movie_id, rating, rated_at
     tags: object  # user_id, movie_id, tag, tagged_at
+    hidden: object = None  # user_id, movie_id, hidden_at: incoming/hidden*.csv ("not interested")
     n_incoming_files: int = 0
     n_dropped_ratings: int = 0
     data_sha256: str = ""
@@ -184,8 +196,25 @@ class Catalog:
 def save_catalog(directory: Path, catalog: Catalog) -> None:
     """The run's ratings (ratings.npz) and the movies and tags it publishes with."""
     save_ratings(directory, catalog.ratings)
+    hidden = catalog.hidden if catalog.hidden is not None else {c: [] for c in HIDDEN_ARRAYS}
+    write_atomically(
+        Path(directory) / HIDDEN,
+        lambda temp: np.savez(temp, **{c: np.asarray(hidden[c], np.int64) for c in HIDDEN_ARRAYS}),
+    )
     write_atomically(Path(directory) / MOVIES, catalog.movies.to_pickle)
     write_atomically(Path(directory) / TAGS, catalog.tags.to_pickle)
+
+
+HIDDEN_ARRAYS = ("user_id", "movie_id", "hidden_at")
+
+
+def read_hidden(directory: Path) -> dict[str, np.ndarray]:
+    """The hidden movies `load` read for the run (none for a run loaded before they existed)."""
+    path = Path(directory) / HIDDEN
+    if not path.is_file():
+        return {c: np.empty(0, np.int64) for c in HIDDEN_ARRAYS}
+    with np.load(path) as f:
+        return {c: f[c] for c in HIDDEN_ARRAYS}
 
 
 def read_stored_catalog(directory: Path) -> Catalog:

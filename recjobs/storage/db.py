@@ -77,7 +77,11 @@ def _engine(path: str) -> Engine:
     return engine
 
 
-UPGRADES = (("model_runs", "gate_protocol"),)  # (table, column): sql/schema_upgrades.sql <table>_<column>
+UPGRADES = (
+    ("model_runs", "gate_protocol"),
+    ("model_runs", "rules_json"),
+    ("recommendations", "refreshed_at"),
+)  # (table, column): sql/schema_upgrades.sql <table>_<column>
 
 
 def upgrade(raw: sqlite3.Connection) -> None:

@@ -1,6 +1,7 @@
 """Reading and checking a MovieLens-layout folder: movies.csv, ratings.csv, links.csv,
-tags.csv and incoming/*.csv. Raises DataError on the first problem, naming the file, the line
-and what was expected; returns the validated, merged data.
+tags.csv, incoming/*.csv (new ratings) and incoming/hidden*.csv (movies users hid). Raises
+DataError on the first problem, naming the file, the line and what was expected; returns the
+validated, merged data.
 """
 
 from __future__ import annotations
@@ -77,9 +78,10 @@ def read_catalog(data_dir: Path, positive_threshold: float = 4.0) -> Catalog:
     tags = tags[tags["movie_id"].isin(movies["movie_id"])]
 
     frames = [_ratings(data_dir, "ratings.csv", hasher)]
-    incoming = sorted((data_dir / "incoming").glob("*.csv")) if (data_dir / "incoming").is_dir() else []
+    incoming, hidden_files = incoming_files(data_dir)
     for path in incoming:
-        frames.append(_ratings(data_dir, str(path.relative_to(data_dir)), hasher))
+        frames.append(read_ratings_file(data_dir, path, hasher))
+    hidden = read_hidden_files(data_dir, hidden_files, hasher)
     for order, frame in enumerate(frames):
         frame["file_order"] = order
     ratings = pd.concat(frames, ignore_index=True)
@@ -110,10 +112,51 @@ def read_catalog(data_dir: Path, positive_threshold: float = 4.0) -> Catalog:
         movies=movies,
         ratings=ratings,
         tags=tags.reset_index(drop=True),
+        hidden=hidden,
         n_incoming_files=len(incoming),
         n_dropped_ratings=n_dropped,
         data_sha256=hasher.hexdigest(),
     )
+
+
+HIDDEN_COLUMNS = ("userId", "movieId", "timestamp")
+HIDDEN_FILES = "hidden*.csv"
+
+
+def incoming_files(data_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(ratings files, hidden-movie files) of data_dir/incoming, each sorted by name:
+    incoming/hidden*.csv list movies users hid ("not interested"), every other .csv new ratings."""
+    folder = Path(data_dir) / "incoming"
+    if not folder.is_dir():
+        return [], []
+    hidden = sorted(folder.glob(HIDDEN_FILES))
+    return [p for p in sorted(folder.glob("*.csv")) if p not in hidden], hidden
+
+
+def read_ratings_file(data_dir: Path, path: Path, hasher=None) -> pd.DataFrame:
+    """One ratings file of incoming/, checked like ratings.csv."""
+    return _ratings(data_dir, str(Path(path).relative_to(data_dir)), hasher or hashlib.sha256())
+
+
+def read_hidden_files(data_dir: Path, paths, hasher=None) -> pd.DataFrame:
+    """user_id, movie_id, hidden_at of incoming/hidden*.csv files (a pair hidden twice: the
+    first time kept); DataError naming the file and line of the first bad row."""
+    hasher = hasher or hashlib.sha256()
+    frames = [pd.DataFrame({"user_id": [], "movie_id": [], "hidden_at": []}, dtype=np.int64)]
+    for path in paths:
+        name = str(Path(path).relative_to(data_dir))
+        frame = _read(Path(data_dir), name, HIDDEN_COLUMNS, hasher)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "user_id": _ids(frame, "userId", Path(path)),
+                    "movie_id": _ids(frame, "movieId", Path(path)),
+                    "hidden_at": _timestamps(frame, Path(path)),
+                }
+            )
+        )
+    hidden = pd.concat(frames, ignore_index=True).sort_values("hidden_at", kind="stable")
+    return hidden.drop_duplicates(["user_id", "movie_id"]).reset_index(drop=True)
 
 
 def _read(data_dir: Path, name: str, columns, hasher, dtype=None, allow_empty=False, optional=False) -> pd.DataFrame:

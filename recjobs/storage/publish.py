@@ -237,6 +237,17 @@ def _nullable(column) -> list:
     ]
 
 
+def store_exclusions(conn, run_id: str, rules_json: str | None, hidden: dict) -> None:
+    """Record the rules the run's lists were made under (model_runs.rules_json) and keep the
+    hidden movies `load` read (hidden_movies), for reports and the refreshes and cold starts to come."""
+    conn.execute(db.query("refresh.set_rules"), {"run_id": run_id, "rules_json": rules_json})
+    db.insert_many(
+        conn,
+        "refresh.insert_hidden",
+        zip(hidden["user_id"].tolist(), hidden["movie_id"].tolist(), hidden["hidden_at"].tolist(), strict=True),
+    )
+
+
 def flip(conn, run_id: str) -> None:
     now = runs.now()
     conn.execute(db.query("publish.point_to"), {"run_id": run_id, "now": now})
