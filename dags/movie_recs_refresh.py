@@ -9,8 +9,9 @@ rows are replaced in one transaction (`refreshed_at` says when). A run with noth
 nothing; one that meets a publish skips with one log line, and the next applies the same files.
 
 Runs every minute by default: the setting `refresh_schedule` (`RECJOBS_REFRESH_SCHEDULE`, a cron
-expression, read when the DAG file is parsed; a schedule cannot be a run param). Params:
-`data_dir`, `k`. Paused when first created, like every DAG here: unpause it to start.
+expression, read when the DAG file is parsed; a schedule cannot be a run param). Param:
+`data_dir`. Lists keep the published run's length (its `k`). Paused when first created, like
+every DAG here: unpause it to start.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from movie_recs_common import configured_settings, setting_params
     max_active_runs=1,
     dagrun_timeout=dt.timedelta(minutes=10),
     default_args={"retries": 0, "execution_timeout": dt.timedelta(minutes=10)},  # the next run is the retry
-    params=setting_params(("data_dir", "k")),
+    params=setting_params(("data_dir",)),
     tags=["movie-recs", "refresh"],
     doc_md=__doc__,
 )

@@ -297,7 +297,7 @@ def synth(users, movies, ratings, seed, out_dir, hits, days):
 
 
 @cli.command(cls=JobCommand, job=("jobs.refresh", "refresh"))
-@settings_options(["data_dir", "db", "artifacts", "rules", "k"])
+@settings_options(["data_dir", "db", "artifacts", "rules"])
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @one_line_errors
 def refresh(as_json, **values):

@@ -98,7 +98,7 @@ def parsed(tmp_path_factory):
 
 def test_dags_parse_without_errors_fast_and_light(parsed):
     assert parsed["import_errors"] == {}
-    assert set(parsed["dags"]) == {"movie_recs_nightly", "movie_recs_cold_start"}
+    assert set(parsed["dags"]) == {"movie_recs_nightly", "movie_recs_cold_start", "movie_recs_refresh"}
     assert parsed["seconds"] < 2.0
     assert parsed["heavy_modules"] == []  # numpy, pandas, implicit load inside the tasks only
 
@@ -121,6 +121,17 @@ def test_cold_start_dag_is_on_demand(parsed):
     assert dag["schedule"] is None
     assert dag["params"]["k"] == 10 and dag["params"]["liked"] is None  # liked must be given
     assert "liked" in dag["doc_md"]
+
+
+def test_refresh_dag_runs_every_minute_one_run_at_a_time(parsed):
+    dag = parsed["dags"]["movie_recs_refresh"]
+    assert dag["order"] == ["refresh"]
+    assert "* * * * *" in dag["schedule"]  # the setting refresh_schedule's default
+    assert dag["max_active_runs"] == 1 and dag["catchup"] is False
+    assert dag["params"] == {"data_dir": parsed["data_dir_env"]}
+    task = dag["tasks"]["refresh"]
+    assert task["retries"] == 0 and 0 < task["execution_timeout"] <= 600  # the next minute's run is the retry
+    assert "incoming/" in dag["doc_md"]
 
 
 @pytest.mark.parametrize("dag_id", ["movie_recs_nightly", "movie_recs_cold_start"])
@@ -264,3 +275,28 @@ def test_cold_start_dag_answers_and_stores_the_answer(published, migrated, tmp_p
     assert state == "failed" and tries(airflow_home, airflow_run_id)["cold_start"] == (1, "failed")
     assert "is not a valid movie id" in bad.stdout
     assert query(db, "SELECT COUNT(*) FROM cold_start_requests") == [(1,)]
+
+
+def test_refresh_dag_remakes_a_users_list_from_an_incoming_file(published, migrated, tmp_path):
+    db, airflow_home = tmp_path / "recs.db", new_airflow_home(migrated, tmp_path / "airflow")
+    copy_db(published / "recs.db", db)
+    data = tmp_path / "data"
+    (data / "incoming").mkdir(parents=True)
+    before = query(db, "SELECT movie_id FROM current_recommendations WHERE user_id = 1 ORDER BY rank")
+    rated = [m for (m,) in before[:3]]
+    lines = "".join(f"1,{m},5.0,1764979200\n" for m in rated)
+    (data / "incoming" / "ratings-1.csv").write_text("userId,movieId,rating,timestamp\n" + lines)
+    env = airflow_env(airflow_home, tmp_path, data)
+    done = airflow(env, "dags", "test", "movie_recs_refresh")
+    assert done.returncode == 0, done.stdout[-5000:]
+    assert last_dag_run(airflow_home, "movie_recs_refresh")[1] == "success"
+    after = query(db, "SELECT movie_id, refreshed_at FROM current_recommendations WHERE user_id = 1 ORDER BY rank")
+    assert len(after) == SMALL_RUN["k"] and not set(rated) & {m for m, _ in after}
+    assert {r for _, r in after} == {query(db, "SELECT refreshed_at FROM refreshes")[0][0]}
+    assert query(db, "SELECT n_ratings, n_users FROM refreshes") == [(3, 1)]
+
+    # a bad file fails the task at once, in one line, and writes nothing
+    (data / "incoming" / "ratings-2.csv").write_text("userId,movieId,rating,timestamp\n1,296,9,1764979200\n")
+    bad = airflow(env, "dags", "test", "movie_recs_refresh")
+    assert bad.returncode != 0 and "incoming/ratings-2.csv line 2: rating 9 is not one of 0.5" in bad.stdout
+    assert query(db, "SELECT count(*) FROM refreshes") == [(1,)]

@@ -93,7 +93,7 @@ def test_a_refreshed_list_is_what_nightly_scoring_gives_the_same_history(served)
 
     (run_id,) = rows(served, "SELECT run_id FROM published_run")[0]
     run_dir = artifacts.run_dir(published_settings_artifacts(served), run_id)
-    run_settings = artifacts.run_settings(served, run_dir)
+    run_settings = artifacts.run_model_settings(served, run_dir)
     fitted, factors = model.Fitted.read(run_dir, artifacts.FULL, run_settings)
     ratings = artifacts.read_ratings(run_dir)
     new = rf.read_new_ratings(served.data_dir, sorted((Path(served.data_dir) / "incoming").glob("*.csv")))

@@ -340,10 +340,10 @@ def score_users(
 ) -> Lists:
     """The run's lists for `users` from their whole `history`: known users folded in and scored
     with the run's method (model.Fitted, as the nightly scoring), new users the cold-start answer."""
-    run_settings = artifacts.run_settings(settings, run_dir)
+    run_settings = artifacts.run_model_settings(settings, run_dir)  # the run's k too: lists as long as the night's
     fitted, factors = model.Fitted.read(run_dir, artifacts.FULL, run_settings)
     movie_ids = factors.movie_ids
-    n = min(settings.k, len(movie_ids))
+    n = min(run_settings.k, len(movie_ids))
     users = np.unique(np.asarray(users, np.int64))
     known = np.isin(users, factors.user_ids)
     top_items = np.full((len(users), n), -1, np.int64)

@@ -177,6 +177,14 @@ def run_settings(settings, directory: Path):
     return settings.replace(**{name: blend[name] for name in BLEND_WEIGHTS})
 
 
+def run_model_settings(settings, directory: Path):
+    """`settings` with every model setting of the run's params.json and its blend: what scores
+    like the run whatever the caller's own settings are (a refresh between nights)."""
+    params = read_params(directory)
+    own = {name: params[name] for name in settings.model_params() if name in params}
+    return run_settings(settings.replace(**own), directory)
+
+
 # ---- the catalog published with the run ---------------------------------------------
 
 
