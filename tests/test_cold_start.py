@@ -316,6 +316,7 @@ COLD_START_COMMAND_MODULES = {
     "recjobs.method.bundle",
     "recjobs.storage.db",
     "recjobs.method.scoring",
+    "recjobs.method.rules",
 }
 
 

@@ -34,6 +34,11 @@ def served(published_settings, tmp_path) -> Settings:
     )
 
 
+def broken_rules(settings: Settings) -> dict[str, int]:
+    """The rule_violations check's rows that count any: {rule: rows breaking it}."""
+    return {rule: n for rule, n, _, _ in rows(settings, VIOLATIONS) if n}
+
+
 def rows(settings: Settings, sql: str, *args) -> list[tuple]:
     with sqlite3.connect(settings.db) as con:
         return con.execute(sql, args).fetchall()
@@ -80,7 +85,7 @@ def test_a_refresh_remakes_only_the_lists_of_users_with_new_ratings(served):
     third = rf.refresh(served)
     assert (third.status, third.n_ratings, third.n_users, third.n_files) == ("refreshed", 1, 1, 1)
     assert not (set(liked) | {m for m, _, _ in after[:1]}) & set(top_movies(served, 1, served.k))
-    assert rows(served, VIOLATIONS) == []
+    assert broken_rules(served) == {}
 
 
 def test_a_refreshed_list_is_what_nightly_scoring_gives_the_same_history(served):
@@ -136,7 +141,7 @@ def test_hidden_movies_leave_lists_and_cold_start_answers_for_good(served, tmp_p
     assert not {first, second} & {r.movie_id for r in answer.recommendations}
     with pytest.raises(ConfigError, match="user_id: 'x7' is not a user id"):
         cs.cold_start(served, [296], user_id="x7")
-    assert rows(served, VIOLATIONS) == []
+    assert broken_rules(served) == {}
 
 
 def test_the_night_leaves_out_hidden_movies_and_applies_the_rules(tmp_path):
@@ -159,7 +164,7 @@ def test_the_night_leaves_out_hidden_movies_and_applies_the_rules(tmp_path):
     assert {c for (c,) in counts} == {5}  # still k for everyone: filled from the next candidates
     in_force = json.loads(rows(second, "SELECT rules_json FROM model_runs WHERE run_id = 'second'")[0][0])
     assert in_force["exclude_movies"] == [blocked] and in_force["file"] == str(rules_file)
-    assert rows(second, VIOLATIONS) == []
+    assert broken_rules(second) == {}
     assert rows(second, "SELECT user_id, movie_id FROM hidden_movies") == [(user, hidden_movie)]
 
 
@@ -176,7 +181,7 @@ def test_changed_rules_reach_every_list_that_holds_a_newly_blocked_movie(served,
     assert rows(served, "SELECT count(*) FROM current_recommendations WHERE movie_id = ?", popular) == [(0,)]
     assert rows(served, "SELECT count(*) FROM current_recommendations JOIN movies USING (movie_id) "
                 "WHERE '|' || genres || '|' LIKE ?", f"%|{genre}|%") == [(0,)]  # fmt: skip
-    assert rows(served, VIOLATIONS) == []
+    assert broken_rules(served) == {}
     short = rows(served, "SELECT count(*) FROM (SELECT user_id FROM current_recommendations GROUP BY user_id "
                  "HAVING count(*) < ?)", served.k)[0][0]  # fmt: skip
     assert short == 0
@@ -336,3 +341,34 @@ def test_a_bad_incoming_file_is_one_error_and_nothing_is_written(served):
     done = CliRunner().invoke(cli, ["refresh", "--db", str(served.db), "--data-dir", str(served.data_dir)])
     assert done.exit_code == 1 and "incoming/bad.csv line 2: rating 7.0 is not one of 0.5" in done.output
     assert rows(served, "SELECT count(*) FROM refreshes") == [(0,)]
+
+
+def test_the_violations_check_finds_each_kind_of_broken_row(served, tmp_path):
+    """sql/rule_violations.sql can fail: rows planted against each check are counted."""
+    (run_id,) = rows(served, "SELECT run_id FROM published_run")[0]
+    user = 3
+    listed = top_movies(served, user, 4)
+    rated = rows(served, "SELECT movie_id FROM ratings WHERE user_id = ? LIMIT 1", user)[0][0]
+    horror = rows(served, "SELECT movie_id FROM movies WHERE genres LIKE '%Horror%' LIMIT 1")[0][0]
+    in_force = {"exclude_movies": [listed[0]], "exclude_genres": ["Horror"], "as_of": int(time.time())}
+    with sqlite3.connect(served.db) as con:
+        con.execute("UPDATE model_runs SET rules_json = ? WHERE run_id = ?", (json.dumps(in_force), run_id))
+        con.execute("INSERT INTO hidden_movies VALUES (?, ?, 0)", (user, listed[1]))
+        con.execute(
+            "UPDATE recommendations SET movie_id = ? WHERE run_id = ? AND user_id = ? AND rank = 3",
+            (rated, run_id, user),
+        )
+        con.execute(
+            "UPDATE recommendations SET movie_id = ? WHERE run_id = ? AND user_id = ? AND rank = 4",
+            (horror, run_id, user),
+        )
+    horror_rows = rows(
+        served, "SELECT count(*) FROM current_recommendations JOIN movies USING (movie_id) WHERE genres LIKE '%Horror%'"
+    )[0][0]
+    assert horror_rows > 0
+    assert broken_rules(served) == {
+        "excluded movie": 1,
+        "hidden by the user": 1,
+        "already rated": 1,
+        "excluded genre": horror_rows,
+    }

@@ -32,6 +32,7 @@ from support import (
 
 # The documented columns of each canned query (README "Serving with datasette").
 COLUMNS = {
+    "rule_violations": ["rule", "n_rows", "n_users", "example_user_id"],
     "recommendations_for_user": [
         "run_id",
         "user_id",
