@@ -107,19 +107,18 @@ bench-refresh-latency: setup
 	@test -f $(REFRESH_DB) || $(MAKE) nightly
 	$(BIN)/python tests/benchmarks/bench_refresh_latency.py --db $(REFRESH_DB)
 
+# `recjobs refresh` run directly: 1,000 ratings from 500 users landing at once, medians of 5
+# (docs/refresh.md); REFRESH_DB=artifacts/bench-scale/25M/recs.db for the 25M figure.
+.PHONY: bench-refresh
+bench-refresh: setup
+	@test -f $(REFRESH_DB) || $(MAKE) nightly
+	$(BIN)/python tests/benchmarks/bench_refresh.py --db $(REFRESH_DB)
+
 # A first, a usual and a full night per step (seconds, peak RSS) on ml-latest-small and synthetic 1M
 # and 5M sets (`recjobs synth`), beside the reference approach; SIZES=small,1M,5M,25M for
 # MovieLens-25M's shape; BASELINE=DIR (a git worktree of the previous code) runs it side by side.
 SIZES ?= small,1M,5M
 BASELINE ?=
-# `recjobs refresh` run directly: 1,000 ratings from 500 users landing at once, medians of 5
-# (docs/refresh.md); REFRESH_BENCH_DB=artifacts/bench-scale/25M/recs.db for the 25M figure.
-REFRESH_BENCH_DB ?= artifacts/recs.db
-.PHONY: bench-refresh
-bench-refresh: setup
-	@test -f $(REFRESH_BENCH_DB) || $(MAKE) nightly
-	$(BIN)/python tests/benchmarks/bench_refresh.py --db $(REFRESH_BENCH_DB)
-
 .PHONY: bench-scale
 bench-scale: setup data
 	$(BIN)/python tests/benchmarks/bench_scale.py --sizes $(SIZES) $(if $(BASELINE),--baseline $(BASELINE))
