@@ -406,6 +406,14 @@ def tune(output, passes, as_json, **values):
     help="The recent-popularity baseline counts the positives of the days before each night.",
 )
 @click.option(
+    "--refresh-days",
+    type=click.FloatRange(0, 365),
+    default=1.0,
+    show_default=True,
+    help="Also replay a refresh between nights: each user's ratings of these days after the night, "
+    "the earlier half folded in, scored on the later half (0: off).",
+)
+@click.option(
     "--output",
     type=click.Path(path_type=Path),
     default=None,
@@ -414,7 +422,7 @@ def tune(output, passes, as_json, **values):
 @click.option("--run-id", default=None, help="Also store the figures in this run's run_metrics (segment backtest).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @one_line_errors
-def backtest(nights, period, no_peers, window_days, recent_days, output, run_id, as_json, **values):
+def backtest(nights, period, no_peers, window_days, recent_days, refresh_days, output, run_id, as_json, **values):
     from .jobs.backtest import backtest as do_backtest
 
     try:
@@ -432,6 +440,7 @@ def backtest(nights, period, no_peers, window_days, recent_days, output, run_id,
         run_id=run_id,
         period=shares,
         peers_too=not no_peers,
+        refresh_days=refresh_days,
     )
     if as_json:
         return echo_result(result, True)

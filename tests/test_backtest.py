@@ -11,11 +11,13 @@ from click.testing import CliRunner
 
 from recjobs.cli import cli
 from recjobs.errors import ConfigError
-from recjobs.evaluation import peers
+from recjobs.evaluation import peers, temporal
 from recjobs.jobs import backtest as bt
+from recjobs.jobs.synth import synth
+from recjobs.method import model
 from recjobs.settings import Settings
 from recjobs.storage.movielens import read_catalog
-from support import nightly_dir, write_dataset
+from support import nightly_dir, write_dataset, write_synthetic
 
 SMALL = {"factors": 4, "iterations": 5, "item_neighbours": 20}
 
@@ -63,7 +65,7 @@ def test_targets_are_later_positives_of_known_users_and_known_movies(tmp_path):
         tags="userId,movieId,tag,timestamp\n",
     )
     ratings = bt.rating_arrays(read_catalog(folder))
-    users, per_user, _ = bt.one_night(
+    users, per_user, _, _ = bt.one_night(
         ratings, night, Settings(**SMALL), window_days=30, recent_days=30, ease_lambda=10.0
     )
     assert users.tolist() == [1]
@@ -75,12 +77,12 @@ def test_nothing_after_the_window_changes_a_night(nightly):
     ratings = bt.rating_arrays(read_catalog(nightly.data_dir))
     night = int(bt.nightly_cutoffs(ratings["rated_at"], 1, window_days=20)[0])
     chooses = nightly.replace(choice_min_user_windows=5, choice_window_days=20)
-    users, per_user, choice = bt.one_night(ratings, night, chooses, 20, 30, ease_lambda=10.0)
+    users, per_user, choice, _ = bt.one_night(ratings, night, chooses, 20, 30, ease_lambda=10.0)
     assert choice.protocol == "temporal"  # the night chose (or kept) its blend on its own past
     later = ratings["rated_at"] >= night + 20 * bt.DAY
     changed = {k: v.copy() for k, v in ratings.items()}
     changed["rating"][later] = 6.0 - changed["rating"][later]  # likes become dislikes and back
-    users2, per_user2, choice2 = bt.one_night(changed, night, chooses, 20, 30, ease_lambda=10.0)
+    users2, per_user2, choice2, _ = bt.one_night(changed, night, chooses, 20, 30, ease_lambda=10.0)
     assert users.tolist() == users2.tolist() and len(users) > 5
     assert choice.weights == choice2.weights and choice.grid == choice2.grid
     for name in bt.MODELS:
@@ -150,5 +152,102 @@ def test_bad_arguments_are_one_line_errors(nightly):
     assert result.exit_code == 2 and "window-days" in result.output
     with pytest.raises(ConfigError, match="a period 0 <= from < to <= 1"):
         bt.backtest(nightly, period=(0.9, 0.3))
+    with pytest.raises(ConfigError, match=r"refresh -1 days; .* a refresh of 0 \(off\) or more days"):
+        bt.backtest(nightly, refresh_days=-1)
     result = CliRunner().invoke(cli, ["backtest", "--data-dir", str(nightly.data_dir), "--period", "half"])
     assert result.exit_code == 2 and "expected two shares FROM,TO such as 0.3,0.9" in result.output
+
+
+START = 1_500_000_000  # nightly_dir's first day
+REFRESH_NIGHT = bt.night_before(START + 150 * bt.DAY)
+
+
+def switching_dir(folder):
+    """nightly_dir's two taste groups (movies 1-15 and 16-30), and users who come back the day
+    after REFRESH_NIGHT. User 101 liked movies 1 and 2 before it and switches: that day they
+    rate 16, 17, 18, 31 (a movie first rated that day), then like 20, 21, 22 and dislike 23.
+    102 rates once that day, 103 twice with a dislike last, 104 the second time a day and a
+    half later, and 105 is new: none of them qualifies."""
+    base = nightly_dir(folder / "base")
+    rows = (base / "ratings.csv").read_text().splitlines()[1:]
+    hour = 3_600
+    rows += [f"101,{m},5.0,{START + (90 + m) * bt.DAY}" for m in (1, 2)]
+    day = [16, 17, 18, 31, 20, 21, 22]
+    rows += [f"101,{m},5.0,{REFRESH_NIGHT + (i + 1) * hour}" for i, m in enumerate(day)]
+    rows.append(f"101,23,1.0,{REFRESH_NIGHT + 9 * hour}")
+    for user in (102, 103, 104):
+        rows += [f"{user},{m},5.0,{START + (90 + m) * bt.DAY}" for m in (3, 4, 5)]
+    rows += [f"102,6,5.0,{REFRESH_NIGHT + hour}", f"103,6,5.0,{REFRESH_NIGHT + hour}"]
+    rows += [f"103,7,1.0,{REFRESH_NIGHT + 2 * hour}", f"104,6,5.0,{REFRESH_NIGHT + hour}"]
+    rows += [f"104,7,5.0,{REFRESH_NIGHT + 36 * hour}"]
+    rows += [f"105,{m},5.0,{REFRESH_NIGHT + m * hour}" for m in (1, 2, 3, 4)]
+    return write_synthetic(folder / "switching", rows, 31)
+
+
+def test_the_refresh_folds_in_the_earlier_ratings_and_scores_the_later_ones(tmp_path):
+    settings = Settings(**SMALL)
+    ratings = bt.rating_arrays(read_catalog(switching_dir(tmp_path)))
+    win = temporal.window(ratings, REFRESH_NIGHT, REFRESH_NIGHT + 20 * bt.DAY, settings)
+    data = model.interactions(ratings, win.keep, win.user_ids, win.movie_ids, settings)
+    fitted = model.fit_method(data, settings)
+
+    user_ids, earlier, targets = bt.day_split(ratings, win, 1.0, settings)
+    assert 101 in user_ids and not {102, 103, 104, 105} & set(user_ids.tolist())
+    i = int(np.flatnonzero(user_ids == 101)[0])
+    mine = earlier & (ratings["user_id"] == 101)
+    # 8 ratings that day: the first 4 are earlier (31 counts for the split, but is unknown)
+    assert sorted(ratings["movie_id"][mine].tolist()) == [16, 17, 18]
+    assert win.movie_ids[targets[i].indices].tolist() == [20, 21, 22]
+
+    refreshed, history = bt.refreshed_model(ratings, win, data, fitted, settings, user_ids, earlier)
+    row = model.index(np.array([101]), win.user_ids)
+    combined = model.interactions(ratings, win.keep | mine, win.user_ids, win.movie_ids, settings)
+    expected = model.fold_in(fitted, row, combined.confidence, settings)
+    np.testing.assert_allclose(refreshed.als.user_factors[row], expected.als.user_factors[row], rtol=1e-5)
+    before_only = model.fold_in(fitted, row, data.confidence, settings)
+    assert not np.allclose(refreshed.als.user_factors[row], before_only.als.user_factors[row], rtol=1e-3)
+    others = ~np.isin(win.user_ids, user_ids)  # only the qualifying users are folded in
+    np.testing.assert_array_equal(refreshed.als.user_factors[others], fitted.als.user_factors[others])
+    np.testing.assert_array_equal(history.trending, data.trending)  # the night's trending part
+
+    lists = bt.refresh_lists(fitted, data, refreshed, history, model.index(user_ids, win.user_ids), settings)
+    tops = {name: set(win.movie_ids[top[i]].tolist()) for name, top in lists.items()}
+    assert max(tops["night"]) <= 15  # the night knew only their taste for movies 1-15
+    assert not {1, 2} & (tops["night"] | tops["night_filtered"] | tops["refreshed"])
+    assert not {16, 17, 18} & (tops["night_filtered"] | tops["refreshed"])
+    recall = {name: temporal.list_metrics(top, targets)[i, 0] for name, top in lists.items()}
+    # they switched taste: only the refreshed list finds the movies they went on to like
+    assert recall == {"night": 0.0, "night_filtered": 0.0, "refreshed": 1.0}
+
+
+def test_the_refresh_replay_is_reported(tmp_path):
+    synth(300, 300, 15_000, 3, tmp_path / "data", days=365)
+    settings = Settings(data_dir=tmp_path / "data", artifacts=tmp_path / "artifacts", **SMALL)
+    result = bt.backtest(settings, tmp_path / "bt", nights=4, window_days=14, peers_too=False)
+    assert result.refresh_user_days > 5 and result.refresh_users <= result.refresh_user_days
+    recall = result.refresh_recall_at_10
+    gain, low, high = result.refresh_gain["recall_at_10"]["night"]
+    assert gain == pytest.approx(recall["refreshed"] - recall["night"]) and low <= gain <= high
+    report = (tmp_path / "bt" / "report.md").read_text()
+    assert "## Refresh between nights" in report and "| refreshed: the earlier ratings folded in |" in report
+    stored = json.loads((tmp_path / "bt" / "metrics.json").read_text())
+    assert stored["result"]["refresh_recall_at_10"] == recall
+    rows = {r["metric"]: r["value"] for r in stored["rows"] if r["segment"] == bt.REFRESH_SEGMENT}
+    assert rows["n_user_days"] == result.refresh_user_days
+    assert rows["refreshed_ndcg_at_10"] == result.refresh_ndcg_at_10["refreshed"]
+
+    off = bt.backtest(settings, tmp_path / "off", nights=1, window_days=14, peers_too=False, refresh_days=0)
+    assert off.refresh_user_days == 0 and off.refresh_recall_at_10 is None and off.refresh_gain is None
+    assert "Not replayed (--refresh-days 0)." in (tmp_path / "off" / "report.md").read_text()
+
+
+def test_no_user_day_qualifies_without_a_crash(nightly, tmp_path):
+    """nightly_dir's users rate every few days: none rates twice the day after a night."""
+    result = bt.backtest(nightly, tmp_path / "bt", nights=2, window_days=20, peers_too=False)
+    assert result.refresh_user_days == 0 and result.refresh_recall_at_10 is None
+    assert "No user-day qualified" in (tmp_path / "bt" / "report.md").read_text()
+    stored = json.loads((tmp_path / "bt" / "metrics.json").read_text())
+    assert "NaN" not in json.dumps(stored)
+    assert [r for r in stored["rows"] if r["segment"] == bt.REFRESH_SEGMENT] == [
+        {"metric": "n_user_days", "segment": bt.REFRESH_SEGMENT, "value": 0.0}
+    ]

@@ -11,6 +11,8 @@ of --ratings ratings from --users users in a fresh incoming/ (each rating a movi
   scoring, the one write transaction), and users refolded per second from it;
 - a second `recjobs refresh` with nothing new (the DAG's usual minute).
 
+It stops with an error if any rated movie is still in its user's list after the refresh.
+
 Medians over the repeats. Target: at most 5 s for 1,000 ratings at 25M ratings.
 """
 
@@ -59,6 +61,18 @@ def new_ratings(db: Path, n_ratings: int, n_users: int, seed: int) -> list[str]:
     return lines[:n_ratings]
 
 
+def still_listed(db: Path, lines: list[str]) -> int:
+    """How many of the new ratings' movies are still in their user's served list."""
+    pairs = [tuple(int(v) for v in line.split(",")[:2]) for line in lines]
+    with sqlite3.connect(db) as con:
+        return sum(
+            con.execute(
+                "SELECT count(*) FROM current_recommendations WHERE user_id = ? AND movie_id = ?", pair
+            ).fetchone()[0]
+            for pair in pairs
+        )
+
+
 def refresh_command(db: Path, artifacts: Path, data_dir: Path) -> list[str]:
     return [
         sys.executable,
@@ -100,7 +114,7 @@ def main() -> None:
             "SELECT run_id, artifacts_dir FROM published_run JOIN model_runs USING (run_id)"
         ).fetchone()
     artifacts = args.artifacts or Path(recorded).parent
-    walls, inside, idle, per_second = [], [], [], []
+    walls, inside, idle, per_second, checked = [], [], [], [], 0
     with tempfile.TemporaryDirectory(prefix="bench-refresh-", dir=REPO / "artifacts") as work:
         work = Path(work)
         for repeat in range(args.repeats):
@@ -114,6 +128,10 @@ def main() -> None:
             wall, result = timed(refresh_command(db, artifacts, data))
             if result["status"] != "refreshed":
                 sys.exit(f"the refresh did not refresh: {result}")
+            still = still_listed(db, lines)
+            if still:
+                sys.exit(f"{still} rated movies are still in their users' lists after the refresh")
+            checked += len(lines)
             walls.append(wall)
             inside.append(result["seconds"])
             per_second.append(result["n_users"] / result["seconds"])
@@ -128,6 +146,7 @@ def main() -> None:
         f"\n`recjobs refresh` on {args.db} ({n_ratings:,} ratings, run {run_id}), {args.ratings} ratings from "
         f"{args.users} users, medians of {args.repeats}:\n"
     )
+    print(f"Rated movies still in their user's list after the refresh: none of the {checked} checked.\n")
     print("| measure | median | min | max |\n|---|---|---|---|")
     for name, values, unit in (
         ("the whole command (process start to exit)", walls, "s"),
