@@ -251,3 +251,20 @@ def test_no_user_day_qualifies_without_a_crash(nightly, tmp_path):
     assert [r for r in stored["rows"] if r["segment"] == bt.REFRESH_SEGMENT] == [
         {"metric": "n_user_days", "segment": bt.REFRESH_SEGMENT, "value": 0.0}
     ]
+
+
+def test_a_night_that_chose_other_trend_days_is_scored_with_them(nightly):
+    """The night's matrices count the configured trend_days; a blend that chose others is scored
+    with its own trending part, as the published run would (its params.json)."""
+    ratings = bt.rating_arrays(read_catalog(nightly.data_dir))
+    night = int(bt.nightly_cutoffs(ratings["rated_at"], 1, window_days=20)[0])
+    from recjobs.evaluation import temporal
+
+    win = temporal.window(ratings, night, night + 20 * bt.DAY, nightly)
+    data = model.interactions(ratings, win.keep, win.user_ids, win.movie_ids, nightly)
+    week = nightly.replace(trend_days=7.0)
+    own = model.interactions(ratings, win.keep, win.user_ids, win.movie_ids, week)
+    scored = bt.with_trend_days(data, ratings, win, week)
+    np.testing.assert_array_equal(scored.trending, own.trending)
+    assert not np.array_equal(scored.trending, data.trending)  # the set's last 30 and 7 days differ
+    assert bt.with_trend_days(data, ratings, win, nightly) is data

@@ -235,6 +235,20 @@ def refresh_replay(
     return user_ids, {name: temporal.list_metrics(top, targets) for name, top in tops.items()}
 
 
+def with_trend_days(data: model.Interactions, ratings: dict, win, settings: Settings) -> model.Interactions:
+    """The night's matrices with the trending part counted over settings.trend_days, as a run
+    that chose them scores (the fit's matrices count the configured days)."""
+    if settings.trend_days == data.trend_days:
+        return data
+    kept = win.keep
+    cols = model.index(ratings["movie_id"][kept], win.movie_ids)
+    positive = ratings["rating"][kept] >= settings.positive_threshold
+    trending = scoring.trending_counts(
+        ratings["rated_at"][kept], cols, positive, len(win.movie_ids), settings.trend_days
+    )
+    return dataclasses.replace(data, trending=trending, trend_days=settings.trend_days)
+
+
 def one_night(
     ratings: dict,
     cutoff: int,
@@ -257,9 +271,10 @@ def one_night(
     fitted = model.fit_method(data, settings)
     choice = blend_choice.choose(ratings, cutoff, settings, previous_choice)
     chosen = blend_choice.with_weights(settings, choice.weights)
+    chosen_data = with_trend_days(data, ratings, win, chosen)
 
     scorers = {
-        "model": lambda rows: fitted.scores(rows, data, chosen),
+        "model": lambda rows: fitted.scores(rows, chosen_data, chosen),
         "configured": lambda rows: fitted.scores(rows, data, settings),
         "als": lambda rows: fitted.als.user_factors[rows] @ fitted.als.item_factors.T,
     }
@@ -280,7 +295,9 @@ def one_night(
         per_user = {name: temporal.score_top(scorer, win, data.seen) for name, scorer in scorers.items()}
     for name in MODELS:  # a peer that could not be fitted (EASE on a large catalogue): no figures
         per_user.setdefault(name, np.full((len(win.test_user_ids), len(METRICS)), np.nan))
-    refresh = refresh_replay(ratings, win, data, fitted, settings, chosen, refresh_days) if refresh_days > 0 else None
+    refresh = (
+        refresh_replay(ratings, win, chosen_data, fitted, settings, chosen, refresh_days) if refresh_days > 0 else None
+    )
     return win.test_user_ids, per_user, choice, refresh
 
 
