@@ -372,3 +372,30 @@ def test_the_violations_check_finds_each_kind_of_broken_row(served, tmp_path):
         "already rated": 1,
         "excluded genre": horror_rows,
     }
+
+
+def test_the_json_api_serves_refreshed_lists_and_applies_hidden_movies_and_rules(served, tmp_path):
+    now = int(time.time())
+    hidden_movie = top_movies(served, 7, 1)[0]
+    write_incoming(served, "hidden.csv", [f"7,{hidden_movie},{now}"], header="userId,movieId,timestamp")
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text('exclude_genres = ["Crime"]\n')
+    assert rf.refresh(served.replace(rules=str(rules_file))).status == "refreshed"
+    crime = {m for (m,) in rows(served, "SELECT movie_id FROM movies WHERE genres LIKE '%Crime%'")}
+    with running_server(served.db, tmp_path / "serve.log", workers=1) as server:
+        listed = server.rows("recommendations_for_user", user_id="7", k="50")
+        assert hidden_movie not in {r["movie_id"] for r in listed} and listed[0]["refreshed_at"] is not None
+        assert server.get("/-/health").json()["last_refreshed_at"] == listed[0]["refreshed_at"]
+        route = "/recs/-/cold_start.json"
+        asked = server.get(route, params={"liked": "1,2", "k": "50", "user_id": "7", "_shape": "array"}).json()
+        anyone = server.get(route, params={"liked": "1,2", "k": "50", "_shape": "array"}).json()
+        assert len(asked) == len(anyone) == 50
+        assert not crime & {r["movie_id"] for r in asked + anyone}  # the rules in force, from the database
+        assert hidden_movie not in {r["movie_id"] for r in asked}
+        bad = server.get(route, params={"liked": "1", "user_id": "seven"})
+        assert bad.status_code == 400 and "user_id: 'seven' is not a user id" in bad.json()["error"]
+        canned = server.rows("cold_start", liked="296,318,593", k="50")
+        assert canned and not crime & {r["movie_id"] for r in canned}
+        checks = server.rows("rule_violations")
+        assert [c["rule"] for c in checks][:2] == ["excluded movie", "excluded genre"]
+        assert all(c["n_rows"] == 0 for c in checks)
