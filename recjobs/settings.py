@@ -111,6 +111,11 @@ class Settings:
     gate_tolerance: float = setting(
         0.10, "A run is rejected if its Recall@10 is this much (relative) below the published run's."
     )
+    max_churn: float = setting(
+        0.0,
+        "Reject a run whose churn@10 on users with no new rating (1 - Jaccard of their top 10 against the "
+        "published run's) is above this, unless its Recall@10 gained (0: off).",
+    )
     engine: str = setting(
         "implicit",
         "Where the heavy parts of train run: implicit (this machine) or spark (ALS, item-item counts and per-user "
@@ -181,6 +186,7 @@ class Settings:
             "full_evaluation_every": 1 <= self.full_evaluation_every <= 10_000,
             "keep_published": self.keep_published >= 1,
             "gate_tolerance": 0 <= self.gate_tolerance < 1,
+            "max_churn": 0 <= self.max_churn <= 1,
             "engine": self.engine in ENGINES,
             "score_shards": 1 <= self.score_shards <= 1000,
             "spark_master": bool(SPARK_MASTER.match(self.spark_master)),

@@ -91,3 +91,10 @@ INSERT INTO tags (user_id, movie_id, tag, tagged_at) VALUES (?, ?, ?, ?);
 -- name: temporal_figures
 -- A run's figures on the full night's temporal windows (recjobs.evaluation.blend_choice).
 SELECT metric, value FROM run_metrics WHERE run_id = :run_id AND segment = 'temporal';
+
+-- name: served_top_lists
+-- The published run's top 10 per user, best first (stability of the next run's lists).
+SELECT user_id, movie_id FROM recommendations WHERE run_id = :run_id AND rank <= 10 ORDER BY user_id, rank;
+
+-- name: refreshed_users
+SELECT DISTINCT user_id FROM recommendations WHERE run_id = :run_id AND refreshed_at IS NOT NULL;

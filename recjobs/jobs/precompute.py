@@ -10,7 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
+
+from ..errors import StateError
+from ..evaluation import stability
 from ..method import bundle, model, rules, shards
 from ..settings import Settings
 from ..storage import artifacts, db, publish, runs
@@ -38,6 +43,46 @@ def gate(conn, run_id: str, settings: Settings) -> publish.GateDecision:
     return publish.gate(run, publish.gate_figures(conn, publish.current_run(conn)), settings.gate_tolerance)
 
 
+def measure_stability(
+    settings: Settings, run_id: str, directory, factors, top_ids, top_scores
+) -> stability.Stability | None:
+    """The run's top 10s against the published run's (None when there is none, or it is this run)."""
+    with db.reading(settings.db) as conn:
+        current = publish.current_run(conn)
+        if current is None or current["run_id"] == run_id:
+            return None
+        rows = conn.execute(db.query("publish.served_top_lists"), {"run_id": current["run_id"]}).all()
+        refreshed = {u for (u,) in conn.execute(db.query("publish.refreshed_users"), {"run_id": current["run_id"]})}
+    served: dict[int, list] = {}
+    for user, movie in rows:
+        served.setdefault(user, []).append(movie)
+    head = top_ids[:, : stability.DEPTH]
+    kept = (head >= 0) & ~artifacts.is_filtered(top_scores[:, : stability.DEPTH])
+    top10 = np.where(kept, factors.movie_ids[np.maximum(head, 0)], -1)
+    try:
+        served_ratings = artifacts.read_ratings(Path(current["artifacts_dir"] or ""))
+    except (OSError, StateError, KeyError, ValueError):
+        log.info(
+            "stability: the ratings of the published run %s cannot be read; churn over all users only",
+            current["run_id"],
+        )
+        unchanged = np.zeros(len(factors.user_ids), bool)
+    else:
+        unchanged = stability.unchanged_users(factors.user_ids, artifacts.read_ratings(directory), served_ratings)
+        unchanged &= ~np.isin(factors.user_ids, list(refreshed))
+    found = stability.compare(factors.user_ids, top10, served, unchanged)
+    log.info(
+        "stability against %s: churn@10 %s over %d users, %s over the %d with no new rating; RBO %s",
+        current["run_id"],
+        found.churn_at_10,
+        found.n_users,
+        found.churn_at_10_unchanged,
+        found.n_unchanged,
+        found.rbo_at_10,
+    )
+    return found
+
+
 def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
     """Store the top-k movies for every user (already rated movies excluded) and the most similar
     movies per movie, then publish the run if it passes the quality gate: rows, catalog and
@@ -56,6 +101,7 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
             from_files,
             settings.score_shards,
         )
+        stable = measure_stability(settings, run_id, directory, factors, top_ids, top_scores)
         als = model.from_factors(factors.user_factors, factors.item_factors, settings)
         similar_ids, similar_scores = model.similar(als, settings.n_similar)
         catalog = artifacts.read_stored_catalog(directory)
@@ -65,6 +111,11 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
         db.check_integrity(conn, settings.db)  # never publish into a damaged file
         if decision.publish:  # the gate again, under the write lock: another run may have been published
             decision = gate(conn, run_id, settings)
+            current = publish.gate_figures(conn, publish.current_run(conn))
+            run = publish.gate_figures(conn, runs.get(conn, run_id))
+            decision = publish.churn_gate(decision, stable, run, current, settings.max_churn)
+            if stable is not None:
+                runs.upsert_metrics(conn, run_id, stable.metric_rows())
         if decision.publish:
             n_recs, n_similar = publish.store_run_rows(
                 conn,

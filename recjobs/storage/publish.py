@@ -84,6 +84,32 @@ def gate(run: dict, current: dict | None, tolerance: float) -> GateDecision:
     return GateDecision(True, f"passed the quality gate ({protocol}{compared})")
 
 
+def churn_gate(decision: GateDecision, stability, run: dict, current: dict | None, max_churn: float) -> GateDecision:
+    """Reject a run the quality gate passed when its lists move more than `max_churn` (churn@10
+    over the users with no new rating) against the published run's without a quality gain: its
+    gate figure (temporal or leave-last-out Recall@10) not above the published run's. 0: off."""
+    churned = None if stability is None else stability.churn_at_10_unchanged
+    if not decision.publish or max_churn <= 0 or churned is None or churned <= max_churn or current is None:
+        return decision
+    key = (
+        "temporal_recall_at_10"
+        if run.get("gate_protocol") == "temporal" and run.get("temporal_recall_at_10") is not None
+        else "recall_at_10"
+    )
+    label = "temporal Recall@10" if key.startswith("temporal") else "Recall@10"
+    mine, theirs = run.get(key), current.get(key)
+    if mine is not None and theirs is not None and mine > theirs:
+        return GateDecision(
+            True, f"{decision.reason}; churn@10 {churned:.3f} is above max_churn {max_churn:g}, with a quality gain"
+        )
+    shown = "none to compare" if theirs is None else f"{theirs:.4f}"
+    return GateDecision(
+        False,
+        f"churn@10 {churned:.3f} of the users with no new rating is above max_churn {max_churn:g} with no quality "
+        f"gain ({label} {mine:.4f}; the published run {current['run_id']}: {shown})",
+    )
+
+
 def ranked_rows(run_id: str, owner_ids, movie_ids, top_rows, top_scores, rows_per_chunk: int = 50_000):
     """(run_id, owner id, rank, movie id, score) per kept entry of top lists (one list per row of
     `top_rows`, movie rows into `movie_ids`); padding (filtered movies) is never stored. Made
