@@ -14,7 +14,7 @@ VALUES (:requested_at, :run_id, :liked_json, :unknown_json, :k, :method, :answer
 RETURNING request_id;
 
 -- name: insert_recommendation
-INSERT INTO cold_start_recommendations (request_id, rank, movie_id, score) VALUES (?, ?, ?, ?);
+INSERT INTO cold_start_recommendations (request_id, rank, movie_id, score, because_movie_id) VALUES (?, ?, ?, ?, ?);
 
 -- name: catalogue
 -- Every movie's genres and year: what the rules in force are checked against.

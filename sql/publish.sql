@@ -9,7 +9,7 @@ DELETE FROM recommendations WHERE run_id = ?;
 DELETE FROM similar_movies WHERE run_id = ?;
 
 -- name: insert_recommendation
-INSERT INTO recommendations (run_id, user_id, rank, movie_id, score) VALUES (?, ?, ?, ?, ?);
+INSERT INTO recommendations (run_id, user_id, rank, movie_id, score, because_movie_id) VALUES (?, ?, ?, ?, ?, ?);
 
 -- name: insert_similar_movie
 INSERT INTO similar_movies (run_id, movie_id, rank, similar_movie_id, score) VALUES (?, ?, ?, ?, ?);

@@ -49,7 +49,8 @@ DELETE FROM refresh_ratings WHERE run_id != :run_id;
 DELETE FROM recommendations WHERE run_id = ? AND user_id = ?;
 
 -- name: insert_recommendation
-INSERT INTO recommendations (run_id, user_id, rank, movie_id, score, refreshed_at) VALUES (?, ?, ?, ?, ?, ?);
+INSERT INTO recommendations (run_id, user_id, rank, movie_id, score, because_movie_id, refreshed_at)
+VALUES (?, ?, ?, ?, ?, ?, ?);
 
 -- name: users_holding
 -- Users of the run whose list holds any of the movies given (a JSON array).

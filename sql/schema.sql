@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS recommendations (
     movie_id INTEGER NOT NULL,
     score    REAL    NOT NULL,
     refreshed_at TEXT,           -- when a refresh remade this user's list; NULL: the nightly list
+    because_movie_id INTEGER,    -- the history movie contributing most to its score (recjobs/method/reasons.py)
     PRIMARY KEY (run_id, user_id, rank),
     UNIQUE (run_id, user_id, movie_id)
 ) WITHOUT ROWID;
@@ -108,10 +109,11 @@ CREATE TABLE IF NOT EXISTS run_owners (
 );
 
 CREATE VIEW IF NOT EXISTS current_recommendations AS
-SELECT r.user_id, r.rank, r.movie_id, m.title, r.score, r.refreshed_at
+SELECT r.user_id, r.rank, r.movie_id, m.title, r.score, r.refreshed_at, r.because_movie_id, b.title AS because_title
 FROM published_run AS p
 JOIN recommendations AS r ON r.run_id = p.run_id
-LEFT JOIN movies AS m ON m.movie_id = r.movie_id;
+LEFT JOIN movies AS m ON m.movie_id = r.movie_id
+LEFT JOIN movies AS b ON b.movie_id = r.because_movie_id;
 
 CREATE VIEW IF NOT EXISTS current_similar_movies AS
 SELECT s.movie_id, s.rank, s.similar_movie_id, m.title, s.score
@@ -136,6 +138,7 @@ CREATE TABLE IF NOT EXISTS cold_start_recommendations (
     rank       INTEGER NOT NULL,
     movie_id   INTEGER NOT NULL,
     score      REAL    NOT NULL,
+    because_movie_id INTEGER,   -- the liked movie contributing most (recjobs/method/reasons.py)
     PRIMARY KEY (request_id, rank)
 ) WITHOUT ROWID;
 

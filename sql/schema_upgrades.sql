@@ -15,3 +15,16 @@ SELECT r.user_id, r.rank, r.movie_id, m.title, r.score, r.refreshed_at
 FROM published_run AS p
 JOIN recommendations AS r ON r.run_id = p.run_id
 LEFT JOIN movies AS m ON m.movie_id = r.movie_id;
+
+-- name: recommendations_because_movie_id
+ALTER TABLE recommendations ADD COLUMN because_movie_id INTEGER;
+DROP VIEW IF EXISTS current_recommendations;
+CREATE VIEW current_recommendations AS
+SELECT r.user_id, r.rank, r.movie_id, m.title, r.score, r.refreshed_at, r.because_movie_id, b.title AS because_title
+FROM published_run AS p
+JOIN recommendations AS r ON r.run_id = p.run_id
+LEFT JOIN movies AS m ON m.movie_id = r.movie_id
+LEFT JOIN movies AS b ON b.movie_id = r.because_movie_id;
+
+-- name: cold_start_recommendations_because_movie_id
+ALTER TABLE cold_start_recommendations ADD COLUMN because_movie_id INTEGER;

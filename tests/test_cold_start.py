@@ -317,6 +317,7 @@ COLD_START_COMMAND_MODULES = {
     "recjobs.storage.db",
     "recjobs.method.scoring",
     "recjobs.method.rules",
+    "recjobs.method.reasons",
 }
 
 

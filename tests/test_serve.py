@@ -43,6 +43,8 @@ COLUMNS = {
         "year",
         "score",
         "refreshed_at",
+        "because_movie_id",
+        "because_title",
         "error",
     ],
     "user_history": ["user_id", "movie_id", "title", "genres", "year", "rating", "rated_at", "rated_at_utc", "error"],

@@ -90,7 +90,7 @@ def test_the_http_answer_is_the_commands_answer(server, served, tmp_path, case, 
     assert over_http["run_id"] == command["run_id"] == "first"
     assert over_http["liked"] == command["liked"] and over_http["unknown_ids"] == command["unknown_ids"]
     assert over_http["rows"] == command["recommendations"] and len(over_http["rows"]) == 7
-    assert over_http["columns"] == ["movie_id", "title", "genres", "year", "score"]
+    assert over_http["columns"] == ["movie_id", "title", "genres", "year", "score", "because_movie_id", "because_title"]
     assert not {row["movie_id"] for row in over_http["rows"]} & set(over_http["liked"])  # liked never recommended
     array = server.get(ROUTE, params={"liked": liked, "k": "7", "_shape": "array"})
     assert array.json() == over_http["rows"]

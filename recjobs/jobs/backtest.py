@@ -31,6 +31,23 @@ not know count for the split but are otherwise left out. The later positives are
                     earlier ones, re-scored with the night's blend and trending part, the earlier
                     movies left out (what the refresh job serves)
 Pooled over user-days, with the paired gains of refreshed over the other two.
+
+The new-movies replay (new_movies_replay): can a movie with no ratings enter the lists? The new
+movies of a night are those first rated in the `new_movies_days` before it; every rating of them
+is held out of that night's ALS fit, as if nobody had rated them yet. Each user known to that fit
+who likes a new movie in [T, T + window) ranks the night's new movies (only them) by
+    content_ridge       user factors . the movie's factors predicted from its genres, year and
+                        tags (a ridge from the content of movies with enough ratings to their
+                        ALS factors; recjobs.method.content)
+    content_similarity  the content of the user's positives . the movie's content
+    content_blend       the two above standardised per user over the new movies, summed
+    genre_popularity    the mean over the movie's genres of that genre's share of positives
+    user_genres         the same with the user's own genre shares (smoothed with everyone's)
+    random              a floor
+Recall@K = hits in the top K / min(K, targets), K = 10 and 50, pooled over user-nights with
+intervals resampling users; and each content list's Recall@50 as a ratio of genre_popularity's.
+Tags are those made before the night. A user's ratings of new movies before the night are not
+used at all (not even to filter them).
 """
 
 from __future__ import annotations
@@ -46,8 +63,8 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 from ..evaluation import blend_choice, peers, temporal
-from ..evaluation.metrics import CUTOFF, bootstrap_ci, prefix
-from ..method import model, scoring
+from ..evaluation.metrics import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, CUTOFF, bootstrap_ci, prefix
+from ..method import content, model, scoring
 from ..settings import Settings
 from ..storage import artifacts, db, runs
 from ..storage.movielens import read_catalog
@@ -63,6 +80,13 @@ METRICS = ("recall_at_10", "ndcg_at_10", "hit_rate_at_10")
 SEGMENT = "backtest"  # run_metrics segment of the pooled figures; per night: backtest:<date>
 REFRESH_LISTS = ("night", "night_filtered", "refreshed")
 REFRESH_SEGMENT = "backtest_refresh"  # run_metrics segment of the refresh replay's pooled figures
+NEW_MOVIES_LISTS = ("content_ridge", "content_similarity", "content_blend", "genre_popularity", "user_genres", "random")
+CONTENT_LISTS = NEW_MOVIES_LISTS[:3]
+NEW_MOVIES_CONTENT = "content_ridge"  # the content score the nightly would use
+NEW_MOVIES_CUTOFFS = (10, 50)
+NEW_MOVIES_SEGMENT = "backtest_new_movies"
+NEW_MOVIES_MIN_RATINGS = 5  # the ridge learns from movies with at least this many ratings
+CONTENT_ALPHA = 1.0  # the ridge's penalty
 
 
 @dataclass(frozen=True)
@@ -88,6 +112,16 @@ class BacktestResult:
     refresh_ndcg_at_10: dict | None
     refresh_gain: dict | None  # metric -> {"night" | "night_filtered": (gain, low, high)} of refreshed, paired
     seconds: float
+    new_movies_days: float = 0.0  # the new-movies replay's span before each night; 0: not replayed
+    new_movies_user_nights: int = 0
+    new_movies_users: int = 0
+    new_movies_candidates: tuple = ()  # per night with targets: (date, new movies ranked)
+    # the replay's figures, None when no user-night qualified: list (NEW_MOVIES_LISTS) -> pooled value
+    new_movies_recall_at_10: dict | None = None
+    new_movies_recall_at_50: dict | None = None
+    new_movies_recall_at_50_ci: dict | None = None  # list -> (low, high)
+    # content list -> (Recall@50 of it / Recall@50 of genre_popularity, low, high)
+    new_movies_ratio: dict | None = None
 
 
 def night_before(timestamp: float) -> int:
@@ -249,6 +283,82 @@ def with_trend_days(data: model.Interactions, ratings: dict, win, settings: Sett
     return dataclasses.replace(data, trending=trending, trend_days=settings.trend_days)
 
 
+def new_movie_ids(ratings: dict, cutoff: int, new_days: float) -> np.ndarray:
+    """Movies whose first rating falls in [cutoff - new_days, cutoff), sorted."""
+    movie_ids, column = np.unique(ratings["movie_id"], return_inverse=True)
+    first = np.full(len(movie_ids), np.inf)
+    np.minimum.at(first, column, ratings["rated_at"])
+    return movie_ids[(first >= cutoff - new_days * DAY) & (first < cutoff)]
+
+
+def new_movies_scores(ratings: dict, catalog, keep: np.ndarray, user_ids, movie_ids, new_ids, rows, cutoff, settings):
+    """list (NEW_MOVIES_LISTS) -> users `rows` x new_ids scores, from a plain ALS fit on the
+    ratings where `keep` (users user_ids x movies movie_ids) and the content before `cutoff`."""
+    data = model.interactions(ratings, keep, user_ids, movie_ids, settings)
+    als = model.fit(data.confidence, settings)
+    tags = catalog.tags[catalog.tags["tagged_at"] < cutoff]
+    features = content.content_features(catalog.movies, tags, np.concatenate([movie_ids, new_ids]))
+    known, new = features[: len(movie_ids)], features[len(movie_ids) :]
+    n_ratings = np.bincount(data.seen.indices, minlength=len(movie_ids))
+    factors = content.new_movie_factors(known, als.item_factors, n_ratings, new, NEW_MOVIES_MIN_RATINGS, CONTENT_ALPHA)
+    genres = content.genre_matrix(catalog.movies, np.concatenate([movie_ids, new_ids]))
+    genres_known, genres_new = genres[: len(movie_ids)], genres[len(movie_ids) :]
+    ridge_scores = als.user_factors[rows] @ factors.T
+    similarity_scores = content.content_similarity(data.positives[rows], known, new)
+    return {
+        "content_ridge": ridge_scores,
+        "content_similarity": similarity_scores,
+        "content_blend": content.content_blend(ridge_scores, similarity_scores),
+        "genre_popularity": content.genre_popularity(data.positives, genres_known, genres_new)[rows],
+        "user_genres": content.genre_popularity(data.positives, genres_known, genres_new, personal=True)[rows],
+        "random": np.random.default_rng(cutoff).random((len(rows), len(new_ids))),
+    }
+
+
+def recall_at(scores: np.ndarray, targets: sp.csr_matrix, k: int, tiebreak: np.ndarray) -> np.ndarray:
+    """Per user: targets in the top k of `scores` (ties in `tiebreak` order) / min(k, targets)."""
+    order = np.lexsort((tiebreak, -scores), axis=-1) if scores.size else np.zeros(scores.shape, int)
+    found = np.take_along_axis(targets.toarray() > 0, order[:, :k], axis=1).sum(axis=1)
+    return found / np.maximum(np.minimum(k, np.diff(targets.indptr)), 1)
+
+
+def new_movies_replay(ratings: dict, catalog, cutoff: int, settings: Settings, window_days: float, new_days=60.0):
+    """(test user ids, new movies ranked, list -> per-user (Recall@10, Recall@50)) of one night's
+    new-movies replay, or None when no new movie or no target. Every rating of the new movies
+    before the cutoff is held out of the fit (see the module's docstring)."""
+    new_ids = new_movie_ids(ratings, cutoff, new_days)
+    if not len(new_ids):
+        return None
+    is_new = np.isin(ratings["movie_id"], new_ids)
+    keep = (ratings["rated_at"] < cutoff) & ~is_new
+    user_ids, movie_ids = np.unique(ratings["user_id"][keep]), np.unique(ratings["movie_id"][keep])
+    later = (
+        is_new
+        & (ratings["rating"] >= settings.positive_threshold)
+        & (ratings["rated_at"] >= cutoff)
+        & (ratings["rated_at"] < cutoff + window_days * DAY)
+        & np.isin(ratings["user_id"], user_ids)
+    )
+    if not later.any():
+        return None
+    test_ids = np.unique(ratings["user_id"][later])
+    targets = model.matrix(
+        model.index(ratings["user_id"][later], test_ids),
+        model.index(ratings["movie_id"][later], new_ids),
+        np.ones(int(later.sum()), np.float32),
+        (len(test_ids), len(new_ids)),
+    )
+    rows = model.index(test_ids, user_ids)
+    with threadpool_limits(limits=1, user_api="blas"):
+        scores = new_movies_scores(ratings, catalog, keep, user_ids, movie_ids, new_ids, rows, cutoff, settings)
+    tiebreak = np.random.default_rng(cutoff + 1).random((len(test_ids), len(new_ids)))
+    per_user = {
+        name: np.column_stack([recall_at(s, targets, k, tiebreak) for k in NEW_MOVIES_CUTOFFS])
+        for name, s in scores.items()
+    }
+    return test_ids, len(new_ids), per_user
+
+
 def one_night(
     ratings: dict,
     cutoff: int,
@@ -311,21 +421,25 @@ def backtest(
     period: tuple[float, float] = (0.75, 1.0),
     peers_too: bool = True,
     refresh_days: float = 1.0,
+    new_movies_days: float = 60.0,
 ) -> BacktestResult:
     """Replay nightly runs over the last part of --data-dir's timeline: fit on the ratings before
     each night, score the positives of the following --window-days, against popularity, recent
     popularity, the reference recipe and ALS alone; and replay a refresh between nights (the
-    users' ratings of the first --refresh-days folded in, scored on their later ones). Write
+    users' ratings of the first --refresh-days folded in, scored on their later ones); and replay
+    the movies first rated in the `new_movies_days` before each night as unrated (0: off). Write
     metrics.json and report.md (and the run's run_metrics with --run-id). Publishes nothing."""
     started = time.perf_counter()
     bad_period = not 0 <= period[0] < period[1] <= 1
-    if nights < 1 or window_days <= 0 or recent_days <= 0 or bad_period or not refresh_days >= 0:
+    bad_days = not refresh_days >= 0 or not new_movies_days >= 0
+    if nights < 1 or window_days <= 0 or recent_days <= 0 or bad_period or bad_days:
         from ..errors import ConfigError
 
         raise ConfigError(
             f"backtest: nights {nights}, window {window_days} days, recent {recent_days} days, period {period}, "
-            f"refresh {refresh_days} days; expected at least 1 night, positive day counts, a period "
-            "0 <= from < to <= 1 and a refresh of 0 (off) or more days"
+            f"new movies {new_movies_days} days, refresh {refresh_days} days; expected at least 1 night, "
+            "positive day counts, a period 0 <= from < to <= 1 and a refresh of 0 (off) or more days "
+            "and a new-movies span of 0 (off) or more days"
         )
     catalog = read_catalog(settings.data_dir, settings.positive_threshold)
     ratings = rating_arrays(catalog)
@@ -337,8 +451,20 @@ def backtest(
     pooled = {name: [] for name in MODELS}
     users, per_night, choices = [], [], []
     refresh_pooled, refresh_users = {name: [] for name in REFRESH_LISTS}, []
+    new_pooled, new_users, new_candidates = {name: [] for name in NEW_MOVIES_LISTS}, [], []
     previous = None
     for cutoff in cutoffs:
+        fresh = (
+            new_movies_replay(ratings, catalog, int(cutoff), settings, window_days, new_movies_days)
+            if new_movies_days > 0
+            else None
+        )
+        if fresh is not None:
+            new_users.append(fresh[0])
+            new_candidates.append((_date(cutoff), fresh[1]))
+            for name in NEW_MOVIES_LISTS:
+                new_pooled[name].append(fresh[2][name])
+            log.info("backtest %s: %d new movies, %d users", _date(cutoff), fresh[1], len(fresh[0]))
         night = one_night(
             ratings, int(cutoff), settings, window_days, recent_days, previous, ease_lambda, peers_too, refresh_days
         )
@@ -380,6 +506,10 @@ def backtest(
     if refresh_days > 0:
         refresh_pooled = {name: np.vstack(values) for name, values in refresh_pooled.items() if values}
         rows += refresh_rows(refresh_pooled, refresh_user_ids)
+    new_user_ids = np.concatenate(new_users) if new_users else np.empty(0, np.int64)
+    if new_movies_days > 0:
+        new_pooled = {name: np.vstack(values) for name, values in new_pooled.items() if values}
+        rows += new_movies_rows(new_pooled, new_user_ids)
     values = {(m, s): v for m, s, v in rows}
     n_user_nights = len(pooled["model"])
     compared = [b for b in (*BASELINES, *PEERS) if b in pooled]
@@ -413,6 +543,11 @@ def backtest(
         refresh_users=len(np.unique(refresh_user_ids)),
         **refresh_figures(values, len(refresh_user_ids)),
         seconds=round(time.perf_counter() - started, 3),
+        new_movies_days=new_movies_days,
+        new_movies_user_nights=len(new_user_ids),
+        new_movies_users=len(np.unique(new_user_ids)),
+        new_movies_candidates=tuple(new_candidates),
+        **new_movies_figures(values, len(new_user_ids)),
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     artifacts.write_json(
@@ -423,6 +558,7 @@ def backtest(
             "window_days": window_days,
             "recent_days": recent_days,
             "refresh_days": refresh_days,
+            "new_movies_days": new_movies_days,
             "params": settings.model_params(),
             "reference_recipe": model.REFERENCE_RECIPE,
             "ease_lambda": ease_lambda,
@@ -522,6 +658,68 @@ def refresh_figures(values: dict, n_user_days: int) -> dict:
     }
 
 
+def ratio_ci(numerator: np.ndarray, denominator: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """95% percentile interval of mean(numerator) / mean(denominator), resampling whole users."""
+    _, group = np.unique(groups, return_inverse=True)
+    top, bottom = np.bincount(group, weights=numerator), np.bincount(group, weights=denominator)
+    picks = np.random.default_rng(BOOTSTRAP_SEED).integers(0, len(top), size=(BOOTSTRAP_SAMPLES, len(top)))
+    ratios = top[picks].sum(axis=1) / np.maximum(bottom[picks].sum(axis=1), 1e-12)
+    low, high = np.quantile(ratios, [0.025, 0.975])
+    return float(low), float(high)
+
+
+def new_movies_rows(pooled: dict[str, np.ndarray], users: np.ndarray) -> list[tuple[str, str, float]]:
+    """The new-movies replay's rows (segment backtest_new_movies): user-nights, and when there are
+    any, each list's Recall@10 and Recall@50 with intervals, and each content list's Recall@50 as
+    a ratio of genre_popularity's (with an interval)."""
+    rows = [("n_user_nights", NEW_MOVIES_SEGMENT, float(len(users)))]
+    if not len(users):
+        return rows
+    for name in NEW_MOVIES_LISTS:
+        for j, k in enumerate(NEW_MOVIES_CUTOFFS):
+            values = pooled[name][:, j]
+            low, high = bootstrap_ci(values, groups=users)
+            metric = f"{name}_recall_at_{k}"
+            rows += [
+                (metric, NEW_MOVIES_SEGMENT, float(values.mean())),
+                (metric + "_ci_low", NEW_MOVIES_SEGMENT, low),
+                (metric + "_ci_high", NEW_MOVIES_SEGMENT, high),
+            ]
+    baseline = pooled["genre_popularity"][:, 1]
+    for name in CONTENT_LISTS:
+        ratio = pooled[name][:, 1].mean() / max(baseline.mean(), 1e-12)
+        low, high = ratio_ci(pooled[name][:, 1], baseline, users)
+        metric = f"{name}_recall_at_50_over_genre_popularity"
+        rows += [
+            (metric, NEW_MOVIES_SEGMENT, float(ratio)),
+            (metric + "_ci_low", NEW_MOVIES_SEGMENT, low),
+            (metric + "_ci_high", NEW_MOVIES_SEGMENT, high),
+        ]
+    return rows
+
+
+def new_movies_figures(values: dict, n_user_nights: int) -> dict:
+    """BacktestResult's new_movies_* figures from the metric rows; None when no user-night qualified."""
+    names = ("new_movies_recall_at_10", "new_movies_recall_at_50", "new_movies_recall_at_50_ci", "new_movies_ratio")
+    if not n_user_nights:
+        return dict.fromkeys(names)
+
+    def value(metric):
+        return values[(metric, NEW_MOVIES_SEGMENT)]
+
+    return {
+        "new_movies_recall_at_10": {n: value(f"{n}_recall_at_10") for n in NEW_MOVIES_LISTS},
+        "new_movies_recall_at_50": {n: value(f"{n}_recall_at_50") for n in NEW_MOVIES_LISTS},
+        "new_movies_recall_at_50_ci": {
+            n: (value(f"{n}_recall_at_50_ci_low"), value(f"{n}_recall_at_50_ci_high")) for n in NEW_MOVIES_LISTS
+        },
+        "new_movies_ratio": {
+            n: tuple(value(f"{n}_recall_at_50_over_genre_popularity{end}") for end in ("", "_ci_low", "_ci_high"))
+            for n in CONTENT_LISTS
+        },
+    }
+
+
 LABELS = {
     "model": "the method (blend chosen each night)",
     "configured": "the method, configured weights",
@@ -577,6 +775,51 @@ def refresh_section(result: BacktestResult) -> list[str]:
     return lines
 
 
+NEW_MOVIES_LABELS = {
+    "content_ridge": "content ridge: user factors . factors predicted from genres, year, tags",
+    "content_similarity": "content similarity to the user's positives",
+    "content_blend": "content blend: ridge and similarity, standardised per user, summed",
+    "genre_popularity": "genre popularity (the baseline)",
+    "user_genres": "genre popularity, the user's own genre shares",
+    "random": "random",
+}
+
+
+def new_movies_section(result: BacktestResult) -> list[str]:
+    """report.md's lines on the new-movies replay."""
+    lines = ["", "## New movies", ""]
+    if result.new_movies_days <= 0:
+        return lines + ["Not replayed (new_movies_days 0)."]
+    if not result.new_movies_user_nights:
+        return lines + [
+            f"No user-night qualified: no known user liked a movie first rated in the {result.new_movies_days:g} "
+            "days before a night."
+        ]
+    sizes = [n for _, n in result.new_movies_candidates]
+    lines += [
+        f"The movies first rated in the {result.new_movies_days:g} days before each night are held out of "
+        "that night's ALS fit (every rating of them); each user known to the fit who liked one of them in "
+        "the window ranks the night's new movies only. "
+        f"{result.new_movies_user_nights} user-nights of {result.new_movies_users} users on "
+        f"{len(sizes)} nights; new movies ranked per night: median {np.median(sizes):g}, "
+        f"{min(sizes)} to {max(sizes)} (Recall@50 is 1 on a night with 50 or fewer). "
+        "Recall@K = hits / min(K, targets); 95% bootstrap intervals resampling users.",
+        "",
+        "| list | Recall@10 | Recall@50 [95% CI] |",
+        "|---|---|---|",
+    ]
+    for name in NEW_MOVIES_LISTS:
+        low, high = result.new_movies_recall_at_50_ci[name]
+        lines.append(
+            f"| {NEW_MOVIES_LABELS[name]} | {result.new_movies_recall_at_10[name]:.4f} | "
+            f"{result.new_movies_recall_at_50[name]:.4f} [{low:.4f}, {high:.4f}] |"
+        )
+    lines += ["", "Recall@50 over genre popularity's (ratio, 95% CI resampling users):", ""]
+    for name, (ratio, low, high) in result.new_movies_ratio.items():
+        lines.append(f"- {NEW_MOVIES_LABELS[name]}: {ratio:.2f}x [{low:.2f}, {high:.2f}]")
+    return lines
+
+
 def write_report(output_dir: Path, result: BacktestResult, per_night, window_days: float, recent_days: float) -> Path:
     shown = list(result.recall_at_10)
     ease = f"lambda {result.ease_lambda:g}, chosen before the first night" if result.ease_lambda else "not fitted"
@@ -608,6 +851,7 @@ def write_report(output_dir: Path, result: BacktestResult, per_night, window_day
             f"NDCG@10 {n_gain:+.4f} [{n_low:+.4f}, {n_high:+.4f}]"
         )
     lines += refresh_section(result)
+    lines += new_movies_section(result)
     lines += [
         "",
         "## Per night",

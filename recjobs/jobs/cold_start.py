@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, StateError
-from ..method import rules
+from ..method import reasons, rules
 from ..method.bundle import read_bundle, scores_for
 from ..method.scoring import top_k
 from ..settings import Settings
@@ -47,6 +47,8 @@ class Recommendation:
     genres: str | None
     year: int | None
     score: float
+    because_movie_id: int | None = None  # the liked movie contributing most (recjobs.method.reasons)
+    because_title: str | None = None
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,10 @@ def answer(
     best = top_k(scores, np.concatenate(left_out), k)
     movie_ids = [int(m) for m in bundle.movie_ids[best]]
     best_scores = [round(float(s), 6) for s in scores[best]]
-    titles = conn.execute(db.sql("cold_start_job.movies"), {"ids": json.dumps(movie_ids)}).fetchall()
+    why = reasons.liked_reasons(bundle, rows, best) if method != "popularity" else np.full(len(best), -1)
+    because = [int(bundle.movie_ids[r]) if r >= 0 else None for r in why.tolist()]
+    named = sorted(set(movie_ids) | {b for b in because if b is not None})
+    titles = conn.execute(db.sql("cold_start_job.movies"), {"ids": json.dumps(named)}).fetchall()
     movies = {row[0]: tuple(row[1:]) for row in titles}
     return ColdStartAnswer(
         run_id,
@@ -186,8 +191,8 @@ def answer(
         tuple(int(i) for i in unknown_ids),
         k,
         tuple(
-            Recommendation(m, *movies.get(m, (None, None, None)), s)
-            for m, s in zip(movie_ids, best_scores, strict=True)
+            Recommendation(m, *movies.get(m, (None, None, None)), s, b, movies.get(b, (None,))[0])
+            for m, s, b in zip(movie_ids, best_scores, because, strict=True)
         ),
     )
 
@@ -207,6 +212,7 @@ def cold_start(settings: Settings, liked, k: int = 10, user_id: int | None = Non
     # only the short insert of the request and its answer takes the write lock.
     with db.plain_reading(settings.db) as conn:
         found = answer(conn, settings.artifacts, liked, k, str(settings.db), user_id)
+    db.plain_upgrade(settings.db)
     with db.plain_transaction(settings.db) as conn:
         request_id = _store(conn, found, started)
     result = ColdStartResult(
@@ -248,7 +254,10 @@ def _store(conn: sqlite3.Connection, found: ColdStartAnswer, started: float) -> 
     ).fetchone()[0]
     conn.executemany(
         db.sql("cold_start_job.insert_recommendation"),
-        [(request_id, rank, r.movie_id, r.score) for rank, r in enumerate(found.recommendations, start=1)],
+        [
+            (request_id, rank, r.movie_id, r.score, r.because_movie_id)
+            for rank, r in enumerate(found.recommendations, start=1)
+        ],
     )
     return request_id
 

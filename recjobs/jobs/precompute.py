@@ -94,7 +94,8 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
     n_users = n_recs = n_similar = from_files = 0
     if decision.publish:
         exclusions = shards.run_exclusions(settings, directory)
-        factors, top_ids, top_scores, from_files = shards.all_users(settings, run_id, exclusions)
+        factors, lists, from_files = shards.all_users(settings, run_id, exclusions)
+        top_ids, top_scores = lists.top_items, lists.top_scores
         log.info(
             "precompute %s: %d of %d shards from score_shard files, the rest scored here",
             run_id,
@@ -120,7 +121,7 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
             n_recs, n_similar = publish.store_run_rows(
                 conn,
                 run_id,
-                publish.ranked_rows(run_id, factors.user_ids, factors.movie_ids, top_ids, top_scores),
+                publish.ranked_rows(run_id, factors.user_ids, factors.movie_ids, top_ids, top_scores, lists.because),
                 publish.ranked_rows(run_id, factors.movie_ids, factors.movie_ids, similar_ids, similar_scores),
             )
             written = publish.store_catalog(conn, catalog, run_id)

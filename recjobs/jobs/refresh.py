@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..method import bundle as cold_start_bundle
-from ..method import model, rules, scoring
+from ..method import model, reasons, rules, scoring
 from ..settings import Settings
 from ..storage import artifacts, db, movielens, runs
 from ..storage.publish import ranked_rows
@@ -174,7 +174,9 @@ def _refresh(settings: Settings, rules_now: dict, now: float, started: float) ->
                 "refresh.insert_recommendation",
                 (
                     (*row, refreshed_at)
-                    for row in ranked_rows(run_id, lists.user_ids, lists.movie_ids, lists.top_items, lists.top_scores)
+                    for row in ranked_rows(
+                        run_id, lists.user_ids, lists.movie_ids, lists.top_items, lists.top_scores, lists.because
+                    )
                 ),
             )
             db.insert_many(
@@ -327,6 +329,7 @@ class Lists:
     movie_ids: np.ndarray
     top_items: np.ndarray
     top_scores: np.ndarray
+    because: np.ndarray  # item row of each listed movie's reason, -1: none
     n_known: int
     n_new: int
 
@@ -352,19 +355,22 @@ def score_users(
     known = np.isin(users, user_ids)
     top_items = np.full((len(users), n), -1, np.int64)
     top_scores = np.full((len(users), n), scoring.FILTERED)
+    because = np.full((len(users), n), reasons.NO_REASON, np.int64)
     history = history[history["movie_id"].isin(movie_ids) & history["user_id"].isin(users)]
     blocked_cols = model.index(np.intersect1d(blocked_movie_ids, movie_ids), movie_ids)
     hidden = hidden[hidden["movie_id"].isin(movie_ids) & hidden["user_id"].isin(users)]
 
     refolded = users[known]
     if len(refolded):
-        items, scores = refold(fitted, refolded, movie_ids, history, hidden, blocked_cols, run_dir, run_settings, n)
-        top_items[known], top_scores[known] = items, scores
+        items, scores, why = refold(
+            fitted, refolded, movie_ids, history, hidden, blocked_cols, run_dir, run_settings, n
+        )
+        top_items[known], top_scores[known], because[known] = items, scores, why
     for row in np.flatnonzero(~known):
-        top_items[row], top_scores[row] = cold_start_list(
+        top_items[row], top_scores[row], because[row] = cold_start_list(
             run_dir, run_id, users[row], movie_ids, history, hidden, blocked_cols, run_settings, n
         )
-    return Lists(users, movie_ids, top_items, top_scores, int(known.sum()), int((~known).sum()))
+    return Lists(users, movie_ids, top_items, top_scores, because, int(known.sum()), int((~known).sum()))
 
 
 def bundle_fitted(run_id: str, run_dir: Path, run_settings: Settings) -> model.Fitted:
@@ -417,7 +423,8 @@ def refold(fitted, users, movie_ids, history, hidden, blocked_cols, run_dir, run
     no_factors = np.zeros((len(users), fitted.als.factors), np.float32)
     start = model.from_factors(no_factors, fitted.als.item_factors, run_settings)
     folded = model.fold_in(model.Fitted(start, fitted.similarity, fitted.sequence), rows, data.confidence, run_settings)
-    return folded.recommend(rows, data, n, run_settings)
+    items, scores = folded.recommend(rows, data, n, run_settings)
+    return items, scores, reasons.list_reasons(folded, data, run_settings, rows, items)
 
 
 def _with_trending(data: model.Interactions, trending: np.ndarray) -> model.Interactions:
@@ -442,5 +449,7 @@ def cold_start_list(run_dir, run_id, user_id, movie_ids, history, hidden, blocke
     best = scoring.top_k(scores, exclude, n)
     items = np.full(n, -1, np.int64)
     values = np.full(n, scoring.FILTERED)
+    why = np.full(n, reasons.NO_REASON, np.int64)
     items[: len(best)], values[: len(best)] = best, np.asarray(scores, np.float64)[best]
-    return items, values
+    why[: len(best)] = reasons.liked_reasons(found, rows, best)
+    return items, values, why

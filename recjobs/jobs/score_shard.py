@@ -42,7 +42,12 @@ def score_shard(settings: Settings, run_id: str, shard: int = 0) -> ShardResult:
     artifacts.write_atomically(
         path,
         lambda temp: np.savez(
-            temp, first_row=lo, top_items=scored.top_items, top_scores=scored.top_scores, stamp=np.array(stamp)
+            temp,
+            first_row=lo,
+            top_items=scored.top_items,
+            top_scores=scored.top_scores,
+            because=scored.because,
+            stamp=np.array(stamp),
         ),
     )
     seconds = time.perf_counter() - started

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..settings import Settings
 from ..storage import artifacts
-from . import model, spark_engine
+from . import model, reasons, spark_engine
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class Scored:
     first_row: int
     top_items: np.ndarray
     top_scores: np.ndarray
+    because: np.ndarray  # per listed item, the item row of its reason (recjobs.method.reasons), -1: none
 
 
 def bounds(n_users: int, n_items: int, n_shards: int) -> np.ndarray:
@@ -167,7 +168,8 @@ class Scorer:
             top_items, top_scores = self.fitted.recommend_candidates(
                 rows, candidates, data, self.settings.k, self.settings
             )
-        return Scored(first_row, top_items, top_scores)
+        because = reasons.list_reasons(self.fitted, data, self.settings, rows, top_items)
+        return Scored(first_row, top_items, top_scores, because)
 
 
 def read_shard(directory: Path, shard: int, n_shards: int, lo: int, hi: int, stamp: str) -> Scored | None:
@@ -175,7 +177,7 @@ def read_shard(directory: Path, shard: int, n_shards: int, lo: int, hi: int, sta
     path = shard_file(directory, shard, n_shards)
     try:
         with np.load(path) as f:
-            scored = Scored(int(f["first_row"]), f["top_items"], f["top_scores"])
+            scored = Scored(int(f["first_row"]), f["top_items"], f["top_scores"], f["because"])
             made_from = str(f["stamp"])
     except FileNotFoundError:
         return None
@@ -190,9 +192,9 @@ def read_shard(directory: Path, shard: int, n_shards: int, lo: int, hi: int, sta
 
 def all_users(
     settings: Settings, run_id: str, exclusions: Exclusions | None = None
-) -> tuple[model.Factors, np.ndarray, np.ndarray, int]:
-    """Every user's top-k of the run's published model: (factors, top items, top scores, shards
-    whose staging files were used); the shards without a usable file are scored here."""
+) -> tuple[model.Factors, Scored, int]:
+    """Every user's top-k of the run's published model, with reasons: (factors, every user's
+    Scored, shards whose staging files were used); the shards without a usable file are scored here."""
     scorer = Scorer(settings, run_id, exclusions)
     cuts = bounds(scorer.n_users, scorer.n_items, settings.score_shards)
     stamp = scorer.stamp()
@@ -204,4 +206,5 @@ def all_users(
     n = min(settings.k, len(scorer.factors.movie_ids))
     top_items = np.vstack([np.empty((0, n), np.int64)] + [p.top_items for p in parts])
     top_scores = np.vstack([np.empty((0, n))] + [p.top_scores for p in parts])
-    return scorer.factors, top_items, top_scores, from_files
+    because = np.vstack([np.empty((0, n), np.int64)] + [p.because for p in parts])
+    return scorer.factors, Scored(0, top_items, top_scores, because), from_files

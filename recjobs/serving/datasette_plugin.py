@@ -73,7 +73,7 @@ JSON_HEADERS = [
     (b"content-type", b"application/json; charset=utf-8"),
     (b"vary", b"Cookie, Authorization"),
 ]  # what datasette sends with a canned query's JSON
-COLD_START_COLUMNS = ("movie_id", "title", "genres", "year", "score")
+COLD_START_COLUMNS = ("movie_id", "title", "genres", "year", "score", "because_movie_id", "because_title")
 COLD_START_EXAMPLE = "e.g. ?liked=296,318,593&k=10"
 PUBLIC_TABLES = {"movies"}  # the default profile's only table, by row pages
 HEALTH_SQL = sql("health")
@@ -306,10 +306,7 @@ async def cold_start_answer(datasette, request):
     except (StateError, OSError) as e:  # the bundle or the run's files: the operator's problem
         log.warning("cold start over HTTP cannot answer: %s", e)
         return _json_error("cold start is unavailable: the published run's files cannot be read (see the log)", 503)
-    rows = [
-        {"movie_id": r.movie_id, "title": r.title, "genres": r.genres, "year": r.year, "score": r.score}
-        for r in found.recommendations
-    ]
+    rows = [{name: getattr(r, name) for name in COLD_START_COLUMNS} for r in found.recommendations]
     log.debug(
         "cold start over HTTP: liked %s (unknown %s), k %d -> %s from run %s in %.2f ms",
         found.liked,

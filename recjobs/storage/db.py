@@ -77,11 +77,13 @@ def _engine(path: str) -> Engine:
     return engine
 
 
-UPGRADES = (
+UPGRADES = (  # (table, column): sql/schema_upgrades.sql <table>_<column>
     ("model_runs", "gate_protocol"),
     ("model_runs", "rules_json"),
     ("recommendations", "refreshed_at"),
-)  # (table, column): sql/schema_upgrades.sql <table>_<column>
+    ("recommendations", "because_movie_id"),
+    ("cold_start_recommendations", "because_movie_id"),
+)
 
 
 def upgrade(raw: sqlite3.Connection) -> None:
@@ -193,6 +195,18 @@ def plain_reading(path: Path):
     """`reading` on the standard library's sqlite3: one snapshot of an existing database."""
     with snapshot(_plain_connection(path)) as conn:
         yield conn
+
+
+_plain_upgraded: set[str] = set()
+
+
+def plain_upgrade(path: Path) -> None:
+    """`upgrade` on this process's plain connection, once per database: a database no job has
+    opened since the code was updated gets its new columns before a plain write."""
+    key = str(Path(path).resolve())
+    if key not in _plain_upgraded:
+        upgrade(_plain_connection(path))
+        _plain_upgraded.add(key)
 
 
 @contextlib.contextmanager

@@ -110,10 +110,11 @@ def churn_gate(decision: GateDecision, stability, run: dict, current: dict | Non
     )
 
 
-def ranked_rows(run_id: str, owner_ids, movie_ids, top_rows, top_scores, rows_per_chunk: int = 50_000):
+def ranked_rows(run_id: str, owner_ids, movie_ids, top_rows, top_scores, because=None, rows_per_chunk: int = 50_000):
     """(run_id, owner id, rank, movie id, score) per kept entry of top lists (one list per row of
-    `top_rows`, movie rows into `movie_ids`); padding (filtered movies) is never stored. Made
-    with numpy a chunk of lists at a time, so the Python tuples alive stay few."""
+    `top_rows`, movie rows into `movie_ids`), and the reason's movie id (None: no reason) when
+    `because` (item rows like top_rows, -1: none) is given; padding (filtered movies) is never
+    stored. Made with numpy a chunk of lists at a time, so the Python tuples alive stay few."""
     owner_ids, movie_ids = np.asarray(owner_ids), np.asarray(movie_ids)
     top_rows, top_scores = np.asarray(top_rows), np.asarray(top_scores)
     lists_per_chunk = max(1, rows_per_chunk // max(1, top_rows.shape[1] if top_rows.ndim == 2 else 1))
@@ -122,13 +123,22 @@ def ranked_rows(run_id: str, owner_ids, movie_ids, top_rows, top_scores, rows_pe
         keep = (rows >= 0) & ~is_filtered(scores)
         rank = np.cumsum(keep, axis=1)  # 1, 2, ... over the kept entries of each list
         owner, column = np.nonzero(keep)  # list by list, best first
-        yield from zip(
+        columns = [
             itertools.repeat(run_id),
             owner_ids[start + owner].tolist(),
             rank[owner, column].tolist(),
             movie_ids[rows[owner, column]].tolist(),
             scores[owner, column].astype(np.float64).tolist(),
-        )
+        ]
+        if because is not None:
+            reason = np.asarray(because)[start : start + lists_per_chunk][owner, column]
+            columns.append(
+                [
+                    None if r < 0 else m
+                    for r, m in zip(reason.tolist(), movie_ids[np.maximum(reason, 0)].tolist(), strict=True)
+                ]
+            )
+        yield from zip(*columns, strict=False)  # the run id repeats without end
 
 
 def store_run_rows(conn, run_id: str, recommendations, similar_movies) -> tuple[int, int]:
