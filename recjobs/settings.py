@@ -92,6 +92,11 @@ class Settings:
         "Fewer user-windows than this and the blend choice keeps the previous choice (or the configured weights), "
         "and the gate uses leave-last-out.",
     )
+    diversity: float = setting(
+        0.0,
+        "Re-rank each list by MMR over the ALS item factors: 0 keeps the method's order, 1 favours variety most "
+        "(docs/quality.md: the backtest's table; 0 was best).",
+    )
     random_seed: int = setting(42, "Seed for ALS initialisation.")
     eval_users: int = setting(
         20_000,
@@ -187,6 +192,7 @@ class Settings:
             "keep_published": self.keep_published >= 1,
             "gate_tolerance": 0 <= self.gate_tolerance < 1,
             "max_churn": 0 <= self.max_churn <= 1,
+            "diversity": 0 <= self.diversity <= 1,
             "engine": self.engine in ENGINES,
             "score_shards": 1 <= self.score_shards <= 1000,
             "spark_master": bool(SPARK_MASTER.match(self.spark_master)),
@@ -236,6 +242,7 @@ class Settings:
             "spark_candidates",
             "k",
             "n_similar",
+            "diversity",
         )
         return {name: getattr(self, name) for name in names}
 

@@ -318,6 +318,7 @@ COLD_START_COMMAND_MODULES = {
     "recjobs.method.scoring",
     "recjobs.method.rules",
     "recjobs.method.reasons",
+    "recjobs.method.diversity",
 }
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, StateError
-from ..method import reasons, rules
+from ..method import diversity, reasons, rules
 from ..method.bundle import read_bundle, scores_for
 from ..method.scoring import top_k
 from ..settings import Settings
@@ -176,7 +176,10 @@ def answer(
     if user_id is not None:
         hidden = [r[0] for r in conn.execute(db.sql("cold_start_job.hidden"), {"user_id": user_id})]
         left_out.append(bundle.rows_of(hidden)[0])
-    best = top_k(scores, np.concatenate(left_out), k)
+    best = top_k(scores, np.concatenate(left_out), k if bundle.diversity <= 0 else diversity.CANDIDATES * k)
+    if bundle.diversity > 0:  # the run's re-ranking, as its nightly lists
+        best = diversity.rerank(best[None], scores[best][None], bundle.item_factors, bundle.diversity, k)[0]
+        best = best[best >= 0]
     movie_ids = [int(m) for m in bundle.movie_ids[best]]
     best_scores = [round(float(s), 6) for s in scores[best]]
     why = reasons.liked_reasons(bundle, rows, best) if method != "popularity" else np.full(len(best), -1)

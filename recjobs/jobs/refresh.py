@@ -423,7 +423,7 @@ def refold(fitted, users, movie_ids, history, hidden, blocked_cols, run_dir, run
     no_factors = np.zeros((len(users), fitted.als.factors), np.float32)
     start = model.from_factors(no_factors, fitted.als.item_factors, run_settings)
     folded = model.fold_in(model.Fitted(start, fitted.similarity, fitted.sequence), rows, data.confidence, run_settings)
-    items, scores = folded.recommend(rows, data, n, run_settings)
+    items, scores = folded.diversified(rows, data, n, run_settings)
     return items, scores, reasons.list_reasons(folded, data, run_settings, rows, items)
 
 

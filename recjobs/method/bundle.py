@@ -67,6 +67,7 @@ class Bundle:
     item_parts: tuple = ()
     trending: np.ndarray | None = None  # positives per movie in the run's last trend_days
     trend_weight: float = 0.0
+    diversity: float = 0.0  # the run's MMR re-ranking (recjobs.method.diversity), 0: off
 
     @functools.cached_property
     def standardized_trending(self) -> np.ndarray:
@@ -113,6 +114,7 @@ def make_bundle(run_id: str, movie_ids, item_factors, popularity, params: dict, 
         tuple(parts),
         trending,
         float(params.get("trend_weight", 0.0)),
+        float(params.get("diversity", 0.0)),
     )
 
 
@@ -253,6 +255,7 @@ def read_bundle(run_id: str, run_dir: Path) -> Bundle:
         parts,
         arrays["trending"],
         float(params.get("trend_weight", 0.0)),
+        float(params.get("diversity", 0.0)),
     )
     with _cache_lock:
         if len(_cache) >= 4:

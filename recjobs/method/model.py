@@ -488,6 +488,17 @@ class Fitted:
                 scores_out.append(scores)
         return np.vstack(ids_out), np.vstack(scores_out)
 
+    def diversified(self, rows, data: Interactions, n: int, settings: Settings, recommend=None):
+        """`recommend` (default self.recommend) for top-n lists, re-ranked by settings.diversity
+        (recjobs.method.diversity) over its best CANDIDATES * n when above 0."""
+        recommend = recommend or self.recommend
+        if settings.diversity <= 0:
+            return recommend(rows, data, n, settings)
+        from . import diversity
+
+        items, scores = recommend(rows, data, diversity.CANDIDATES * n, settings)
+        return diversity.rerank(items, scores, self.als.item_factors, settings.diversity, n)
+
     def recommend_candidates(
         self, rows: np.ndarray, candidates: dict, data: Interactions, n: int, settings: Settings, per_part: int = 0
     ):

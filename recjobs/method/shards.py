@@ -162,12 +162,13 @@ class Scorer:
         rows = np.arange(first_row, end_row)
         data = self.data(first_row, end_row)
         candidates = spark_engine.read_candidates(self.directory, artifacts.FULL, rows)
-        if candidates is None:  # the implicit engine: every movie is scored
-            top_items, top_scores = self.fitted.recommend(rows, data, self.settings.k, self.settings)
-        else:
-            top_items, top_scores = self.fitted.recommend_candidates(
-                rows, candidates, data, self.settings.k, self.settings
-            )
+        recommend = None  # the implicit engine: every movie is scored
+        if candidates is not None:
+
+            def recommend(rows, data, n, settings):
+                return self.fitted.recommend_candidates(rows, candidates, data, n, settings)
+
+        top_items, top_scores = self.fitted.diversified(rows, data, self.settings.k, self.settings, recommend)
         because = reasons.list_reasons(self.fitted, data, self.settings, rows, top_items)
         return Scored(first_row, top_items, top_scores, because)
 
