@@ -114,6 +114,13 @@ bench-refresh: setup
 	@test -f $(REFRESH_DB) || $(MAKE) nightly
 	$(BIN)/python tests/benchmarks/bench_refresh.py --db $(REFRESH_DB)
 
+# What the reasons (because_movie_id) cost beside scoring the same lists, on a sample of users
+# (docs/quality.md); REFRESH_DB=artifacts/bench-scale/25M/recs.db for the 25M figure.
+.PHONY: bench-reasons
+bench-reasons: setup
+	@test -f $(REFRESH_DB) || $(MAKE) nightly
+	$(BIN)/python tests/benchmarks/bench_reasons.py --db $(REFRESH_DB)
+
 # A first, a usual and a full night per step (seconds, peak RSS) on ml-latest-small and synthetic 1M
 # and 5M sets (`recjobs synth`), beside the reference approach; SIZES=small,1M,5M,25M for
 # MovieLens-25M's shape; BASELINE=DIR (a git worktree of the previous code) runs it side by side.
@@ -140,6 +147,12 @@ choose-nightly-settings: setup data
 .PHONY: choose-blend-rule
 choose-blend-rule: setup data
 	$(BIN)/python tests/benchmarks/choose_blend_rule.py --data-dir data_small
+
+# The diversity knob's price: Recall@10, NDCG@10, intra-list diversity and genres per list of the
+# method's top 30 re-ranked to 10 by MMR at each setting, on the backtest's nights (docs/quality.md).
+.PHONY: choose-diversity
+choose-diversity: setup data
+	$(BIN)/python tests/benchmarks/choose_diversity.py --data-dir data_small
 
 # What each lever of the method is worth on the validation items (docs/quality.md).
 .PHONY: bench-levers
