@@ -414,6 +414,14 @@ def tune(output, passes, as_json, **values):
     "the earlier half folded in, scored on the later half (0: off).",
 )
 @click.option(
+    "--new-movies-days",
+    type=click.FloatRange(0, 3650),
+    default=60.0,
+    show_default=True,
+    help="Also replay the new-movies protocol: the movies first rated in these days before each night held "
+    "out, ranked by content scores against genre popularity (0: off).",
+)
+@click.option(
     "--output",
     type=click.Path(path_type=Path),
     default=None,
@@ -422,7 +430,9 @@ def tune(output, passes, as_json, **values):
 @click.option("--run-id", default=None, help="Also store the figures in this run's run_metrics (segment backtest).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @one_line_errors
-def backtest(nights, period, no_peers, window_days, recent_days, refresh_days, output, run_id, as_json, **values):
+def backtest(
+    nights, period, no_peers, window_days, recent_days, refresh_days, new_movies_days, output, run_id, as_json, **values
+):
     from .jobs.backtest import backtest as do_backtest
 
     try:
@@ -441,6 +451,7 @@ def backtest(nights, period, no_peers, window_days, recent_days, refresh_days, o
         period=shares,
         peers_too=not no_peers,
         refresh_days=refresh_days,
+        new_movies_days=new_movies_days,
     )
     if as_json:
         return echo_result(result, True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -268,3 +269,85 @@ def test_a_night_that_chose_other_trend_days_is_scored_with_them(nightly):
     np.testing.assert_array_equal(scored.trending, own.trending)
     assert not np.array_equal(scored.trending, data.trending)  # the set's last 30 and 7 days differ
     assert bt.with_trend_days(data, ratings, win, nightly) is data
+
+
+@pytest.fixture(scope="module")
+def new_movies_dir(tmp_path_factory):
+    """A synthetic year with far more movies than ratings: the tail movies are first rated late,
+    so every night has new movies, of the taste groups (and genres) of the users who like them."""
+    folder = tmp_path_factory.mktemp("new_movies") / "data"
+    synth(600, 3000, 30_000, 3, folder, days=365)
+    return folder
+
+
+def test_the_new_movies_replay_never_reads_their_ratings_before_the_night(new_movies_dir):
+    settings = Settings(factors=16, iterations=5, item_neighbours=20)
+    catalog = read_catalog(new_movies_dir)
+    ratings = bt.rating_arrays(catalog)
+    night = int(bt.nightly_cutoffs(ratings["rated_at"], 1, window_days=14)[0])
+    new_ids = bt.new_movie_ids(ratings, night, 60)
+    first = {m: ratings["rated_at"][ratings["movie_id"] == m].min() for m in new_ids[:20]}
+    assert len(new_ids) > 50 and all(night - 60 * bt.DAY <= t < night for t in first.values())
+    users, n_new, per_user = bt.new_movies_replay(ratings, catalog, night, settings, 14)
+    assert n_new == len(new_ids) and len(users) > 5 and set(per_user) == set(bt.NEW_MOVIES_LISTS)
+
+    held_out = np.isin(ratings["movie_id"], new_ids) & (ratings["rated_at"] < night)
+    changed = {k: v.copy() for k, v in ratings.items()}
+    changed["rating"][held_out] = 6.0 - changed["rating"][held_out]  # likes become dislikes and back
+    changed["user_id"][held_out] = np.random.default_rng(0).permutation(changed["user_id"][held_out])
+    users2, n_new2, per_user2 = bt.new_movies_replay(changed, catalog, night, settings, 14)
+    assert users.tolist() == users2.tolist() and n_new == n_new2
+    for name in bt.NEW_MOVIES_LISTS:
+        np.testing.assert_array_equal(per_user[name], per_user2[name])
+
+
+def test_content_beats_genre_popularity_on_new_movies(new_movies_dir):
+    settings = Settings(factors=16, iterations=5, item_neighbours=20)
+    catalog = read_catalog(new_movies_dir)
+    ratings = bt.rating_arrays(catalog)
+    users, candidates, pooled = [], [], {name: [] for name in bt.NEW_MOVIES_LISTS}
+    for night in bt.nightly_cutoffs(ratings["rated_at"], 4, window_days=14):
+        night_users, n_new, per_user = bt.new_movies_replay(ratings, catalog, int(night), settings, 14)
+        users.append(night_users)
+        candidates.append((bt._date(night), n_new))
+        for name in bt.NEW_MOVIES_LISTS:
+            pooled[name].append(per_user[name])
+    users = np.concatenate(users)
+    rows = bt.new_movies_rows({name: np.vstack(v) for name, v in pooled.items()}, users)
+    figures = bt.new_movies_figures({(m, s): v for m, s, v in rows}, len(users))
+    recall = figures["new_movies_recall_at_50"]
+    assert len(users) > 40 and min(n for _, n in candidates) > 50  # Recall@50 is not 1 by construction
+    for name in bt.CONTENT_LISTS:  # genres, year and tags carry the taste groups; genre popularity cannot
+        assert recall[name] > recall["genre_popularity"] + 0.1
+        assert figures["new_movies_recall_at_10"][name] > figures["new_movies_recall_at_10"]["genre_popularity"]
+        ratio, low, high = figures["new_movies_ratio"][name]
+        assert ratio == pytest.approx(recall[name] / recall["genre_popularity"]) and low <= ratio <= high
+    result = SimpleNamespace(
+        new_movies_days=60.0,
+        new_movies_user_nights=len(users),
+        new_movies_users=len(np.unique(users)),
+        new_movies_candidates=tuple(candidates),
+        **figures,
+    )
+    section = "\n".join(bt.new_movies_section(result))
+    assert "## New movies" in section and "| genre popularity (the baseline) |" in section
+    assert f"{len(users)} user-nights" in section and "x [" in section
+
+
+def test_the_new_movies_replay_is_wired_into_the_backtest(nightly, tmp_path):
+    """nightly_dir's movies are all rated in its first weeks: no night has new movies."""
+    result = bt.backtest(nightly, tmp_path / "bt", nights=1, window_days=20, peers_too=False, refresh_days=0)
+    assert result.new_movies_days == 60 and result.new_movies_user_nights == 0
+    assert result.new_movies_recall_at_50 is None and result.new_movies_ratio is None
+    assert (
+        "No user-night qualified: no known user liked a movie first rated"
+        in (tmp_path / "bt" / "report.md").read_text()
+    )
+    stored = json.loads((tmp_path / "bt" / "metrics.json").read_text())
+    assert [r for r in stored["rows"] if r["segment"] == bt.NEW_MOVIES_SEGMENT] == [
+        {"metric": "n_user_nights", "segment": bt.NEW_MOVIES_SEGMENT, "value": 0.0}
+    ]
+    off = SimpleNamespace(new_movies_days=0.0)
+    assert bt.new_movies_section(off)[-1] == "Not replayed (new_movies_days 0)."
+    with pytest.raises(ConfigError, match=r"new movies -1 days, .* a new-movies span of 0 \(off\) or more days"):
+        bt.backtest(nightly, new_movies_days=-1)

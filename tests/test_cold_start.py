@@ -279,7 +279,8 @@ def test_cli_prints_titles_and_reports_unknown_ids(served):
     data = json.loads(as_json.output)
     assert data["run_id"] == "first" and data["k"] == 10 and len(data["recommendations"]) == 10
     # objects named as the cold_start canned query's columns
-    assert all(list(movie) == ["movie_id", "title", "genres", "year", "score"] for movie in data["recommendations"])
+    names = ["movie_id", "title", "genres", "year", "score", "because_movie_id", "because_title"]
+    assert all(list(movie) == names for movie in data["recommendations"])
     assert isinstance(data["recommendations"][0]["movie_id"], int) and data["recommendations"][0]["title"]
 
 
