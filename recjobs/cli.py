@@ -246,6 +246,14 @@ def status(as_json, **values):
             f"{blend['blend_weight']:g}, sequence_weight {blend['sequence_weight']:g} ({blend['source']}); "
             f"gated on {run['gate_protocol']}"
         )
+    if run["n_refreshes"]:
+        click.echo(
+            f"refreshed {run['n_refreshes']} times since the publish, the last at {run['last_refreshed_at']}; "
+            f"{run['n_refreshed_users']} users' lists remade"
+        )
+    if run["rules_json"]:
+        rules = json.loads(run["rules_json"])
+        click.echo(f"rules in force: {rules.get('file', '?')} (sha256 {str(rules.get('sha256', '?'))[:12]})")
 
 
 @cli.command("fetch-data")

@@ -19,7 +19,11 @@ SELECT r.* FROM published_run AS p JOIN model_runs AS r ON r.run_id = p.run_id;
 
 -- name: current_with_counts
 SELECT r.*, p.published_at AS served_since,
-       (SELECT count(*) FROM recommendations AS c WHERE c.run_id = r.run_id) AS n_recommendations
+       (SELECT count(*) FROM recommendations AS c WHERE c.run_id = r.run_id) AS n_recommendations,
+       (SELECT count(*) FROM refreshes AS f WHERE f.run_id = r.run_id) AS n_refreshes,
+       (SELECT max(refreshed_at) FROM refreshes AS f WHERE f.run_id = r.run_id) AS last_refreshed_at,
+       (SELECT count(DISTINCT user_id) FROM recommendations AS c
+        WHERE c.run_id = r.run_id AND c.refreshed_at IS NOT NULL) AS n_refreshed_users
 FROM published_run AS p JOIN model_runs AS r ON r.run_id = p.run_id;
 
 -- name: current_id

@@ -76,6 +76,8 @@ def test_a_refresh_remakes_only_the_lists_of_users_with_new_ratings(served):
     assert len(new_user) == served.k and 296 not in {m for m, _, _ in new_user}  # the cold-start answer, stored
     assert rows(served, "SELECT count(*) FROM refresh_ratings") == [(3,)]
 
+    shown = CliRunner().invoke(cli, ["status", "--db", str(served.db)])
+    assert "refreshed 1 times since the publish" in shown.output and "2 users' lists remade" in shown.output
     again = rf.refresh(served)  # nothing new: no write at all
     assert (again.status, again.n_files) == ("unchanged", 0)
     assert rows(served, "SELECT count(*) FROM refreshes") == [(1,)]
