@@ -20,6 +20,7 @@ every refresh.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -302,11 +303,6 @@ def user_histories(conn, run_id: str, users: np.ndarray, incoming: pd.DataFrame)
     return _latest(pd.concat([before, pending], ignore_index=True)), pending
 
 
-def user_histories_of(settings: Settings, run_id: str, users: np.ndarray):
-    with db.reading(settings.db) as conn:
-        return user_histories(conn, run_id, users, _frame([]))
-
-
 def _latest(ratings: pd.DataFrame) -> pd.DataFrame:
     """One rating per (user, movie): the latest (a refresh's ratings come after the run's)."""
     ordered = ratings.reset_index(drop=True).reset_index().sort_values(["user_id", "movie_id", "rated_at", "index"])
@@ -414,7 +410,7 @@ def refold(fitted, users, movie_ids, history, hidden, blocked_cols, run_dir, run
     data = model.interactions(ratings, np.ones(len(ratings["rating"]), bool), users, movie_ids, run_settings)
     trending = cold_start_bundle.read_bundle(run_dir.name, run_dir).trending  # the run's, as its nightly lists
     data = model.with_exclusions(
-        _with_trending(data, np.asarray(trending, np.float32)),
+        dataclasses.replace(data, trending=np.asarray(trending, np.float32)),
         model.index(hidden["user_id"].to_numpy(np.int64), users),
         model.index(hidden["movie_id"].to_numpy(np.int64), movie_ids),
         blocked_cols,
@@ -425,12 +421,6 @@ def refold(fitted, users, movie_ids, history, hidden, blocked_cols, run_dir, run
     folded = model.fold_in(model.Fitted(start, fitted.similarity, fitted.sequence), rows, data.confidence, run_settings)
     items, scores = folded.diversified(rows, data, n, run_settings)
     return items, scores, reasons.list_reasons(folded, data, run_settings, rows, items)
-
-
-def _with_trending(data: model.Interactions, trending: np.ndarray) -> model.Interactions:
-    import dataclasses
-
-    return dataclasses.replace(data, trending=trending)
 
 
 def cold_start_list(run_dir, run_id, user_id, movie_ids, history, hidden, blocked_cols, run_settings, n):
