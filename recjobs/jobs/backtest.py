@@ -359,6 +359,20 @@ def new_movies_replay(ratings: dict, catalog, cutoff: int, settings: Settings, w
     return test_ids, len(new_ids), per_user
 
 
+def fit_night(ratings: dict, cutoff: int, settings: Settings, window_days: float, previous_choice: dict | None):
+    """A night as the product makes it: (window, its matrices, the method fitted on the ratings
+    before the cutoff, the blend choice, the chosen settings, the matrices with their trending
+    part), or None when no user qualifies (temporal.window)."""
+    win = temporal.window(ratings, cutoff, cutoff + int(window_days * DAY), settings)
+    if win is None:
+        return None
+    data = model.interactions(ratings, win.keep, win.user_ids, win.movie_ids, settings)
+    fitted = model.fit_method(data, settings)
+    choice = blend_choice.choose(ratings, cutoff, settings, previous_choice)
+    chosen = blend_choice.with_weights(settings, choice.weights)
+    return win, data, fitted, choice, chosen, with_trend_days(data, ratings, win, chosen)
+
+
 def one_night(
     ratings: dict,
     cutoff: int,
@@ -374,14 +388,10 @@ def one_night(
     None) for one cutoff, or None when no user qualifies. The night chooses its blend from the
     ratings before it, as a full night does (previous_choice: the last night's, its fallback).
     refresh_days > 0: also replay a refresh in that day after the night (refresh_replay)."""
-    win = temporal.window(ratings, cutoff, cutoff + int(window_days * DAY), settings)
-    if win is None:
+    night = fit_night(ratings, cutoff, settings, window_days, previous_choice)
+    if night is None:
         return None
-    data = model.interactions(ratings, win.keep, win.user_ids, win.movie_ids, settings)
-    fitted = model.fit_method(data, settings)
-    choice = blend_choice.choose(ratings, cutoff, settings, previous_choice)
-    chosen = blend_choice.with_weights(settings, choice.weights)
-    chosen_data = with_trend_days(data, ratings, win, chosen)
+    win, data, fitted, choice, chosen, chosen_data = night
 
     scorers = {
         "model": lambda rows: fitted.scores(rows, chosen_data, chosen),

@@ -27,10 +27,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from recjobs.evaluation import blend_choice, temporal  # noqa: E402
+from recjobs.evaluation import temporal  # noqa: E402
 from recjobs.evaluation.metrics import CUTOFF, bootstrap_ci  # noqa: E402
-from recjobs.jobs.backtest import DAY, nightly_cutoffs, rating_arrays, read_catalog, with_trend_days  # noqa: E402
-from recjobs.method import diversity, model  # noqa: E402
+from recjobs.jobs.backtest import fit_night, nightly_cutoffs, rating_arrays, read_catalog  # noqa: E402
+from recjobs.method import diversity  # noqa: E402
 from recjobs.settings import Settings  # noqa: E402
 
 COLUMNS = ("recall", "ndcg", "ild", "genres")  # per user-night, per setting
@@ -39,14 +39,10 @@ COLUMNS = ("recall", "ndcg", "ild", "genres")  # per user-night, per setting
 def one_night(ratings: dict, movies, cutoff: int, settings: Settings, window_days: float, settings_grid, previous):
     """(test user ids, setting -> users x COLUMNS, the night's blend choice) or None when no user
     qualifies."""
-    win = temporal.window(ratings, cutoff, cutoff + int(window_days * DAY), settings)
-    if win is None:
+    night = fit_night(ratings, cutoff, settings, window_days, previous)
+    if night is None:
         return None
-    data = model.interactions(ratings, win.keep, win.user_ids, win.movie_ids, settings)
-    fitted = model.fit_method(data, settings)
-    choice = blend_choice.choose(ratings, cutoff, settings, previous)
-    chosen = blend_choice.with_weights(settings, choice.weights)
-    chosen_data = with_trend_days(data, ratings, win, chosen)
+    win, _, fitted, choice, chosen, chosen_data = night
     candidates, scores = fitted.recommend(win.rows, chosen_data, diversity.CANDIDATES * CUTOFF, chosen)
     vectors = fitted.als.item_factors
     genres = diversity.genre_matrix(diversity.genre_sets(movies.reindex(win.movie_ids).fillna("")))
