@@ -284,15 +284,24 @@ def _map_bundle(path: Path):
 # ---- scoring a new user ---------------------------------------------------------------
 
 
+def fold_in_system(
+    item_factors: np.ndarray, gram: np.ndarray, rows: np.ndarray, confidence, regularization: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A, Y_u, c) of one user's least-squares step: A = YᵀY + Yᵀ(Cu − I)Y + λI over the user's
+    positives `rows` with `confidence` (one value or one per row); x = A⁻¹ Y_uᵀ c."""
+    y = np.asarray(item_factors[rows], dtype=np.float64)
+    c = np.broadcast_to(np.asarray(confidence, dtype=np.float64), (len(rows),))
+    a = gram + (y.T * (c - 1.0)) @ y
+    a[np.diag_indices_from(a)] += regularization
+    return a, y, c
+
+
 def fold_in(
     item_factors: np.ndarray, gram: np.ndarray, rows: np.ndarray, confidence, regularization: float
 ) -> np.ndarray:
     """ALS user factors for a user whose positives are `rows` with `confidence` (one value or one
     per row): x = (YᵀY + Yᵀ(Cu − I)Y + λI)⁻¹ Yᵀ Cu p(u)."""
-    y = np.asarray(item_factors[rows], dtype=np.float64)
-    c = np.broadcast_to(np.asarray(confidence, dtype=np.float64), (len(rows),))
-    a = gram + (y.T * (c - 1.0)) @ y
-    a[np.diag_indices_from(a)] += regularization
+    a, y, c = fold_in_system(item_factors, gram, rows, confidence, regularization)
     return np.linalg.solve(a, y.T @ c)
 
 

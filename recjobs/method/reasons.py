@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .bundle import fold_in, fold_in_system
+
 NO_REASON = -1
 
 
@@ -36,10 +38,7 @@ def als_shares(
     listed: np.ndarray,
 ) -> np.ndarray:  # fmt: skip
     """listed x history: c_j · y_iᵀ W y_j, W from the user's confidences (implicit's explain)."""
-    y = np.asarray(item_factors[history], np.float64)
-    c = np.asarray(confidence, np.float64)
-    a = gram + (y.T * (c - 1.0)) @ y
-    a[np.diag_indices_from(a)] += regularization
+    a, y, c = fold_in_system(item_factors, gram, history, confidence, regularization)
     weighted = np.linalg.solve(a, (y * c[:, None]).T)  # W Σ: factors x history
     return np.asarray(item_factors[listed], np.float64) @ weighted
 
@@ -126,11 +125,8 @@ def liked_reasons(bundle, rows: np.ndarray, listed: np.ndarray) -> np.ndarray:
     shares = als_shares(bundle.item_factors, bundle.gram, bundle.regularization, rows, confidence, listed)
     blended = bool(bundle.item_parts) or bundle.trend_weight > 0
     if blended:  # each part standardized over every movie, as scoring.blend does
-        y = np.asarray(bundle.item_factors, np.float64)
-        a = bundle.gram + (y[rows].T * (confidence - 1.0)) @ y[rows]
-        a[np.diag_indices_from(a)] += bundle.regularization
-        user = np.linalg.solve(a, (y[rows] * confidence[:, None]).sum(axis=0))
-        shares /= max(float(np.std(y @ user)), 1e-12)
+        user = fold_in(bundle.item_factors, bundle.gram, rows, confidence, bundle.regularization)
+        shares /= max(float(np.std(np.asarray(bundle.item_factors, np.float64) @ user)), 1e-12)
     for weight, matrix in bundle.item_parts:
         spread = float(np.std(scoring.csr_rows_sum(matrix, n_items, rows, 1.0)))
         if spread > 0:
