@@ -320,6 +320,7 @@ COLD_START_COMMAND_MODULES = {
     "recjobs.method.rules",
     "recjobs.method.reasons",
     "recjobs.method.diversity",
+    "recjobs.method.new_users",
 }
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, StateError
-from ..method import diversity, reasons, rules
-from ..method.bundle import read_bundle, scores_for
-from ..method.scoring import top_k
+from ..method import rules
+from ..method.bundle import read_bundle
+from ..method.new_users import new_user_top
 from ..settings import Settings
 from ..storage import db
 from ..storage.artifacts import served_run_dir
@@ -171,18 +171,13 @@ def answer(
     run_id, artifacts_dir, rules_json = served
     bundle = read_bundle(run_id, served_run_dir(artifacts_root, run_id, artifacts_dir))
     rows, unknown_ids = bundle.rows_of(liked)
-    method, scores = scores_for(bundle, rows)
     left_out = [rows, bundle.rows_of(blocked_ids(conn, run_id, rules_json, time.time()))[0]]
     if user_id is not None:
         hidden = [r[0] for r in conn.execute(db.sql("cold_start_job.hidden"), {"user_id": user_id})]
         left_out.append(bundle.rows_of(hidden)[0])
-    best = top_k(scores, np.concatenate(left_out), k if bundle.diversity <= 0 else diversity.CANDIDATES * k)
-    if bundle.diversity > 0:  # the run's re-ranking, as its nightly lists
-        best = diversity.rerank(best[None], scores[best][None], bundle.item_factors, bundle.diversity, k)[0]
-        best = best[best >= 0]
+    method, best, best_scores, why = new_user_top(bundle, rows, np.concatenate(left_out), k)
     movie_ids = [int(m) for m in bundle.movie_ids[best]]
-    best_scores = [round(float(s), 6) for s in scores[best]]
-    why = reasons.liked_reasons(bundle, rows, best) if method != "popularity" else np.full(len(best), -1)
+    best_scores = [round(float(s), 6) for s in best_scores]
     because = [int(bundle.movie_ids[r]) if r >= 0 else None for r in why.tolist()]
     named = sorted(set(movie_ids) | {b for b in because if b is not None})
     titles = conn.execute(db.sql("cold_start_job.movies"), {"ids": json.dumps(named)}).fetchall()

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ..method import bundle as cold_start_bundle
-from ..method import model, reasons, rules, scoring
+from ..method import model, new_users, reasons, rules, scoring
 from ..settings import Settings
 from ..storage import artifacts, db, movielens, runs
 from ..storage.publish import ranked_rows
@@ -424,22 +424,21 @@ def refold(fitted, users, movie_ids, history, hidden, blocked_cols, run_dir, run
 
 
 def cold_start_list(run_dir, run_id, user_id, movie_ids, history, hidden, blocked_cols, run_settings, n):
-    """A new user's list: the cold-start answer to their positive ratings, their rated and hidden
-    movies and the blocked ones left out (padded like a nightly list when fewer remain)."""
+    """A new user's list: the cold-start answer to their positive ratings (new_users.new_user_top),
+    their rated and hidden movies and the blocked ones left out (padded like a nightly list when
+    fewer remain)."""
     found = cold_start_bundle.read_bundle(run_id, run_dir)
     mine = history[history["user_id"] == user_id]
     liked = mine.loc[mine["rating"] >= run_settings.positive_threshold, "movie_id"].to_numpy(np.int64)
     rows, _ = found.rows_of(liked)
-    _, scores = cold_start_bundle.scores_for(found, rows)
     exclude = np.r_[
         model.index(mine["movie_id"].to_numpy(np.int64), movie_ids),
         model.index(hidden.loc[hidden["user_id"] == user_id, "movie_id"].to_numpy(np.int64), movie_ids),
         blocked_cols,
     ]
-    best = scoring.top_k(scores, exclude, n)
+    _, best, best_scores, best_reasons = new_users.new_user_top(found, rows, exclude, n)
     items = np.full(n, -1, np.int64)
     values = np.full(n, scoring.FILTERED)
     why = np.full(n, reasons.NO_REASON, np.int64)
-    items[: len(best)], values[: len(best)] = best, np.asarray(scores, np.float64)[best]
-    why[: len(best)] = reasons.liked_reasons(found, rows, best)
+    items[: len(best)], values[: len(best)], why[: len(best)] = best, best_scores, best_reasons
     return items, values, why
