@@ -40,6 +40,21 @@ def test_compare_splits_users_with_and_without_new_ratings():
     assert stability.unchanged_users(np.array([1, 2, 3]), later, ratings).tolist() == [True, False, False]
 
 
+def test_a_warm_start_keeps_only_the_users_held_out_on_the_same_test_item():
+    from recjobs.evaluation.holdout import NightPlan
+
+    def plan(users, movies, times):
+        return NightPlan(False, "", np.array(users), np.array([9]), np.array(movies), np.array(times))
+
+    earlier = plan([1, 2, 3, 5], [10, 20, 30, 50], [100, 200, 300, 500])
+    tonight = plan([1, 2, 3, 4, 6], [10, 21, 30, 40, 60], [100, 210, 301, 400, 600])
+    # 1: the same test item; 2: a new one; 3: the same movie re-rated later; 4 and 6: not evaluated before
+    assert tonight.same_test_item(earlier).tolist() == [True, False, False, False, False]
+    older = NightPlan(False, "", np.array([1, 2]), np.array([9]))  # a plan saved before test items were kept
+    assert not tonight.same_test_item(older).any()
+    assert NightPlan.from_arrays(older.arrays()).eval_test_movie_ids.size == 0
+
+
 def test_the_churn_gate_needs_a_quality_gain_to_let_lists_move():
     passed = GateDecision(True, "passed the quality gate (leave-last-out)")
     moved = stability.Stability(100, 80, 0.4, 0.3, 0.6, 0.7)
@@ -55,14 +70,18 @@ def test_the_churn_gate_needs_a_quality_gain_to_let_lists_move():
 
 def test_every_publish_records_its_churn_and_max_churn_rejects_moving_lists(published_copy):
     db = published_copy.db
-    assert pipeline.run(published_copy, "second").precompute.status == "published"
+    second = pipeline.run(published_copy, "second")
+    assert second.precompute.status == "published"
+    # the fit starts from the served run's: every evaluated user has the same test item
+    assert second.train.warm_started and second.train.n_restarted_users == 0
     with sqlite3.connect(db) as con:
         figures = dict(
             con.execute("SELECT metric, value FROM run_metrics WHERE run_id = 'second' AND segment = 'stability'")
         )
     assert figures["n_users_compared"] == figures["n_users_unchanged"] == 610  # the same data: nobody is new
-    assert 0 < figures["churn_at_10"] == figures["churn_at_10_unchanged"] < 0.2
-    assert 0.8 < figures["rbo_at_10"] < 1.0
+    # a rerun on unchanged data: nearly the same lists (the goal: churn@10 at most 0.05)
+    assert 0 < figures["churn_at_10"] == figures["churn_at_10_unchanged"] <= 0.05
+    assert 0.95 < figures["rbo_at_10"] < 1.0
     third = pipeline.run(published_copy.replace(max_churn=0.001), "third").precompute
     assert third.status == "rejected" and "above max_churn 0.001 with no quality gain" in third.reason
     with sqlite3.connect(db) as con:

@@ -15,7 +15,7 @@ published model still recommends to them.
 
 One fit a night (NightPlan): the night's evaluation users (a seeded sample of the test users,
 at most eval_users) have their test item and everything after it left out of the night's one
-fit; on a usual night a small seeded draw of cold-start users is left out entirely. Every other
+fit; every night a small seeded draw of cold-start users (1%) is left out entirely. Every other
 rating goes in. The published model is the same fit with the held-out users' ALS factors
 re-solved from their whole history (train's fold-in), so the gate measures the model that is
 published and no evaluated item is in the fit that scores it.
@@ -23,7 +23,7 @@ published and no evaluated item is in the fit that scores it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -144,7 +144,11 @@ class NightPlan:
     full: bool  # a full night: the reference recipe and the cold-start protocol's own fit too
     reason: str  # why the night is (not) full
     eval_user_ids: np.ndarray  # evaluated users: their test item and later ratings are out of the fit
-    cold_start_user_ids: np.ndarray  # usual nights: simulated new users, out of the fit entirely
+    cold_start_user_ids: np.ndarray  # simulated new users (1%), out of the fit entirely
+    # each evaluated user's test item (movie id, rated_at), aligned with eval_user_ids; empty in
+    # plans saved before they were kept
+    eval_test_movie_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    eval_test_rated_at: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
     @property
     def folded_user_ids(self) -> np.ndarray:
@@ -157,6 +161,8 @@ class NightPlan:
             "reason": np.array(self.reason),
             "eval_user_ids": np.asarray(self.eval_user_ids, np.int64),
             "cold_start_user_ids": np.asarray(self.cold_start_user_ids, np.int64),
+            "eval_test_movie_ids": np.asarray(self.eval_test_movie_ids, np.int64),
+            "eval_test_rated_at": np.asarray(self.eval_test_rated_at, np.int64),
         }
 
     @classmethod
@@ -168,17 +174,38 @@ class NightPlan:
             str(arrays["reason"]),
             np.asarray(arrays["eval_user_ids"], np.int64),
             np.asarray(arrays["cold_start_user_ids"], np.int64),
+            np.asarray(arrays.get("eval_test_movie_ids", np.empty(0)), np.int64),
+            np.asarray(arrays.get("eval_test_rated_at", np.empty(0)), np.int64),
+        )
+
+    def same_test_item(self, earlier: NightPlan) -> np.ndarray:
+        """Which of this night's evaluated users (a mask over eval_user_ids) an earlier night
+        evaluated on the same test item: that night's fit held out this night's test item too."""
+        if len(earlier.eval_test_movie_ids) != len(earlier.eval_user_ids) or not len(earlier.eval_user_ids):
+            return np.zeros(len(self.eval_user_ids), bool)
+        at = np.minimum(np.searchsorted(earlier.eval_user_ids, self.eval_user_ids), len(earlier.eval_user_ids) - 1)
+        return (
+            (earlier.eval_user_ids[at] == self.eval_user_ids)
+            & (earlier.eval_test_movie_ids[at] == self.eval_test_movie_ids)
+            & (earlier.eval_test_rated_at[at] == self.eval_test_rated_at)
         )
 
 
 def plan_night(ratings: dict, parts: np.ndarray, full: bool, reason: str, settings: Settings) -> NightPlan:
     """The night's evaluation users (a seeded sample of the test users, without the cold-start
-    draw) and, on a usual night, its cold-start draw."""
+    draw) and its cold-start draw. Full nights hold out the same 1% draw as usual nights (their
+    cold-start protocol has a fit of its own), so every night's one fit sees the same users and a
+    rerun on unchanged data moves no list for a change of plan."""
     positive = ratings["rating"] >= settings.positive_threshold
-    cold = np.empty(0, np.int64) if full else usual_night_cold_start_users(ratings["user_id"], positive, settings)
-    test_users = ratings["user_id"][parts == TEST]  # one per user, in user order
-    test_users = test_users[~np.isin(test_users, cold)]
-    return NightPlan(full, reason, users_evaluated(test_users, settings), cold)
+    cold = usual_night_cold_start_users(ratings["user_id"], positive, settings)
+    test_rows = np.flatnonzero(parts == TEST)  # one per evaluated user
+    test_users = ratings["user_id"][test_rows]
+    evaluated = users_evaluated(test_users[~np.isin(test_users, cold)], settings)
+    rows = test_rows[np.isin(test_users, evaluated)]
+    rows = rows[np.argsort(ratings["user_id"][rows], kind="stable")]
+    return NightPlan(
+        full, reason, evaluated, cold, ratings["movie_id"][rows].astype(np.int64), ratings["rated_at"][rows].astype(np.int64)
+    )
 
 
 def one_fit_keep(ratings: dict, parts: np.ndarray, plan: NightPlan) -> np.ndarray:

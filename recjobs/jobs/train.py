@@ -1,7 +1,7 @@
 """train: fit the method (recency-weighted ALS and the two item-item matrices) once a night, with
 implicit on this machine or in Spark (settings.engine), on every rating but the held-out ones
-(recjobs.evaluation.holdout.NightPlan: the evaluated users' test items and later ratings, and on
-a usual night a small cold-start draw). Two models come from that one fit:
+(recjobs.evaluation.holdout.NightPlan: the evaluated users' test items and later ratings, and
+every night a small cold-start draw). Two models come from that one fit:
 
 - eval: the fit itself, which evaluate and evaluate_cold_start score;
 - full: the fit with every held-out user's ALS factors re-solved from their whole history
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import RecJobsError
 from ..evaluation import blend_choice
 from ..evaluation.holdout import NightPlan, one_fit_keep
 from ..method import model, spark_engine
@@ -47,45 +48,64 @@ class TrainResult:
     fold_in_seconds: float
     iterations: int  # ALS iterations until converged (at most settings.iterations)
     warm_started: bool  # the fit started from the published run's factors
+    n_restarted_users: int  # evaluated users whose factors started from random (a new test item)
     part_seconds: dict  # seconds of each part of the fit (als, cosine, sequence)
     blend: dict  # the blend weights the run scores with, and where they come from
     blend_seconds: float
     seconds: float
 
 
-def warm_start_factors(settings: Settings, run_id: str, name: str) -> model.Factors | None:
-    """The `name` model (factors and ids) of the newest published run recorded before this one,
-    to start from; None when warm_start is off, there is none or its file cannot be read."""
+@dataclass(frozen=True)
+class WarmStart:
+    factors: model.Factors  # the published run's one fit (its eval model)
+    plan: NightPlan | None  # who that fit held out; None when its plan cannot be read
+
+
+def warm_start(settings: Settings, run_id: str) -> WarmStart | None:
+    """The one fit and plan of the newest published run recorded before this one, to start from;
+    None when warm_start is off, there is none or its model file cannot be read."""
     if not settings.warm_start:
         return None
     with db.reading(settings.db) as conn:
         source = conn.execute(db.query("runs.warm_start_source"), {"run_id": run_id}).first()
     if source is None:
         return None
-    path = Path(source.artifacts_dir) / artifacts.model_file(name)
+    directory = Path(source.artifacts_dir)
+    path = directory / artifacts.model_file(artifacts.EVAL)
     try:
-        return model.Factors.read(path)
+        factors = model.Factors.read(path)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         log.warning("train: no warm start from %s (%s); starting from random factors", path, e)
         return None
+    try:
+        plan = NightPlan.from_arrays(artifacts.read_plan(directory))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, RecJobsError):
+        plan = None
+    return WarmStart(factors, plan)
 
 
-def fit_once(data: model.Interactions, settings: Settings, run_id: str, user_ids, movie_ids, evaluated_ids, spark=None):
-    """The night's one fit, saved as the run's eval model: (Fitted, seconds). With implicit, from
-    the last published run's one fit when warm_start is on (the evaluated users' factors from a
-    random start); with a Spark session, in Spark."""
+def fit_once(data: model.Interactions, settings: Settings, run_id: str, user_ids, movie_ids, plan: NightPlan, spark=None):
+    """The night's one fit, saved as the run's eval model: (Fitted, seconds, evaluated users
+    started afresh). With implicit, from the last published run's one fit when warm_start is on;
+    an evaluated user keeps their factors only when that fit held out the same test item, the
+    others start from random so nothing of their test item carries over. With a Spark session,
+    in Spark."""
     started = time.perf_counter()
     directory = artifacts.run_dir(settings.artifacts, run_id)
+    restarted = len(plan.eval_user_ids)
     if spark is not None:
         fitted = spark_engine.fit_method(spark, data, settings, directory, artifacts.EVAL)
     else:
-        previous = warm_start_factors(settings, run_id, artifacts.EVAL)
-        start = model.start_from(previous, user_ids, movie_ids, settings) if previous is not None else None
-        if start is not None:  # the evaluated users start afresh: nothing of their test item carries over
-            start[0][model.index(evaluated_ids, user_ids)] = model.random_start(len(evaluated_ids), settings)
+        previous = warm_start(settings, run_id)
+        start = model.start_from(previous.factors, user_ids, movie_ids, settings) if previous is not None else None
+        if start is not None:
+            kept = plan.same_test_item(previous.plan) if previous.plan is not None else np.zeros(restarted, bool)
+            fresh = plan.eval_user_ids[~kept]
+            start[0][model.index(fresh, user_ids)] = model.random_start(len(fresh), settings)
+            restarted = len(fresh)
         fitted = model.fit_method(data, settings, show_progress=sys.stderr.isatty(), start=start)
     fitted.save(directory, artifacts.EVAL, user_ids, movie_ids)
-    return fitted, time.perf_counter() - started
+    return fitted, time.perf_counter() - started, restarted
 
 
 def fold_in_held_out(
@@ -151,7 +171,7 @@ def train(settings: Settings, run_id: str) -> TrainResult:
     with spark_engine.session(settings) if settings.engine == "spark" else contextlib.nullcontext() as spark:
         data = model.interactions(ratings, one_fit_keep(ratings, parts, plan), user_ids, movie_ids, settings)
         n_fit_interactions = int(data.confidence.nnz)
-        fitted, fit_seconds = fit_once(data, settings, run_id, user_ids, movie_ids, plan.eval_user_ids, spark)
+        fitted, fit_seconds, n_restarted = fit_once(data, settings, run_id, user_ids, movie_ids, plan, spark)
     del data
     fold_started = time.perf_counter()
     fold_in_held_out(fitted, ratings, plan, user_ids, movie_ids, settings, run_id)
@@ -175,6 +195,7 @@ def train(settings: Settings, run_id: str) -> TrainResult:
         fold_in_seconds=round(fold_in_seconds, 3),
         iterations=report.iterations,
         warm_started=report.warm,
+        n_restarted_users=n_restarted,
         part_seconds=dict(report.part_seconds),
         blend=choice.record(),
         blend_seconds=round(blend_seconds, 3),
@@ -192,7 +213,9 @@ def train(settings: Settings, run_id: str) -> TrainResult:
         settings.engine,
         result.n_users,
         result.n_items,
-        "warm start from the published run" if result.warm_started else "random start",
+        f"warm start from the published run, {n_restarted} evaluated users afresh"
+        if result.warm_started
+        else "random start",
         result.n_fit_interactions,
         result.iterations,
         fit_seconds,
