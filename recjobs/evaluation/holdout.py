@@ -204,7 +204,12 @@ def plan_night(ratings: dict, parts: np.ndarray, full: bool, reason: str, settin
     rows = test_rows[np.isin(test_users, evaluated)]
     rows = rows[np.argsort(ratings["user_id"][rows], kind="stable")]
     return NightPlan(
-        full, reason, evaluated, cold, ratings["movie_id"][rows].astype(np.int64), ratings["rated_at"][rows].astype(np.int64)
+        full,
+        reason,
+        evaluated,
+        cold,
+        ratings["movie_id"][rows].astype(np.int64),
+        ratings["rated_at"][rows].astype(np.int64),
     )
 
 

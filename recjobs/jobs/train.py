@@ -84,7 +84,9 @@ def warm_start(settings: Settings, run_id: str) -> WarmStart | None:
     return WarmStart(factors, plan)
 
 
-def fit_once(data: model.Interactions, settings: Settings, run_id: str, user_ids, movie_ids, plan: NightPlan, spark=None):
+def fit_once(
+    data: model.Interactions, settings: Settings, run_id: str, user_ids, movie_ids, plan: NightPlan, spark=None
+):
     """The night's one fit, saved as the run's eval model: (Fitted, seconds, evaluated users
     started afresh). With implicit, from the last published run's one fit when warm_start is on;
     an evaluated user keeps their factors only when that fit held out the same test item, the
