@@ -97,6 +97,11 @@ class Settings:
         "Re-rank each list by MMR over the ALS item factors: 0 keeps the method's order, 1 favours variety most "
         "(docs/quality.md: the backtest's table; 0 was best).",
     )
+    min_ratings_to_score: int = setting(
+        1,
+        "Movies of the catalogue with fewer ratings than this are scored from their content (genres, year, tags "
+        "mapped onto the ALS factors), so new movies can enter lists (0: off; docs/quality.md).",
+    )
     random_seed: int = setting(42, "Seed for ALS initialisation.")
     eval_users: int = setting(
         20_000,
@@ -193,6 +198,7 @@ class Settings:
             "gate_tolerance": 0 <= self.gate_tolerance < 1,
             "max_churn": 0 <= self.max_churn <= 1,
             "diversity": 0 <= self.diversity <= 1,
+            "min_ratings_to_score": 0 <= self.min_ratings_to_score <= 1000,
             "engine": self.engine in ENGINES,
             "score_shards": 1 <= self.score_shards <= 1000,
             "spark_master": bool(SPARK_MASTER.match(self.spark_master)),
@@ -243,6 +249,7 @@ class Settings:
             "k",
             "n_similar",
             "diversity",
+            "min_ratings_to_score",
         )
         return {name: getattr(self, name) for name in names}
 

@@ -74,3 +74,29 @@ def test_content_similarity_and_genre_popularity():
     np.testing.assert_allclose(overall, [[0.75, 0.0]] * 4)
     own = content.genre_popularity(many, genres[:2], genres[2:], personal=True, prior=1.0)
     assert own[0, 0] > own[3, 0] > 0  # the horror fan's comedy share is smoothed toward everyone's
+
+
+def test_thin_movies_get_their_content_prediction_and_the_rest_keep_their_factors():
+    rng = np.random.default_rng(0)
+    n_movies, n_features = 2000, 6
+    features = sp.csr_matrix(rng.random((n_movies, n_features)))
+    truth = rng.normal(size=(n_features, 3))
+    als = np.asarray(features @ truth, np.float32)
+    n_ratings = np.full(n_movies, 20)
+    n_ratings[:4] = [0, 0, 1, 2]  # two unrated, two thin
+    als[:4] = 0.0  # what ALS makes of too little data
+    scored = content.with_content_factors(als, features, n_ratings, min_ratings_to_score=3)
+    assert (scored.n_movies, scored.n_unrated) == (4, 2)
+    np.testing.assert_array_equal(scored.item_factors[4:], als[4:])
+    np.testing.assert_allclose(scored.item_factors[:4], (features[:4] @ truth), atol=0.05)
+    assert not np.shares_memory(scored.item_factors, als)  # the fit's own factors are left as they were
+    # 1: only the unrated ones; 0: nothing changes
+    assert content.with_content_factors(als, features, n_ratings, 1).n_movies == 2
+    assert content.with_content_factors(als, features, n_ratings, 0).item_factors is als
+
+
+def test_the_night_knows_every_movie_of_the_catalogue_when_content_scores_are_on():
+    movies, _ = catalogue()
+    rated = np.array([2, 7])
+    assert content.catalogue_movie_ids(rated, movies, 1).tolist() == [1, 2, 3, 4, 7]
+    assert content.catalogue_movie_ids(rated, movies, 0).tolist() == [2, 7]

@@ -3,8 +3,9 @@
 A window is [cutoff, end): a model fitted on the ratings made before `cutoff` (as a nightly run
 at `cutoff` fits it) is scored, for each user known at the cutoff, on the movies they rated at
 or above the positive threshold inside the window. Movies first rated in the window are left
-out of the targets (no model could recommend them); every movie a user rated before the cutoff
-is filtered. Recall@10 = hits / min(10, targets); NDCG@10 binary.
+out of the targets (no model could recommend them) unless the window is given them as the
+catalogue's unrated movies; every movie a user rated before the cutoff is filtered.
+Recall@10 = hits / min(10, targets); NDCG@10 binary.
 
 `recjobs backtest` replays nights with it; the full night's blend choice
 (recjobs.evaluation.blend_choice) scores its grid of blend weights with it, on one fit.
@@ -44,14 +45,23 @@ class Window:
 
 
 def window(
-    ratings: dict, cutoff: int, end: int, settings: Settings, max_users: int = 0, sample_seed: int = 0
+    ratings: dict,
+    cutoff: int,
+    end: int,
+    settings: Settings,
+    max_users: int = 0,
+    sample_seed: int = 0,
+    unrated_movie_ids: np.ndarray | None = None,
 ) -> Window | None:
     """The window [cutoff, end) of `ratings` (arrays of user_id, movie_id, rating, rated_at);
     None when no known user rated a known movie positively inside it. `max_users` (0: all):
-    a user-keyed seeded sample of the test users when there are more."""
+    a user-keyed seeded sample of the test users when there are more. `unrated_movie_ids`:
+    movies in the catalogue at the cutoff that nobody has rated yet, known (and targets) too."""
     before = ratings["rated_at"] < cutoff
     user_ids = np.unique(ratings["user_id"][before])
     movie_ids = np.unique(ratings["movie_id"][before])
+    if unrated_movie_ids is not None:
+        movie_ids = np.union1d(movie_ids, unrated_movie_ids)
     later = (
         (ratings["rating"] >= settings.positive_threshold)
         & (ratings["rated_at"] >= cutoff)

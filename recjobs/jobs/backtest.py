@@ -56,9 +56,11 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
@@ -73,8 +75,18 @@ log = logging.getLogger(__name__)
 
 DAY = 86_400
 NIGHT = 2 * 3600 + 30 * 60  # the nightly run starts at 02:30 UTC
-MODELS = ("model", "configured", "als", "reference", "popularity", "recent_popularity", "ease", "item_knn")
-BASELINES = ("popularity", "recent_popularity", "reference", "als", "configured")
+MODELS = (
+    "model",
+    "configured",
+    "als",
+    "reference",
+    "popularity",
+    "recent_popularity",
+    "ease",
+    "item_knn",
+    "no_content",
+)
+BASELINES = ("popularity", "recent_popularity", "reference", "als", "configured", "no_content")
 PEERS = ("ease", "item_knn")
 METRICS = ("recall_at_10", "ndcg_at_10", "hit_rate_at_10")
 SEGMENT = "backtest"  # run_metrics segment of the pooled figures; per night: backtest:<date>
@@ -85,8 +97,6 @@ CONTENT_LISTS = NEW_MOVIES_LISTS[:3]
 NEW_MOVIES_CONTENT = "content_ridge"  # the content score the nightly would use
 NEW_MOVIES_CUTOFFS = (10, 50)
 NEW_MOVIES_SEGMENT = "backtest_new_movies"
-NEW_MOVIES_MIN_RATINGS = 5  # the ridge learns from movies with at least this many ratings
-CONTENT_ALPHA = 1.0  # the ridge's penalty
 
 
 @dataclass(frozen=True)
@@ -300,7 +310,7 @@ def new_movies_scores(ratings: dict, catalog, keep: np.ndarray, user_ids, movie_
     features = content.content_features(catalog.movies, tags, np.concatenate([movie_ids, new_ids]))
     known, new = features[: len(movie_ids)], features[len(movie_ids) :]
     n_ratings = np.bincount(data.seen.indices, minlength=len(movie_ids))
-    factors = content.new_movie_factors(known, als.item_factors, n_ratings, new, NEW_MOVIES_MIN_RATINGS, CONTENT_ALPHA)
+    factors = content.new_movie_factors(known, als.item_factors, n_ratings, new)
     genres = content.genre_matrix(catalog.movies, np.concatenate([movie_ids, new_ids]))
     genres_known, genres_new = genres[: len(movie_ids)], genres[len(movie_ids) :]
     ridge_scores = als.user_factors[rows] @ factors.T
@@ -359,18 +369,43 @@ def new_movies_replay(ratings: dict, catalog, cutoff: int, settings: Settings, w
     return test_ids, len(new_ids), per_user
 
 
-def fit_night(ratings: dict, cutoff: int, settings: Settings, window_days: float, previous_choice: dict | None):
+def unrated_catalogue(movies: pd.DataFrame, ratings: dict, cutoff: int) -> np.ndarray:
+    """The movies a catalogue at the cutoff would list unrated (sorted): every movie of `movies`
+    not rated before the cutoff whose year is at most the cutoff's (movies without a year are
+    left out). MovieLens does not say when a movie joined it; the year bounds it."""
+    year = pd.to_numeric(movies["year"], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+    cutoff_year = datetime.fromtimestamp(cutoff, UTC).year
+    listed = movies["movie_id"].to_numpy(np.int64)[year <= cutoff_year]
+    return np.setdiff1d(listed, ratings["movie_id"][ratings["rated_at"] < cutoff])
+
+
+def fit_night(
+    ratings: dict, cutoff: int, settings: Settings, window_days: float, previous_choice: dict | None, catalog=None
+):
     """A night as the product makes it: (window, its matrices, the method fitted on the ratings
     before the cutoff, the blend choice, the chosen settings, the matrices with their trending
-    part), or None when no user qualifies (temporal.window)."""
-    win = temporal.window(ratings, cutoff, cutoff + int(window_days * DAY), settings)
+    part, the ALS item factors before the content step or None without it), or None when no user qualifies
+    (temporal.window). With `catalog` and min_ratings_to_score above 0, the night knows the
+    catalogue's unrated movies (unrated_catalogue) and scores its thin movies from their content
+    (tags made before the cutoff), as train does."""
+    content_step = catalog is not None and settings.min_ratings_to_score > 0
+    unrated = unrated_catalogue(catalog.movies, ratings, cutoff) if content_step else None
+    win = temporal.window(ratings, cutoff, cutoff + int(window_days * DAY), settings, unrated_movie_ids=unrated)
     if win is None:
         return None
     data = model.interactions(ratings, win.keep, win.user_ids, win.movie_ids, settings)
     fitted = model.fit_method(data, settings)
+    als_factors = None
+    if content_step:
+        als_factors = fitted.als.item_factors
+        tags = catalog.tags[catalog.tags["tagged_at"] < cutoff]
+        features = content.content_features(catalog.movies, tags, win.movie_ids)
+        n_ratings = np.bincount(data.seen.indices, minlength=len(win.movie_ids))
+        scored = content.with_content_factors(als_factors, features, n_ratings, settings.min_ratings_to_score)
+        fitted.als.item_factors = scored.item_factors
     choice = blend_choice.choose(ratings, cutoff, settings, previous_choice)
     chosen = blend_choice.with_weights(settings, choice.weights)
-    return win, data, fitted, choice, chosen, with_trend_days(data, ratings, win, chosen)
+    return win, data, fitted, choice, chosen, with_trend_days(data, ratings, win, chosen), als_factors
 
 
 def one_night(
@@ -383,15 +418,16 @@ def one_night(
     ease_lambda: float | None = None,
     peers_too: bool = True,
     refresh_days: float = 0.0,
+    catalog=None,
 ):
     """(test users, per-model per-user metrics, the night's blend choice, the refresh replay or
     None) for one cutoff, or None when no user qualifies. The night chooses its blend from the
     ratings before it, as a full night does (previous_choice: the last night's, its fallback).
     refresh_days > 0: also replay a refresh in that day after the night (refresh_replay)."""
-    night = fit_night(ratings, cutoff, settings, window_days, previous_choice)
+    night = fit_night(ratings, cutoff, settings, window_days, previous_choice, catalog)
     if night is None:
         return None
-    win, data, fitted, choice, chosen, chosen_data = night
+    win, data, fitted, choice, chosen, chosen_data, als_factors = night
 
     scorers = {
         "model": lambda rows: fitted.scores(rows, chosen_data, chosen),
@@ -402,6 +438,9 @@ def one_night(
     reference_data = model.interactions(ratings, win.keep, win.user_ids, win.movie_ids, reference_settings)
     reference = model.fit(reference_data.confidence, reference_settings)
     scorers["reference"] = lambda rows: reference.user_factors[rows] @ reference.item_factors.T
+    if als_factors is not None:  # the same night without the content step
+        without = dataclasses.replace(fitted, als=model.from_factors(fitted.als.user_factors, als_factors, settings))
+        scorers["no_content"] = lambda rows: without.scores(rows, chosen_data, chosen)
     for name, since in (("popularity", -np.inf), ("recent_popularity", cutoff - recent_days * DAY)):
         counts = temporal.popularity_scores(ratings, win, settings, since).astype(np.float64)
         scorers[name] = lambda rows, c=counts: np.tile(c, (len(rows), 1))
@@ -476,7 +515,16 @@ def backtest(
                 new_pooled[name].append(fresh[2][name])
             log.info("backtest %s: %d new movies, %d users", _date(cutoff), fresh[1], len(fresh[0]))
         night = one_night(
-            ratings, int(cutoff), settings, window_days, recent_days, previous, ease_lambda, peers_too, refresh_days
+            ratings,
+            int(cutoff),
+            settings,
+            window_days,
+            recent_days,
+            previous,
+            ease_lambda,
+            peers_too,
+            refresh_days,
+            catalog,
         )
         if night is None:
             continue
@@ -739,6 +787,7 @@ LABELS = {
     "recent_popularity": "recent popularity",
     "ease": "EASE (peer)",
     "item_knn": "item-kNN cosine (peer)",
+    "no_content": "the method without content scores (min_ratings_to_score 0)",
 }
 REFRESH_LABELS = {
     "night": "the night's list, as served",

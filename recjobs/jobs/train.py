@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import RecJobsError
 from ..evaluation import blend_choice
 from ..evaluation.holdout import NightPlan, one_fit_keep
-from ..method import model, spark_engine
+from ..method import content, model, spark_engine
 from ..settings import Settings
 from ..storage import artifacts, db, runs
 
@@ -49,6 +49,8 @@ class TrainResult:
     iterations: int  # ALS iterations until converged (at most settings.iterations)
     warm_started: bool  # the fit started from the published run's factors
     n_restarted_users: int  # evaluated users whose factors started from random (a new test item)
+    n_content_movies: int  # movies scored from their content (fewer ratings than min_ratings_to_score)
+    n_unrated_movies: int  # of them, catalogue movies with no rating at all
     part_seconds: dict  # seconds of each part of the fit (als, cosine, sequence)
     blend: dict  # the blend weights the run scores with, and where they come from
     blend_seconds: float
@@ -85,13 +87,14 @@ def warm_start(settings: Settings, run_id: str) -> WarmStart | None:
 
 
 def fit_once(
-    data: model.Interactions, settings: Settings, run_id: str, user_ids, movie_ids, plan: NightPlan, spark=None
+    data: model.Interactions, settings: Settings, run_id: str, user_ids, movie_ids, plan: NightPlan, catalog, spark=None
 ):
     """The night's one fit, saved as the run's eval model: (Fitted, seconds, evaluated users
-    started afresh). With implicit, from the last published run's one fit when warm_start is on;
-    an evaluated user keeps their factors only when that fit held out the same test item, the
-    others start from random so nothing of their test item carries over. With a Spark session,
-    in Spark."""
+    started afresh, content.ContentScored). With implicit, from the last published run's one fit
+    when warm_start is on; an evaluated user keeps their factors only when that fit held out the
+    same test item, the others start from random so nothing of their test item carries over.
+    With a Spark session, in Spark. Then the movies rated fewer than min_ratings_to_score times
+    in the fit get factors predicted from their content (catalog: the run's movies and tags)."""
     started = time.perf_counter()
     directory = artifacts.run_dir(settings.artifacts, run_id)
     restarted = len(plan.eval_user_ids)
@@ -106,8 +109,22 @@ def fit_once(
             start[0][model.index(fresh, user_ids)] = model.random_start(len(fresh), settings)
             restarted = len(fresh)
         fitted = model.fit_method(data, settings, show_progress=sys.stderr.isatty(), start=start)
+    thin = score_thin_movies(fitted, data, catalog, movie_ids, settings)
     fitted.save(directory, artifacts.EVAL, user_ids, movie_ids)
-    return fitted, time.perf_counter() - started, restarted
+    return fitted, time.perf_counter() - started, restarted, thin
+
+
+def score_thin_movies(fitted: model.Fitted, data: model.Interactions, catalog, movie_ids, settings: Settings):
+    """Replace, in place, the ALS item factors of the movies rated fewer than
+    min_ratings_to_score times in the fit by their content prediction; content.ContentScored."""
+    if settings.min_ratings_to_score <= 0:
+        return content.ContentScored(fitted.als.item_factors, 0, 0)
+    movies, tags = catalog
+    n_ratings = np.bincount(data.seen.indices, minlength=len(movie_ids))
+    features = content.content_features(movies, tags, movie_ids)
+    scored = content.with_content_factors(fitted.als.item_factors, features, n_ratings, settings.min_ratings_to_score)
+    fitted.als.item_factors = scored.item_factors
+    return scored
 
 
 def fold_in_held_out(
@@ -166,14 +183,17 @@ def train(settings: Settings, run_id: str) -> TrainResult:
     parts = artifacts.read_parts(directory)
     plan = NightPlan.from_arrays(artifacts.read_plan(directory))
     user_ids = np.unique(ratings["user_id"])
-    movie_ids = np.unique(ratings["movie_id"])
+    movies, tags = artifacts.read_movies_and_tags(directory)
+    movie_ids = content.catalogue_movie_ids(np.unique(ratings["movie_id"]), movies, settings.min_ratings_to_score)
 
     for name in (artifacts.EVAL, artifacts.FULL):  # an earlier try's (or another engine's)
         shutil.rmtree(spark_engine.candidates_dir(directory, name), ignore_errors=True)
     with spark_engine.session(settings) if settings.engine == "spark" else contextlib.nullcontext() as spark:
         data = model.interactions(ratings, one_fit_keep(ratings, parts, plan), user_ids, movie_ids, settings)
         n_fit_interactions = int(data.confidence.nnz)
-        fitted, fit_seconds, n_restarted = fit_once(data, settings, run_id, user_ids, movie_ids, plan, spark)
+        fitted, fit_seconds, n_restarted, thin = fit_once(
+            data, settings, run_id, user_ids, movie_ids, plan, (movies, tags), spark
+        )
     del data
     fold_started = time.perf_counter()
     fold_in_held_out(fitted, ratings, plan, user_ids, movie_ids, settings, run_id)
@@ -198,6 +218,8 @@ def train(settings: Settings, run_id: str) -> TrainResult:
         iterations=report.iterations,
         warm_started=report.warm,
         n_restarted_users=n_restarted,
+        n_content_movies=thin.n_movies,
+        n_unrated_movies=thin.n_unrated,
         part_seconds=dict(report.part_seconds),
         blend=choice.record(),
         blend_seconds=round(blend_seconds, 3),
@@ -210,7 +232,7 @@ def train(settings: Settings, run_id: str) -> TrainResult:
         runs.record_seconds(conn, run_id, "train", result.seconds)
     log.info(
         "train %s (%s): %d users x %d items (%s); one fit on %d interactions, %d ALS iterations, %.1fs (%s); "
-        "%d held-out users folded back in, %.1fs",
+        "%d held-out users folded back in, %.1fs; %d movies scored from content (%d unrated)",
         run_id,
         settings.engine,
         result.n_users,
@@ -224,6 +246,8 @@ def train(settings: Settings, run_id: str) -> TrainResult:
         part_summary(result.part_seconds),
         result.n_folded_users,
         fold_in_seconds,
+        thin.n_movies,
+        thin.n_unrated,
     )
     log.info(
         "train %s: blend trend_weight %g, trend_days %g, blend_weight %g, sequence_weight %g (%s: %s; gate: %s) "

@@ -11,9 +11,15 @@ row per movie (content_features). Two ways from there to a score for a user:
     blend       both standardised per user and summed (content_blend)
 The backtest's new-movies replay (recjobs.jobs.backtest.new_movies_replay) measures both
 against genre popularity (genre_popularity, on genre_matrix).
+
+In the nightly lists (setting min_ratings_to_score): the catalogue's movies with fewer ratings
+than that (every unrated one among them) get the ridge's predicted factors in place of their ALS
+ones (with_content_factors), so the method scores them like any movie.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -21,6 +27,8 @@ import scipy.sparse as sp
 
 YEAR_BUCKET = 5  # years per year column
 TOP_TAGS = 1000  # the most frequent tags become columns
+RIDGE_MIN_RATINGS = 5  # the ridge learns from movies with at least this many ratings
+RIDGE_ALPHA = 1.0  # the ridge's penalty
 
 
 def content_features(
@@ -100,14 +108,50 @@ def new_movie_factors(
     item_factors_known: np.ndarray,
     n_ratings_known: np.ndarray,
     features_new: sp.csr_matrix,
-    min_ratings: int = 5,
-    alpha: float = 1.0,
+    min_ratings: int = RIDGE_MIN_RATINGS,
+    alpha: float = RIDGE_ALPHA,
 ) -> np.ndarray:
     """Predicted ALS item factors of new movies (features_new rows): the ridge learned from the
     known movies with at least `min_ratings` ratings (their content rows, factors, counts)."""
     enough = np.asarray(n_ratings_known) >= min_ratings
     ridge = fit_content_to_factors(features_known[enough], np.asarray(item_factors_known)[enough], alpha)
     return content_factors(features_new, ridge)
+
+
+def catalogue_movie_ids(rated_movie_ids: np.ndarray, movies: pd.DataFrame, min_ratings_to_score: int) -> np.ndarray:
+    """The movies a night scores (sorted): those rated, and with min_ratings_to_score above 0
+    every movie of the catalogue too."""
+    if min_ratings_to_score <= 0:
+        return np.asarray(rated_movie_ids)
+    return np.union1d(rated_movie_ids, movies["movie_id"].to_numpy(np.int64))
+
+
+@dataclass(frozen=True)
+class ContentScored:
+    item_factors: np.ndarray  # the ALS item factors, the thin movies' rows predicted from content
+    n_movies: int  # movies given content factors (fewer ratings than min_ratings_to_score)
+    n_unrated: int  # of them, movies with no rating at all
+
+
+def with_content_factors(
+    item_factors: np.ndarray,
+    features: sp.csr_matrix,
+    n_ratings: np.ndarray,
+    min_ratings_to_score: int,
+    alpha: float = RIDGE_ALPHA,
+) -> ContentScored:
+    """`item_factors` with the rows of movies rated fewer than `min_ratings_to_score` times
+    replaced by their content prediction: the ridge learned from the movies with at least
+    max(RIDGE_MIN_RATINGS, min_ratings_to_score) ratings (features, n_ratings: one row per movie)."""
+    n_ratings = np.asarray(n_ratings)
+    thin = n_ratings < min_ratings_to_score
+    enough = n_ratings >= max(RIDGE_MIN_RATINGS, min_ratings_to_score)
+    if not thin.any() or enough.sum() < 2:
+        return ContentScored(item_factors, 0, 0)
+    ridge = fit_content_to_factors(features[enough], item_factors[enough], alpha)
+    out = np.array(item_factors, np.float32, copy=True)
+    out[thin] = content_factors(features[thin], ridge)
+    return ContentScored(out, int(thin.sum()), int((n_ratings[thin] == 0).sum()))
 
 
 def content_similarity(positives: sp.csr_matrix, features_known: sp.csr_matrix, features: sp.csr_matrix) -> np.ndarray:

@@ -225,12 +225,18 @@ def read_hidden(directory: Path) -> dict[str, np.ndarray]:
         return {c: f[c] for c in HIDDEN_ARRAYS}
 
 
+def read_movies_and_tags(directory: Path):
+    """(movies, tags) data frames `load` saved for the run, without its ratings."""
+    import pandas as pd
+
+    return pd.read_pickle(require(directory, MOVIES)), pd.read_pickle(require(directory, TAGS))
+
+
 def read_stored_catalog(directory: Path) -> Catalog:
     """The catalog `load` saved for the run."""
     import pandas as pd
 
-    movies = pd.read_pickle(require(directory, MOVIES))
-    tags = pd.read_pickle(require(directory, TAGS))
+    movies, tags = read_movies_and_tags(directory)
     ratings = pd.DataFrame(read_ratings(directory))
     ratings["rating"] = ratings["rating"].astype(float)
     return Catalog(movies=movies, ratings=ratings, tags=tags)

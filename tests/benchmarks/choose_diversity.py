@@ -42,7 +42,7 @@ def one_night(ratings: dict, movies, cutoff: int, settings: Settings, window_day
     night = fit_night(ratings, cutoff, settings, window_days, previous)
     if night is None:
         return None
-    win, _, fitted, choice, chosen, chosen_data = night
+    win, _, fitted, choice, chosen, chosen_data, _ = night
     candidates, scores = fitted.recommend(win.rows, chosen_data, diversity.CANDIDATES * CUTOFF, chosen)
     vectors = fitted.als.item_factors
     genres = diversity.genre_matrix(diversity.genre_sets(movies.reindex(win.movie_ids).fillna("")))
