@@ -98,9 +98,9 @@ class Settings:
         "(docs/quality.md: the backtest's table; 0 was best).",
     )
     min_ratings_to_score: int = setting(
-        1,
-        "Movies of the catalogue with fewer ratings than this are scored from their content (genres, year, tags "
-        "mapped onto the ALS factors), so new movies can enter lists (0: off; docs/quality.md).",
+        5,
+        "Movies of the catalogue with fewer ratings than this (unrated ones too) are scored from their content "
+        "(genres, year, tags mapped onto the ALS factors), so new movies can enter lists (0: off; docs/quality.md).",
     )
     random_seed: int = setting(42, "Seed for ALS initialisation.")
     eval_users: int = setting(

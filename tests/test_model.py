@@ -159,6 +159,21 @@ def test_the_methods_scores_and_top_lists_equal_the_dense_blend_of_every_part():
         want_ids, want_top = scoring.top_n(expected, *d.seen[rows].nonzero(), 10)
         assert (ids == want_ids).mean() > 0.999  # ties within 1e-9 may swap, nothing else
         np.testing.assert_allclose(top, want_top, rtol=1e-9, atol=1e-9)
+        # movies scored from content: their ALS score stands in for each item-item part
+        content_rows = np.array([0, 5, 7])
+        with_content = dataclasses.replace(fitted, content_rows=content_rows)
+        expected = scoring.blend(
+            als,
+            [
+                (0.5, (d.profile[rows] @ fitted.similarity).toarray()),
+                (0.3, (d.recent[rows] @ fitted.sequence).toarray()),
+            ],
+            [(0.2, scoring.standardized(d.trend_scores(rows)))],
+            content_rows,
+        )
+        got = with_content.scores(rows, d, settings)
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+        assert not np.allclose(got[:, content_rows], fitted.scores(rows, d, settings)[:, content_rows])
 
 
 def test_a_warm_start_takes_the_earlier_fits_rows_by_id_and_new_ids_start_small():

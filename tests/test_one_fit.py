@@ -84,7 +84,9 @@ def test_no_evaluated_item_is_in_the_fit_that_scores_it(two_nights, monkeypatch)
         artifacts.read_parts(directory),
         plan_of(settings, "third"),
     )
-    user_ids, movie_ids = np.unique(ratings["user_id"]), np.unique(ratings["movie_id"])
+    saved = model.Factors.read(directory / artifacts.model_file(artifacts.EVAL))
+    user_ids, movie_ids = saved.user_ids, saved.movie_ids  # every catalogue movie: some are scored from content
+    assert len(movie_ids) > len(np.unique(ratings["movie_id"]))
 
     def leaks(data: model.Interactions) -> int:
         """Evaluated users' test-and-later ratings, and cold-start users' ratings, present in the data."""
@@ -127,8 +129,12 @@ def test_the_published_lists_are_the_one_fit_scored_with_whole_histories(two_nig
 
     # every user's published list: that model scored with the whole history, to 1e-6
     one_fit = model.Fitted(
-        model.from_factors(expected, factors.item_factors, settings), fitted.similarity, fitted.sequence
+        model.from_factors(expected, factors.item_factors, settings),
+        fitted.similarity,
+        fitted.sequence,
+        content_rows=fitted.content_rows,
     )
+    assert published.content_rows is not None and (published.content_rows == fitted.content_rows).all()
     top_ids, top_scores = one_fit.recommend(np.arange(len(user_ids)), whole, settings.k, settings)
     stored = query(settings.db, "SELECT user_id, rank, movie_id, score FROM recommendations WHERE run_id = 'second'")
     assert len(stored) == len(user_ids) * settings.k == second.precompute.n_recommendations

@@ -403,6 +403,7 @@ def fit_night(
         n_ratings = np.bincount(data.seen.indices, minlength=len(win.movie_ids))
         scored = content.with_content_factors(als_factors, features, n_ratings, settings.min_ratings_to_score)
         fitted.als.item_factors = scored.item_factors
+        fitted = dataclasses.replace(fitted, content_rows=scored.rows)
     choice = blend_choice.choose(ratings, cutoff, settings, previous_choice)
     chosen = blend_choice.with_weights(settings, choice.weights)
     return win, data, fitted, choice, chosen, with_trend_days(data, ratings, win, chosen), als_factors
@@ -439,7 +440,9 @@ def one_night(
     reference = model.fit(reference_data.confidence, reference_settings)
     scorers["reference"] = lambda rows: reference.user_factors[rows] @ reference.item_factors.T
     if als_factors is not None:  # the same night without the content step
-        without = dataclasses.replace(fitted, als=model.from_factors(fitted.als.user_factors, als_factors, settings))
+        without = dataclasses.replace(
+            fitted, als=model.from_factors(fitted.als.user_factors, als_factors, settings), content_rows=None
+        )
         scorers["no_content"] = lambda rows: without.scores(rows, chosen_data, chosen)
     for name, since in (("popularity", -np.inf), ("recent_popularity", cutoff - recent_days * DAY)):
         counts = temporal.popularity_scores(ratings, win, settings, since).astype(np.float64)

@@ -114,6 +114,7 @@ def one_fit_bundle(ratings: dict, held: np.ndarray, directory: Path, settings: S
         popularity,
         settings.model_params(),
         trending=trending,
+        content_rows=fitted.content_rows,
         **matrices,
     )
     return fitted.als, held_out_bundle

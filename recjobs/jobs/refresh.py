@@ -390,7 +390,7 @@ def bundle_fitted(run_id: str, run_dir: Path, run_settings: Settings) -> model.F
     no_users = np.zeros((0, found.item_factors.shape[1]), np.float32)
     item_factors = np.array(found.item_factors)  # a writable copy: implicit's solver takes no read-only buffer
     als = model.from_factors(no_users, item_factors, run_settings)
-    return model.Fitted(als, parts.get("similarity"), parts.get("sequence"))
+    return model.Fitted(als, parts.get("similarity"), parts.get("sequence"), content_rows=found.content_rows)
 
 
 def _arrays(history: pd.DataFrame) -> dict:
@@ -418,7 +418,7 @@ def refold(fitted, users, movie_ids, history, hidden, blocked_cols, run_dir, run
     rows = np.arange(len(users))
     no_factors = np.zeros((len(users), fitted.als.factors), np.float32)
     start = model.from_factors(no_factors, fitted.als.item_factors, run_settings)
-    folded = model.fold_in(model.Fitted(start, fitted.similarity, fitted.sequence), rows, data.confidence, run_settings)
+    folded = model.fold_in(dataclasses.replace(fitted, als=start), rows, data.confidence, run_settings)
     items, scores = folded.diversified(rows, data, n, run_settings)
     return items, scores, reasons.list_reasons(folded, data, run_settings, rows, items)
 

@@ -49,6 +49,7 @@ ITEM_PARTS = (
     ("sequence", "sequence_weight", artifacts.sequence_file(artifacts.FULL)),
 )
 BUNDLE_ARRAYS = ("movie_ids", "item_factors", "gram", "popularity", "trending")
+CONTENT_ROWS = "content_rows"  # only in the bundle of a run with movies scored from their content
 CSR_ARRAYS = ("indptr", "indices", "data")
 
 
@@ -68,6 +69,8 @@ class Bundle:
     trending: np.ndarray | None = None  # positives per movie in the run's last trend_days
     trend_weight: float = 0.0
     diversity: float = 0.0  # the run's MMR re-ranking (recjobs.method.diversity), 0: off
+    # item rows scored from their content (recjobs.method.content); None: none
+    content_rows: np.ndarray | None = None
 
     @functools.cached_property
     def standardized_trending(self) -> np.ndarray:
@@ -91,7 +94,9 @@ class Bundle:
         return pos[known], wanted[~known]
 
 
-def make_bundle(run_id: str, movie_ids, item_factors, popularity, params: dict, trending=None, **matrices) -> Bundle:
+def make_bundle(
+    run_id: str, movie_ids, item_factors, popularity, params: dict, trending=None, content_rows=None, **matrices
+) -> Bundle:
     """A Bundle from a fitted run; `matrices` by ITEM_PARTS name, each a scipy CSR matrix,
     (indptr, indices, data) or None. Parts with weight 0 or no matrix are left out."""
     parts = []
@@ -115,6 +120,7 @@ def make_bundle(run_id: str, movie_ids, item_factors, popularity, params: dict, 
         trending,
         float(params.get("trend_weight", 0.0)),
         float(params.get("diversity", 0.0)),
+        None if content_rows is None or not len(content_rows) else np.asarray(content_rows, np.int64),
     )
 
 
@@ -153,13 +159,23 @@ def write_bundle(run_dir: Path) -> Path:
     params = artifacts.read_params(run_dir)
     with np.load(run_dir / artifacts.model_file(artifacts.FULL)) as f:
         movie_ids, item_factors = f["movie_ids"], f["item_factors"]
+        content_ids = f["content_movie_ids"] if "content_movie_ids" in f.files else np.empty(0, np.int64)
     ratings = artifacts.read_ratings(run_dir)
     known = np.isin(ratings["movie_id"], movie_ids)
     popularity, trending = item_counts(
         ratings, known, movie_ids, params["positive_threshold"], float(params.get("trend_days", 30.0))
     )
     matrices = {name: read_csr_arrays(run_dir / file) for name, _, file in ITEM_PARTS if (run_dir / file).is_file()}
-    bundle = make_bundle(run_dir.name, movie_ids, item_factors, popularity, params, trending=trending, **matrices)
+    bundle = make_bundle(
+        run_dir.name,
+        movie_ids,
+        item_factors,
+        popularity,
+        params,
+        trending,
+        np.searchsorted(movie_ids, content_ids),
+        **matrices,
+    )
 
     target = run_dir / artifacts.COLD_START_BUNDLE
     partial = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{artifacts.COLD_START_BUNDLE}.new."))
@@ -170,6 +186,8 @@ def write_bundle(run_dir: Path) -> Path:
             strict=True,
         )
     )
+    if bundle.content_rows is not None:
+        arrays[CONTENT_ROWS] = bundle.content_rows
     weights = []
     for number, (weight, matrix) in enumerate(bundle.item_parts):
         arrays.update({f"part{number}_{name}": array for name, array in zip(CSR_ARRAYS, matrix, strict=True)})
@@ -256,6 +274,7 @@ def read_bundle(run_id: str, run_dir: Path) -> Bundle:
         arrays["trending"],
         float(params.get("trend_weight", 0.0)),
         float(params.get("diversity", 0.0)),
+        arrays.get(CONTENT_ROWS),
     )
     with _cache_lock:
         if len(_cache) >= 4:
@@ -274,6 +293,8 @@ def _map_bundle(path: Path):
     """(params, arrays, item parts) of a bundle folder, memory-mapped; raises if any is damaged."""
     params = artifacts.read_json(path / artifacts.PARAMS)
     arrays = {name: _mapped(path / f"{name}.npy") for name in BUNDLE_ARRAYS}
+    if (path / f"{CONTENT_ROWS}.npy").is_file():  # a run with movies scored from their content
+        arrays[CONTENT_ROWS] = _mapped(path / f"{CONTENT_ROWS}.npy")
     parts = tuple(
         (float(weight), tuple(_mapped(path / f"part{number}_{name}.npy") for name in CSR_ARRAYS))
         for number, weight in enumerate(params["item_part_weights"])
@@ -321,7 +342,7 @@ def method_scores(bundle: Bundle, rows: np.ndarray, confidence=None, profiles=No
     for number, (weight, matrix) in enumerate(bundle.item_parts):
         part_rows, weights = (rows, 1.0) if profiles is None else profiles[number]
         parts.append((weight, scoring.csr_rows_sum(matrix, len(bundle.movie_ids), part_rows, weights)))
-    return scoring.blend(als, parts, [(bundle.trend_weight, bundle.standardized_trending)])
+    return scoring.blend(als, parts, [(bundle.trend_weight, bundle.standardized_trending)], bundle.content_rows)
 
 
 def popularity_share(n_known: int, prior: float = BLEND_PRIOR) -> float:

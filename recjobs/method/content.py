@@ -131,6 +131,8 @@ class ContentScored:
     item_factors: np.ndarray  # the ALS item factors, the thin movies' rows predicted from content
     n_movies: int  # movies given content factors (fewer ratings than min_ratings_to_score)
     n_unrated: int  # of them, movies with no rating at all
+    rows: np.ndarray | None = None  # their rows, None when there are none
+    als_factors: np.ndarray | None = None  # their factors as ALS left them
 
 
 def with_content_factors(
@@ -151,7 +153,8 @@ def with_content_factors(
     ridge = fit_content_to_factors(features[enough], item_factors[enough], alpha)
     out = np.array(item_factors, np.float32, copy=True)
     out[thin] = content_factors(features[thin], ridge)
-    return ContentScored(out, int(thin.sum()), int((n_ratings[thin] == 0).sum()))
+    rows = np.flatnonzero(thin)
+    return ContentScored(out, len(rows), int((n_ratings[thin] == 0).sum()), rows, np.array(item_factors[rows]))
 
 
 def content_similarity(positives: sp.csr_matrix, features_known: sp.csr_matrix, features: sp.csr_matrix) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,10 @@ class Factors:
     movie_ids: np.ndarray
     user_factors: np.ndarray
     item_factors: np.ndarray
+    # movies whose item factors come from their content (recjobs.method.content), sorted, and
+    # ALS's own factors of them (what a warm start resumes from)
+    content_movie_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    content_als_factors: np.ndarray | None = None
 
     def save(self, path: Path) -> None:
         artifacts.write_atomically(
@@ -54,13 +58,31 @@ class Factors:
                 movie_ids=self.movie_ids,
                 user_factors=self.user_factors,
                 item_factors=self.item_factors,
+                content_movie_ids=np.asarray(self.content_movie_ids, np.int64),
+                **({} if self.content_als_factors is None else {"content_als_factors": self.content_als_factors}),
             ),
         )
 
     @classmethod
     def read(cls, path: Path) -> Factors:
         with np.load(path) as f:
-            return cls(f["user_ids"], f["movie_ids"], f["user_factors"], f["item_factors"])
+            content = f["content_movie_ids"] if "content_movie_ids" in f.files else np.empty(0, np.int64)
+            als = f["content_als_factors"] if "content_als_factors" in f.files else None
+            return cls(f["user_ids"], f["movie_ids"], f["user_factors"], f["item_factors"], content, als)
+
+    @property
+    def content_rows(self) -> np.ndarray | None:
+        """Item rows of content_movie_ids; None when there are none."""
+        return index(self.content_movie_ids, self.movie_ids) if len(self.content_movie_ids) else None
+
+    @property
+    def als_item_factors(self) -> np.ndarray:
+        """The item factors as ALS left them (the content movies' own), to resume a fit from."""
+        if self.content_rows is None or self.content_als_factors is None:
+            return self.item_factors
+        out = np.array(self.item_factors, copy=True)
+        out[self.content_rows] = self.content_als_factors
+        return out
 
 
 def index(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -258,7 +280,7 @@ def start_from(previous: Factors, user_ids: np.ndarray, movie_ids: np.ndarray, s
     started = []
     for ids, old_ids, old_factors in (
         (user_ids, previous.user_ids, previous.user_factors),
-        (movie_ids, previous.movie_ids, previous.item_factors),
+        (movie_ids, previous.movie_ids, previous.als_item_factors),
     ):
         factors = rng.random((len(ids), settings.factors), dtype=np.float32) * 0.01
         at = np.minimum(np.searchsorted(old_ids, ids), max(len(old_ids) - 1, 0))
@@ -438,6 +460,10 @@ class Fitted:
     similarity: sp.csr_matrix | None = None  # cosine item-item of positives
     sequence: sp.csr_matrix | None = None
     fit_report: FitReport | None = None  # how the ALS part was fitted (None: read from files)
+    # item rows whose ALS factors come from their content (recjobs.method.content): no item-item
+    # data, so each item-item part takes their standardized ALS score instead
+    content_rows: np.ndarray | None = None
+    content_als_factors: np.ndarray | None = None  # ALS's own factors of content_rows (warm starts)
 
     def item_item_parts(self, data: Interactions, settings: Settings) -> list:
         """(weight, item-item matrix, the users' side) of each item-item part blended in."""
@@ -460,9 +486,13 @@ class Fitted:
         if not parts and settings.trend_weight <= 0:
             return als
         total = scoring.standardized(als, overwrite=True)
+        content_rows = self.content_rows if self.content_rows is not None and len(self.content_rows) and parts else None
+        content_als = None if content_rows is None else total[:, content_rows]
         for weight, similarity, profile in parts:
             # a sparse product has no duplicate entries (its indices may be unsorted): as required
             scoring.add_standardized_sparse(total, weight, (profile[rows] @ similarity).tocsr())
+        if content_rows is not None:
+            total[:, content_rows] = content_als * (1.0 + sum(weight for weight, _, _ in parts))
         if settings.trend_weight > 0:
             if data.now is None:  # one trending vector for everyone: standardized once
                 total += settings.trend_weight * scoring.standardized(np.log1p(data.trending.astype(np.float64)))
@@ -556,11 +586,15 @@ class Fitted:
                     total = als
                 else:
                     total = scoring.standardized_at(als, row_of, *scoring.dot_row_stats(users, self.als.item_factors))
+                content = np.isin(cols, self.content_rows) if self.content_rows is not None and products else None
+                content_als = None if content is None else total[content]
                 for weight, product in products:
                     product.sort_indices()
                     _, mean, spread = scoring.sparse_row_stats(product, n_items)
                     values = scoring.values_at(product, row_of, cols)
                     total += weight * scoring.standardized_at(values, row_of, mean, spread)
+                if content is not None:  # as scores does: their ALS score stands in for each item-item part
+                    total[content] = content_als * (1.0 + sum(weight for weight, _ in products))
                 if trend:
                     if data.now is None:
                         total += settings.trend_weight * scoring.standardized(trending)[cols]
@@ -571,10 +605,17 @@ class Fitted:
                 scores_out.append(top_scores)
         return np.vstack(ids_out), np.vstack(scores_out)
 
+    def factors(self, user_ids, movie_ids) -> Factors:
+        """The ALS part with its id maps, as saved."""
+        content = np.asarray(movie_ids)[self.content_rows] if self.content_rows is not None else np.empty(0, np.int64)
+        return Factors(
+            user_ids, movie_ids, self.als.user_factors, self.als.item_factors, content, self.content_als_factors
+        )
+
     def save(self, directory: Path, name: str, user_ids, movie_ids) -> Path:
         """artifacts/<run_id>/model_<name>.npz and its item-item matrices."""
         path = Path(directory) / artifacts.model_file(name)
-        Factors(user_ids, movie_ids, self.als.user_factors, self.als.item_factors).save(path)
+        self.factors(user_ids, movie_ids).save(path)
         save_similarity(Path(directory) / artifacts.similarity_file(name), self.similarity)
         save_similarity(Path(directory) / artifacts.sequence_file(name), self.sequence)
         return path
@@ -587,6 +628,8 @@ class Fitted:
             from_factors(factors.user_factors, factors.item_factors, settings),
             read_similarity(Path(directory) / artifacts.similarity_file(name)),
             read_similarity(Path(directory) / artifacts.sequence_file(name)),
+            content_rows=factors.content_rows,
+            content_als_factors=factors.content_als_factors,
         )
         return fitted, factors
 
@@ -600,7 +643,7 @@ def fold_in(fitted: Fitted, rows: np.ndarray, confidence: sp.csr_matrix, setting
         with threadpool_limits(limits=1, user_api="blas"):
             user_factors[rows] = fitted.als.recalculate_user(rows, confidence[rows])
     als = from_factors(user_factors, fitted.als.item_factors, settings)
-    return Fitted(als, fitted.similarity, fitted.sequence, fitted.fit_report)
+    return dataclasses.replace(fitted, als=als)
 
 
 def unseen_top(scores: np.ndarray, seen: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:

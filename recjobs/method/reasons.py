@@ -62,6 +62,11 @@ def part_shares(indptr, indices, data, history: np.ndarray, weights: np.ndarray,
     return out
 
 
+def content_mask(content_rows, listed: np.ndarray) -> np.ndarray:
+    """Which listed items are scored from their content (recjobs.method.content)."""
+    return np.zeros(len(listed), bool) if content_rows is None else np.isin(listed, content_rows)
+
+
 BATCH_USERS = 512  # users whose part spreads are computed at once (a sparse product each)
 
 
@@ -103,9 +108,11 @@ def _batch_reasons(fitted, data, settings, rows, top_items, y, gram) -> np.ndarr
         if len(confidence.indices):
             als = als_shares(y, gram, fitted.als.regularization, confidence.indices, confidence.data, listed)
             shares[:, np.searchsorted(history, confidence.indices)] += als / max(als_spread[n], 1e-12)
+        from_content = content_mask(fitted.content_rows, listed)
         for weight, sim, side, spread in sides:
             if spread > 0 and len(side.indices):
                 found = part_shares(sim.indptr, sim.indices, sim.data, side.indices, side.data, listed)
+                found[from_content] = 0.0  # their ALS score stands in for the part: ALS shares only
                 shares[:, np.searchsorted(history, side.indices)] += weight * found / spread
         out[n, listed_at] = best_contributors(shares, history)
     return out
@@ -127,8 +134,11 @@ def liked_reasons(bundle, rows: np.ndarray, listed: np.ndarray) -> np.ndarray:
     if blended:  # each part standardized over every movie, as scoring.blend does
         user = fold_in(bundle.item_factors, bundle.gram, rows, confidence, bundle.regularization)
         shares /= max(float(np.std(np.asarray(bundle.item_factors, np.float64) @ user)), 1e-12)
+    from_content = content_mask(bundle.content_rows, listed)
     for weight, matrix in bundle.item_parts:
         spread = float(np.std(scoring.csr_rows_sum(matrix, n_items, rows, 1.0)))
         if spread > 0:
-            shares += weight * part_shares(*matrix, rows, np.ones(len(rows)), listed) / spread
+            found = part_shares(*matrix, rows, np.ones(len(rows)), listed)
+            found[from_content] = 0.0  # their ALS score stands in for the part: ALS shares only
+            shares += weight * found / spread
     return best_contributors(shares, rows)

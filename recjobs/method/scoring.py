@@ -27,17 +27,22 @@ def standardized(scores: np.ndarray, overwrite: bool = False) -> np.ndarray:
     return out
 
 
-def blend(als_scores: np.ndarray, parts, standardized_parts=()) -> np.ndarray:
+def blend(als_scores: np.ndarray, parts, standardized_parts=(), content_rows=None) -> np.ndarray:
     """The method's scores from the ALS scores and (weight, scores) of each item-item part, then
     of each part given already standardized (one a run reuses, such as its trending scores).
-    With no part of positive weight the ALS scores are returned as they are (same order)."""
+    With no part of positive weight the ALS scores are returned as they are (same order).
+    Movies scored from their content (`content_rows`, last axis) have no item-item data: their
+    standardized ALS score stands in for each item-item part."""
     parts = [(weight, scores) for weight, scores in parts if weight > 0]
     ready = [(weight, scores) for weight, scores in standardized_parts if weight > 0]
     if not parts and not ready:
         return als_scores
     total = standardized(als_scores)
+    content_als = None if content_rows is None or not parts else total[..., content_rows]
     for weight, scores in parts:
         total += weight * standardized(scores)
+    if content_als is not None:
+        total[..., content_rows] = content_als * (1.0 + sum(weight for weight, _ in parts))
     for weight, scores in ready:
         total += weight * scores
     return total
