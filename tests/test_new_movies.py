@@ -74,6 +74,17 @@ def test_unrated_movies_are_scored_from_content_and_enter_the_published_lists(ca
     for user, _, _, because in listed:
         assert query(settings.db, "SELECT 1 FROM ratings WHERE user_id = ? AND movie_id = ?", user, because)
 
+    # similar movies: a new movie has its own, and no
+    # content-scored movie is listed as anyone's similar movie
+    for new, (like, _) in NEW_MOVIES.items():
+        similar = [
+            m for (m,) in query(settings.db, "SELECT similar_movie_id FROM similar_movies WHERE movie_id = ?", new)
+        ]
+        assert len(similar) == settings.n_similar
+    content_ids = [int(m) for m in published.content_movie_ids]
+    listed_similar = {m for (m,) in query(settings.db, "SELECT DISTINCT similar_movie_id FROM similar_movies")}
+    assert not listed_similar & set(content_ids)
+
     # the JSON API serves them, titles and all
     user, movie, rank, _ = min(listed, key=lambda row: row[2])
     with running_server(settings.db, tmp_path / "serve.log", workers=1) as server:

@@ -125,9 +125,11 @@ def similarity_sql() -> tuple[str, str]:
     return db.sql("cold_start"), "sql/cold_start.sql"
 
 
-def write_similarity_db(path: Path, run_id: str, als, movie_ids: np.ndarray, settings: Settings) -> None:
+def write_similarity_db(
+    path: Path, run_id: str, als, movie_ids: np.ndarray, settings: Settings, content_rows=None
+) -> None:
     """A scratch database from sql/schema.sql holding the held-out model's similar_movies, published."""
-    similar_ids, similar_scores = model.similar(als, settings.n_similar)
+    similar_ids, similar_scores = model.similar(als, settings.n_similar, content_rows)
     with db.transaction(path) as conn:
         conn.execute(
             db.query("runs.start"),
@@ -174,7 +176,7 @@ def evaluate_cold_start(settings: Settings, run_id: str) -> ColdStartEvalResult:
     sums = {f"{m}_n{n}": np.zeros(2) for n in SEED_COUNTS for m in METHODS}
     with tempfile.TemporaryDirectory(prefix="recjobs-cold-eval-") as scratch:
         scratch_db = Path(scratch) / "similar.db"
-        write_similarity_db(scratch_db, run_id, als, held_out_bundle.movie_ids, settings)
+        write_similarity_db(scratch_db, run_id, als, held_out_bundle.movie_ids, settings, held_out_bundle.content_rows)
         try:
             with db.reading(scratch_db) as conn:
                 for history in histories.values():

@@ -104,7 +104,7 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
         )
         stable = measure_stability(settings, run_id, directory, factors, top_ids, top_scores)
         als = model.from_factors(factors.user_factors, factors.item_factors, settings)
-        similar_ids, similar_scores = model.similar(als, settings.n_similar)
+        similar_ids, similar_scores = model.similar(als, settings.n_similar, factors.content_rows)
         catalog = artifacts.read_stored_catalog(directory)
         bundle.ensure_bundle(directory)  # new users are answered from the moment the run is published
 

@@ -351,15 +351,17 @@ def top_n(
     return np.vstack(ids_out), np.vstack(scores_out)
 
 
-def similar(model, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The n most similar items (cosine of item factors) for every item, itself left out."""
+def similar(model, n: int, content_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The n most similar items (cosine of item factors) for every item, itself left out. Movies
+    scored from their content (`content_rows`) get their own similar movies but are never listed
+    as one: their predicted factors lie near many movies of their genres."""
     n_items = model.item_factors.shape[0]
-    n = min(n, n_items - 1)
+    n = min(n, n_items - 1 - (0 if content_rows is None else len(content_rows)))
     ids_out, scores_out = [], []
     with threadpool_limits(limits=1, user_api="blas"):
         for start in range(0, n_items, BATCH_USERS):
             batch = np.arange(start, min(start + BATCH_USERS, n_items))
-            ids, scores = model.similar_items(batch, N=n + 1)
+            ids, scores = model.similar_items(batch, N=n + 1, filter_items=content_rows)
             not_self = ids != batch[:, None]
             # keep the first n that are not the item itself (it is usually first, not always)
             order = np.argsort(~not_self, axis=1, kind="stable")[:, :n]
