@@ -76,7 +76,7 @@ def test_unrated_movies_are_scored_from_content_and_enter_the_published_lists(ca
 
     # similar movies: a new movie has its own, and no
     # content-scored movie is listed as anyone's similar movie
-    for new, (like, _) in NEW_MOVIES.items():
+    for new in NEW_MOVIES:
         similar = [
             m for (m,) in query(settings.db, "SELECT similar_movie_id FROM similar_movies WHERE movie_id = ?", new)
         ]
