@@ -121,6 +121,13 @@ bench-reasons: setup
 	@test -f $(REFRESH_DB) || $(MAKE) nightly
 	$(BIN)/python tests/benchmarks/bench_reasons.py --db $(REFRESH_DB)
 
+# What the nightly content step (new and thin movies scored from content) costs on a run
+# (docs/quality.md); REFRESH_DB=artifacts/bench-scale/25M/recs.db for the 25M figure.
+.PHONY: bench-content
+bench-content: setup
+	@test -f $(REFRESH_DB) || $(MAKE) nightly
+	$(BIN)/python tests/benchmarks/bench_content.py --db $(REFRESH_DB)
+
 # A first, a usual and a full night per step (seconds, peak RSS) on ml-latest-small and synthetic 1M
 # and 5M sets (`recjobs synth`), beside the reference approach; SIZES=small,1M,5M,25M for
 # MovieLens-25M's shape; BASELINE=DIR (a git worktree of the previous code) runs it side by side.
