@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from support import (
@@ -249,6 +250,12 @@ def test_dag_test_publishes_a_run(published):
     assert json.loads(run["params_json"])["factors"] == SMALL_RUN["factors"]  # the run's params reached the job
     assert (published / "artifacts" / run["run_id"] / "model_full.npz").is_file()
     assert {state for _, state in tries(airflow_home, airflow_run_id).values()} == {"success"}
+    # the train task scored the catalogue's unrated and thin movies from their content
+    with np.load(published / "artifacts" / run["run_id"] / "model_full.npz") as model_file:
+        content_ids, movie_ids = model_file["content_movie_ids"], model_file["movie_ids"]
+    unrated = query(db, "SELECT COUNT(*) FROM movies WHERE movie_id NOT IN (SELECT movie_id FROM ratings)")[0][0]
+    assert unrated > 0 and len(content_ids) >= unrated and np.isin(content_ids, movie_ids).all()
+    assert json.loads(run["params_json"])["min_ratings_to_score"] == 5
 
 
 def test_cold_start_dag_answers_and_stores_the_answer(published, migrated, tmp_path):
