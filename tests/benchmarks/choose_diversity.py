@@ -36,10 +36,11 @@ from recjobs.settings import Settings  # noqa: E402
 COLUMNS = ("recall", "ndcg", "ild", "genres")  # per user-night, per setting
 
 
-def one_night(ratings: dict, movies, cutoff: int, settings: Settings, window_days: float, settings_grid, previous):
+def one_night(ratings: dict, catalog, cutoff: int, settings: Settings, window_days: float, settings_grid, previous):
     """(test user ids, setting -> users x COLUMNS, the night's blend choice) or None when no user
-    qualifies."""
-    night = fit_night(ratings, cutoff, settings, window_days, previous)
+    qualifies. The night is the backtest's, content scores and all."""
+    night = fit_night(ratings, cutoff, settings, window_days, previous, catalog)
+    movies = catalog.movies.set_index("movie_id")["genres"]
     if night is None:
         return None
     win, _, fitted, choice, chosen, chosen_data, _ = night
@@ -84,7 +85,7 @@ def main() -> None:
     pooled = {setting: [] for setting in grid}
     users, previous = [], None
     for cutoff in cutoffs:
-        night = one_night(ratings, movies, int(cutoff), settings, args.window_days, grid, previous)
+        night = one_night(ratings, catalog, int(cutoff), settings, args.window_days, grid, previous)
         if night is None:
             continue
         test_users, per_setting, choice = night
