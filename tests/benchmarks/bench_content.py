@@ -12,8 +12,8 @@ its ratings; the number of thin and unrated movies at the run's min_ratings_to_s
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import sqlite3
 import statistics
 import time
 from pathlib import Path
@@ -26,19 +26,15 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 def main() -> None:
     from recjobs.method import content, model
     from recjobs.settings import Settings
-    from recjobs.storage import artifacts
+    from recjobs.storage import artifacts, publish
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    with sqlite3.connect(args.db) as con:
-        run_id, recorded = con.execute(
-            "SELECT run_id, artifacts_dir FROM published_run JOIN model_runs USING (run_id)"
-        ).fetchone()
-        train_seconds = con.execute(
-            "SELECT json_extract(step_seconds_json, '$.train') FROM model_runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
+    run = publish.published_run(Settings(db=args.db))
+    run_id, recorded = run["run_id"], run["artifacts_dir"]
+    train_seconds = json.loads(run["step_seconds_json"] or "{}").get("train")
     directory = Path(recorded)
     settings = artifacts.run_settings(Settings(), directory)
     min_ratings = settings.min_ratings_to_score or Settings().min_ratings_to_score
@@ -66,8 +62,8 @@ def main() -> None:
     print(f"| the ridge and the thin movies' factors | {predict_s:.2f} s |")
     print(f"| movies scored from content (min_ratings_to_score {min_ratings}) | {scored.n_movies:,} |")
     print(f"| of them unrated | {scored.n_unrated:,} |")
-    if train_seconds and train_seconds[0] is not None:
-        print(f"| the run's whole train step (recorded) | {train_seconds[0]:.1f} s |")
+    if train_seconds is not None:
+        print(f"| the run's whole train step (recorded) | {train_seconds:.1f} s |")
 
 
 if __name__ == "__main__":
