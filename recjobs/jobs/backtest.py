@@ -395,15 +395,12 @@ def fit_night(
         return None
     data = model.interactions(ratings, win.keep, win.user_ids, win.movie_ids, settings)
     fitted = model.fit_method(data, settings)
-    als_factors = None
+    als_factors = fitted.als.item_factors if content_step else None
     if content_step:
-        als_factors = fitted.als.item_factors
         tags = catalog.tags[catalog.tags["tagged_at"] < cutoff]
-        features = content.content_features(catalog.movies, tags, win.movie_ids)
-        n_ratings = np.bincount(data.seen.indices, minlength=len(win.movie_ids))
-        scored = content.with_content_factors(als_factors, features, n_ratings, settings.min_ratings_to_score)
-        fitted.als.item_factors = scored.item_factors
-        fitted = dataclasses.replace(fitted, content_rows=scored.rows)
+        fitted, _ = content.score_thin_movies(
+            fitted, data.seen, catalog.movies, tags, win.movie_ids, settings.min_ratings_to_score
+        )
     choice = blend_choice.choose(ratings, cutoff, settings, previous_choice)
     chosen = blend_choice.with_weights(settings, choice.weights)
     return win, data, fitted, choice, chosen, with_trend_days(data, ratings, win, chosen), als_factors

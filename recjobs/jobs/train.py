@@ -15,7 +15,6 @@ params.json, which every later step scores with (artifacts.run_settings).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import shutil
 import sys
@@ -110,22 +109,9 @@ def fit_once(
             start[0][model.index(fresh, user_ids)] = model.random_start(len(fresh), settings)
             restarted = len(fresh)
         fitted = model.fit_method(data, settings, show_progress=sys.stderr.isatty(), start=start)
-    fitted, thin = score_thin_movies(fitted, data, catalog, movie_ids, settings)
+    fitted, thin = content.score_thin_movies(fitted, data.seen, *catalog, movie_ids, settings.min_ratings_to_score)
     fitted.save(directory, artifacts.EVAL, user_ids, movie_ids)
     return fitted, time.perf_counter() - started, restarted, thin
-
-
-def score_thin_movies(fitted: model.Fitted, data: model.Interactions, catalog, movie_ids, settings: Settings):
-    """(the fit with the ALS item factors of the movies rated fewer than min_ratings_to_score
-    times in it predicted from their content, content.ContentScored)."""
-    if settings.min_ratings_to_score <= 0:
-        return fitted, content.ContentScored(fitted.als.item_factors, 0, 0)
-    movies, tags = catalog
-    n_ratings = np.bincount(data.seen.indices, minlength=len(movie_ids))
-    features = content.content_features(movies, tags, movie_ids)
-    scored = content.with_content_factors(fitted.als.item_factors, features, n_ratings, settings.min_ratings_to_score)
-    fitted.als.item_factors = scored.item_factors
-    return dataclasses.replace(fitted, content_rows=scored.rows, content_als_factors=scored.als_factors), scored
 
 
 def fold_in_held_out(

@@ -19,6 +19,7 @@ ones (with_content_factors), so the method scores them like any movie.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,6 +156,22 @@ def with_content_factors(
     out[thin] = content_factors(features[thin], ridge)
     rows = np.flatnonzero(thin)
     return ContentScored(out, len(rows), int((n_ratings[thin] == 0).sum()), rows, np.array(item_factors[rows]))
+
+
+def score_thin_movies(
+    fitted, seen: sp.csr_matrix, movies: pd.DataFrame, tags: pd.DataFrame, movie_ids, min_ratings_to_score: int
+):
+    """(the fit with the ALS item factors of the movies rated fewer than min_ratings_to_score
+    times in it predicted from their content, ContentScored): the nightly content step, as train
+    and the backtest's nights make it. `fitted`: a recjobs.method.model.Fitted (its ALS model
+    gets the new item factors); `seen`: the fit's users x movie_ids ratings."""
+    if min_ratings_to_score <= 0:
+        return fitted, ContentScored(fitted.als.item_factors, 0, 0)
+    n_ratings = np.bincount(seen.indices, minlength=len(movie_ids))
+    features = content_features(movies, tags, movie_ids)
+    scored = with_content_factors(fitted.als.item_factors, features, n_ratings, min_ratings_to_score)
+    fitted.als.item_factors = scored.item_factors
+    return dataclasses.replace(fitted, content_rows=scored.rows, content_als_factors=scored.als_factors), scored
 
 
 def content_similarity(positives: sp.csr_matrix, features_known: sp.csr_matrix, features: sp.csr_matrix) -> np.ndarray:

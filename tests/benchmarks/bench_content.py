@@ -1,4 +1,4 @@
-"""What the nightly content step costs (recjobs.jobs.train.score_thin_movies): seconds to build
+"""What the nightly content step costs (recjobs.method.content.score_thin_movies): seconds to build
 the catalogue's content rows and to predict the thin movies' factors, on a run's one fit, beside
 the seconds that run's train step took.
 
