@@ -270,10 +270,7 @@ def read_new_ratings(data_dir: Path, paths) -> pd.DataFrame:
     frames = [movielens.read_ratings_file(data_dir, p) for p in paths]
     if not frames:
         return pd.DataFrame({c: np.empty(0, np.float64 if c == "rating" else np.int64) for c in RATING_COLUMNS})
-    for order, frame in enumerate(frames):
-        frame["file_order"] = order
-    ratings = pd.concat(frames, ignore_index=True).sort_values(["user_id", "movie_id", "rated_at", "file_order"])
-    return ratings.drop_duplicates(["user_id", "movie_id"], keep="last")[list(RATING_COLUMNS)].reset_index(drop=True)
+    return movielens.merge_rating_files(frames)[list(RATING_COLUMNS)].reset_index(drop=True)
 
 
 def _ids(users) -> dict:

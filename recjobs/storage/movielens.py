@@ -82,14 +82,7 @@ def read_catalog(data_dir: Path, positive_threshold: float = 4.0) -> Catalog:
     for path in incoming:
         frames.append(read_ratings_file(data_dir, path, hasher))
     hidden = read_hidden_files(data_dir, hidden_files, hasher)
-    for order, frame in enumerate(frames):
-        frame["file_order"] = order
-    ratings = pd.concat(frames, ignore_index=True)
-    if len(frames) > 1:  # one file has no duplicates (_ratings checked): no sort needed
-        # A later rating (by time, then by file) of the same user and movie replaces the earlier.
-        ratings = ratings.sort_values(["user_id", "movie_id", "rated_at", "file_order"], kind="stable").drop_duplicates(
-            ["user_id", "movie_id"], keep="last"
-        )
+    ratings = merge_rating_files(frames)
 
     known = ratings["movie_id"].isin(movies["movie_id"])
     n_dropped = int((~known).sum())
@@ -97,7 +90,7 @@ def read_catalog(data_dir: Path, positive_threshold: float = 4.0) -> Catalog:
         log.warning(
             "dropped %d ratings of %d movies not in movies.csv", n_dropped, ratings.loc[~known, "movie_id"].nunique()
         )
-    ratings = ratings[known].drop(columns="file_order")
+    ratings = ratings[known]
     ratings = ratings.sort_values(["user_id", "rated_at", "movie_id"], kind="stable").reset_index(drop=True)
     if ratings.empty:
         raise DataError("ratings: no rating is of a movie in movies.csv; expected ratings of listed movies")
@@ -121,6 +114,19 @@ def read_catalog(data_dir: Path, positive_threshold: float = 4.0) -> Catalog:
 
 HIDDEN_COLUMNS = ("userId", "movieId", "timestamp")
 HIDDEN_FILES = "hidden*.csv"
+
+
+def merge_rating_files(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The ratings of checked rating files, given in file order: a later rating (by time, then by
+    file) of the same user and movie replaces the earlier."""
+    for order, frame in enumerate(frames):
+        frame["file_order"] = order
+    ratings = pd.concat(frames, ignore_index=True)
+    if len(frames) > 1:  # one file has no duplicates (_ratings checked): no sort needed
+        ratings = ratings.sort_values(["user_id", "movie_id", "rated_at", "file_order"], kind="stable").drop_duplicates(
+            ["user_id", "movie_id"], keep="last"
+        )
+    return ratings.drop(columns="file_order")
 
 
 def incoming_files(data_dir: Path) -> tuple[list[Path], list[Path]]:
