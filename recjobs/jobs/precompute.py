@@ -44,9 +44,10 @@ def gate(conn, run_id: str, settings: Settings) -> publish.GateDecision:
 
 
 def measure_stability(
-    settings: Settings, run_id: str, directory, factors, top_ids, top_scores
+    settings: Settings, run_id: str, ratings: dict, factors, top_ids, top_scores
 ) -> stability.Stability | None:
-    """The run's top 10s against the published run's (None when there is none, or it is this run)."""
+    """The run's top 10s against the published run's (None when there is none, or it is this run);
+    `ratings`: the run's own (artifacts.read_ratings)."""
     with db.reading(settings.db) as conn:
         current = publish.current_run(conn)
         if current is None or current["run_id"] == run_id:
@@ -68,7 +69,7 @@ def measure_stability(
         )
         unchanged = np.zeros(len(factors.user_ids), bool)
     else:
-        unchanged = stability.unchanged_users(factors.user_ids, artifacts.read_ratings(directory), served_ratings)
+        unchanged = stability.unchanged_users(factors.user_ids, ratings, served_ratings)
         unchanged &= ~np.isin(factors.user_ids, list(refreshed))
     found = stability.compare(factors.user_ids, top10, served, unchanged)
     log.info(
@@ -102,10 +103,11 @@ def precompute(settings: Settings, run_id: str) -> PrecomputeResult:
             from_files,
             settings.score_shards,
         )
-        stable = measure_stability(settings, run_id, directory, factors, top_ids, top_scores)
+        ratings = artifacts.read_ratings(directory)
+        stable = measure_stability(settings, run_id, ratings, factors, top_ids, top_scores)
         als = model.from_factors(factors.user_factors, factors.item_factors, settings)
         similar_ids, similar_scores = model.similar(als, settings.n_similar, factors.content_rows)
-        catalog = artifacts.read_stored_catalog(directory)
+        catalog = artifacts.read_stored_catalog(directory, ratings)
         bundle.ensure_bundle(directory)  # new users are answered from the moment the run is published
 
     with db.transaction(settings.db) as conn:

@@ -225,18 +225,25 @@ def read_hidden(directory: Path) -> dict[str, np.ndarray]:
         return {c: f[c] for c in HIDDEN_ARRAYS}
 
 
+def read_movies(directory: Path):
+    """The movies data frame `load` saved for the run."""
+    import pandas as pd
+
+    return pd.read_pickle(require(directory, MOVIES))
+
+
 def read_movies_and_tags(directory: Path):
     """(movies, tags) data frames `load` saved for the run, without its ratings."""
     import pandas as pd
 
-    return pd.read_pickle(require(directory, MOVIES)), pd.read_pickle(require(directory, TAGS))
+    return read_movies(directory), pd.read_pickle(require(directory, TAGS))
 
 
-def read_stored_catalog(directory: Path) -> Catalog:
-    """The catalog `load` saved for the run."""
+def read_stored_catalog(directory: Path, ratings: dict | None = None) -> Catalog:
+    """The catalog `load` saved for the run (`ratings`: its read_ratings, when already read)."""
     import pandas as pd
 
     movies, tags = read_movies_and_tags(directory)
-    ratings = pd.DataFrame(read_ratings(directory))
+    ratings = pd.DataFrame(read_ratings(directory) if ratings is None else ratings)
     ratings["rating"] = ratings["rating"].astype(float)
     return Catalog(movies=movies, ratings=ratings, tags=tags)
