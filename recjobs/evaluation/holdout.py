@@ -181,14 +181,15 @@ class NightPlan:
     def same_test_item(self, earlier: NightPlan) -> np.ndarray:
         """Which of this night's evaluated users (a mask over eval_user_ids) an earlier night
         evaluated on the same test item: that night's fit held out this night's test item too."""
-        if len(earlier.eval_test_movie_ids) != len(earlier.eval_user_ids) or not len(earlier.eval_user_ids):
+        if len(earlier.eval_test_movie_ids) != len(earlier.eval_user_ids):  # a plan saved before test items were kept
             return np.zeros(len(self.eval_user_ids), bool)
-        at = np.minimum(np.searchsorted(earlier.eval_user_ids, self.eval_user_ids), len(earlier.eval_user_ids) - 1)
-        return (
-            (earlier.eval_user_ids[at] == self.eval_user_ids)
-            & (earlier.eval_test_movie_ids[at] == self.eval_test_movie_ids)
-            & (earlier.eval_test_rated_at[at] == self.eval_test_rated_at)
+        at = model.id_rows(self.eval_user_ids, earlier.eval_user_ids)
+        found = at >= 0
+        same = np.zeros(len(self.eval_user_ids), bool)
+        same[found] = (earlier.eval_test_movie_ids[at[found]] == self.eval_test_movie_ids[found]) & (
+            earlier.eval_test_rated_at[at[found]] == self.eval_test_rated_at[found]
         )
+        return same
 
 
 def plan_night(ratings: dict, parts: np.ndarray, full: bool, reason: str, settings: Settings) -> NightPlan:

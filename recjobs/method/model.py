@@ -90,6 +90,15 @@ def index(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.searchsorted(ids, values)
 
 
+def id_rows(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Row of each value in the sorted `ids`, -1 where absent."""
+    values = np.asarray(values, np.int64)
+    if len(ids) == 0:
+        return np.full(len(values), -1, np.int64)
+    at = np.minimum(np.searchsorted(ids, values), len(ids) - 1)
+    return np.where(ids[at] == values, at, -1)
+
+
 def interaction_weight(rating: np.ndarray, settings: Settings, age: np.ndarray | None = None) -> np.ndarray:
     """1 for positives, negative_weight below the threshold, times exp(-age / recency_decay).
 
@@ -283,8 +292,8 @@ def start_from(previous: Factors, user_ids: np.ndarray, movie_ids: np.ndarray, s
         (movie_ids, previous.movie_ids, previous.als_item_factors),
     ):
         factors = rng.random((len(ids), settings.factors), dtype=np.float32) * 0.01
-        at = np.minimum(np.searchsorted(old_ids, ids), max(len(old_ids) - 1, 0))
-        known = (old_ids[at] == ids) if len(old_ids) else np.zeros(len(ids), bool)
+        at = id_rows(ids, old_ids)
+        known = at >= 0
         factors[known] = old_factors[at[known]]
         started.append(factors)
     return tuple(started)

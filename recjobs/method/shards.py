@@ -82,19 +82,10 @@ class Exclusions:
 
     def apply(self, data: model.Interactions, user_ids: np.ndarray, movie_ids: np.ndarray) -> model.Interactions:
         """The interactions of users `user_ids` x movies `movie_ids` with these left out."""
-        rows, cols = id_rows(self.hidden_user_ids, user_ids), id_rows(self.hidden_movie_ids, movie_ids)
+        rows, cols = model.id_rows(self.hidden_user_ids, user_ids), model.id_rows(self.hidden_movie_ids, movie_ids)
         both = (rows >= 0) & (cols >= 0)
-        blocked = id_rows(self.blocked_movie_ids, movie_ids)
+        blocked = model.id_rows(self.blocked_movie_ids, movie_ids)
         return model.with_exclusions(data, rows[both], cols[both], blocked[blocked >= 0])
-
-
-def id_rows(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Row of each value in the sorted `ids`, -1 where absent."""
-    values = np.asarray(values, np.int64)
-    if len(ids) == 0:
-        return np.full(len(values), -1, np.int64)
-    at = np.minimum(np.searchsorted(ids, values), len(ids) - 1)
-    return np.where(ids[at] == values, at, -1)
 
 
 def run_exclusions(settings: Settings, directory: Path, at: float | None = None) -> Exclusions:
@@ -109,7 +100,7 @@ def run_exclusions(settings: Settings, directory: Path, at: float | None = None)
     rules = business_rules.read(settings.rules)
     blocked = np.empty(0, np.int64)
     if rules:
-        movies = artifacts.read_stored_catalog(directory).movies
+        movies = artifacts.read_movies(directory)
         years = [
             None if y is None else int(y) for y in movies["year"].astype(object).where(movies["year"].notna(), None)
         ]
